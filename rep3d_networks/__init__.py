@@ -1,0 +1,1 @@
+"""Rep3D networks."""
