@@ -1,0 +1,19 @@
+# Two entry points for a fresh machine (see README.md): `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test quickstart
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q -ra --durations=15
+
+quickstart: install
+	$(PY) -m rep3d_networks.quickstart --output_dir quickstart_output

@@ -1,0 +1,30 @@
+"""The Rep3D encoder block."""
+
+import torch
+from torch import nn
+
+from rep3d_networks.blocks.reparam_conv import ReparamDepthwiseConv3d
+
+
+class Rep3DBlock(nn.Module):
+    """Plain Rep3D block: re-parameterized depthwise ``K³`` conv (no bias) → BatchNorm3d → GELU.
+
+    The paper describes the block twice (eq. 17: BN → DWConv → GELU; A.4: DWConv → LayerNorm → GELU); this is the
+    variant whose parameter count equals the published model (65,826,928 for 1 → 16 classes). There is no residual
+    connection, as in eq. 17–18.
+
+    Args:
+        channels: number of channels.
+        kernel_size: depthwise kernel size (21 in the paper).
+        reparam: see :class:`ReparamDepthwiseConv3d`.
+        conv_kwargs: further :class:`ReparamDepthwiseConv3d` options (generator settings, ``conv_method``).
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 21, reparam: str = "lrbm", **conv_kwargs) -> None:
+        super().__init__()
+        self.conv = ReparamDepthwiseConv3d(channels, kernel_size, reparam=reparam, bias=False, **conv_kwargs)
+        self.norm = nn.BatchNorm3d(channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))  # [B, C, D, H, W]
