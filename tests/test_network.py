@@ -150,12 +150,28 @@ def test_fold_preserves_eval_outputs_and_loads_into_deploy_net(cls, kwargs):
         y_folded = folded(x)
     assert folded is model
     assert (y_folded - y).abs().max() <= 1e-5 * y.abs().max()
-    assert not any("mask" in name or "small_weight" in name for name, _ in folded.named_parameters())
-    assert all(m.reparam == "folded" for m in folded.modules() if isinstance(m, ReparamDepthwiseConv3d))
+    assert not any("mask" in name or "small_weight" in name for name in folded.state_dict())
+    assert all(m.folded for m in folded.modules() if isinstance(m, ReparamDepthwiseConv3d))
     deploy = cls(2, 3, deploy=True, **kwargs).eval()
     deploy.load_state_dict(folded.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(deploy(x), y_folded, rtol=0, atol=0)
+
+
+def test_deploy_net_folds_a_training_checkpoint_while_loading():
+    torch.manual_seed(0)
+    kwargs = dict(reparam="lrbm", **TINY)
+    model = _trained_tiny(Rep3D(1, 3, **kwargs))
+    checkpoint = {k: v.clone() for k, v in model.state_dict().items()}  # unfolded, as training saves it
+    deploy = Rep3D(1, 3, deploy=True, **kwargs).eval()
+    deploy.load_state_dict(checkpoint, strict=True)
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        y = model(x)
+        torch.testing.assert_close(deploy(x), y, rtol=1e-5, atol=1e-5 * y.abs().max().item())
+    assert not any("mask" in k for k in deploy.state_dict())
+    with pytest.raises(RuntimeError, match="size mismatch|Missing|Unexpected"):
+        Rep3D(1, 3, deploy=True, **dict(kwargs, generator_layers=3)).load_state_dict(checkpoint, strict=True)
 
 
 def test_folded_model_is_scriptable():

@@ -28,18 +28,23 @@ class ReparamDepthwiseConv3d(nn.Module):
 
     The mask is applied inside ``forward``; the stored ``weight`` is never overwritten, so two forwards without
     an optimizer step give identical outputs. :meth:`fold` bakes ``W_eff`` into ``weight`` and drops the mask
-    and the small branch, leaving a plain depthwise convolution (``reparam="folded"``).
+    and the small branch, leaving a plain depthwise convolution (``folded = True``).
+
+    A folded module (built with ``deploy=True`` or folded in place) loads both kinds of state dict strictly: a
+    folded one as is, and a training (unfolded) one of the same ``reparam``, which it folds while loading. So one
+    training checkpoint serves training, inference with the folded network and TorchScript export.
 
     Args:
         channels: number of channels ``C`` (depthwise: one ``K³`` filter per channel).
         kernel_size: odd kernel size ``K``.
-        reparam: ``"lrbm"``, ``"fixed"``, ``"vanilla"``, ``"csla"`` or ``"folded"`` (the deploy form).
+        reparam: ``"lrbm"``, ``"fixed"``, ``"vanilla"`` or ``"csla"``.
         bias: add a learnable bias.
         small_kernel_size: kernel size of the ``csla`` parallel branch.
         generator_channels: LRBM option, ``"shared"`` or ``"depthwise"``.
         generator_layers: LRBM generator depth.
         generator_kernel_size: LRBM generator convolution size.
         conv_method: method passed to :func:`rep3d_networks.ops.dwconv3d` (``"auto"``, ``"fft"``, ``"direct"``).
+        deploy: build the folded form directly (plain kernel, no mask or small branch).
     """
 
     def __init__(
@@ -53,21 +58,36 @@ class ReparamDepthwiseConv3d(nn.Module):
         generator_layers: int = 2,
         generator_kernel_size: int = 7,
         conv_method: str = "auto",
+        deploy: bool = False,
     ) -> None:
         super().__init__()
-        if reparam not in REPARAM_MODES + ("folded",):
-            raise ValueError(f"reparam must be one of {REPARAM_MODES + ('folded',)}, got {reparam!r}.")
+        if reparam not in REPARAM_MODES:
+            raise ValueError(f"reparam must be one of {REPARAM_MODES}, got {reparam!r}.")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
         self.channels = channels
         self.kernel_size = kernel_size
         self.reparam = reparam
         self.conv_method = conv_method
+        self.folded = deploy
+        # what a training-form twin needs, to fold an unfolded state dict while loading (see _load_from_state_dict)
+        self.training_form = dict(
+            channels=channels,
+            kernel_size=kernel_size,
+            reparam=reparam,
+            bias=bias,
+            small_kernel_size=small_kernel_size,
+            generator_channels=generator_channels,
+            generator_layers=generator_layers,
+            generator_kernel_size=generator_kernel_size,
+        )
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(channels)) if bias else None
         self.mask: Optional[nn.Module] = None
         self.small_weight: Optional[nn.Parameter] = None
-        if reparam == "lrbm":
+        if deploy:
+            pass
+        elif reparam == "lrbm":
             self.mask = LRBM(kernel_size, channels, generator_channels, generator_layers, generator_kernel_size)
         elif reparam == "fixed":
             self.mask = ReceptivePrior(kernel_size, learnable=False)
@@ -105,12 +125,32 @@ class ReparamDepthwiseConv3d(nn.Module):
     @torch.no_grad()
     def fold(self) -> None:
         """Bakes the effective kernel into ``weight`` and removes the mask and the small branch (in place)."""
-        if self.reparam == "folded":
+        if self.folded:
             return
         self.weight = nn.Parameter(self.effective_weight().detach().clone())
         self.mask = None
         self.small_weight = None
-        self.reparam = "folded"
+        self.folded = True
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        """Folds a training-form (unfolded) state dict on the fly when this module is folded."""
+        training_keys = [k for k in state_dict if k.startswith(prefix + "mask.") or k == prefix + "small_weight"]
+        if self.folded and training_keys:
+            twin = ReparamDepthwiseConv3d(**self.training_form)
+            own = [
+                k
+                for k in state_dict
+                if k.startswith(prefix)
+                and (k[len(prefix) :] in ("weight", "bias", "small_weight") or k[len(prefix) :].startswith("mask."))
+            ]
+            twin.load_state_dict({k[len(prefix) :]: state_dict.pop(k) for k in own}, strict=strict)
+            twin.fold()
+            for name, value in twin.state_dict().items():
+                state_dict[prefix + name] = value
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, kernel_size={self.kernel_size}, reparam={self.reparam!r}, bias={self.bias is not None}"
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, reparam={self.reparam!r}, folded={self.folded}, "
+            f"bias={self.bias is not None}"
+        )

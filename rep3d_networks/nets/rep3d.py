@@ -34,7 +34,8 @@ class Rep3D(nn.Module):
         norm_name: decoder normalization (MONAI name).
         res_block: residual decoder blocks.
         conv_method: large-kernel convolution method, see :func:`rep3d_networks.ops.dwconv3d`.
-        deploy: build the folded (inference) form directly, e.g. to load a state dict saved after :meth:`fold`.
+        deploy: build the folded (inference) form directly (loads folded or training checkpoints, see Rep3D). It loads a folded state dict, or a training
+            checkpoint of the same configuration, which it folds while loading.
 
     Example::
 
@@ -67,7 +68,8 @@ class Rep3D(nn.Module):
         block = partial(
             Rep3DBlock,
             kernel_size=kernel_size,
-            reparam="folded" if deploy else reparam,
+            reparam=reparam,
+            deploy=deploy,
             generator_channels=generator_channels,
             generator_layers=generator_layers,
             generator_kernel_size=generator_kernel_size,

@@ -30,7 +30,7 @@ class UXNet(nn.Module):
         norm_name: decoder normalization (MONAI name).
         res_block: residual decoder blocks.
         conv_method: large-kernel convolution method, see :func:`rep3d_networks.ops.dwconv3d`.
-        deploy: build the folded (inference) form directly.
+        deploy: build the folded (inference) form directly (loads folded or training checkpoints, see Rep3D).
         reparam_kwargs: LRBM / CSLA options of :class:`ReparamDepthwiseConv3d` (``generator_channels``, ...).
     """
 
@@ -56,7 +56,8 @@ class UXNet(nn.Module):
         block = partial(
             UXNetBlock,
             kernel_size=kernel_size,
-            reparam="folded" if deploy else reparam,
+            reparam=reparam,
+            deploy=deploy,
             layer_scale_init=layer_scale_init,
             conv_method=conv_method,
             **reparam_kwargs,
