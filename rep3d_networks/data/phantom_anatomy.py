@@ -1,0 +1,80 @@
+"""Organ table of the synthetic abdominal phantom.
+
+Coordinates are normalised to [-1, 1]: ``lr`` grows towards the patient's left, ``ap`` towards
+posterior and ``si`` towards superior (the array axes of an LPS-stored volume, the usual storage of
+CT NIfTI files converted from DICOM). Intensities are typical portal-venous CT HU and T1-weighted
+post-contrast MRI values scaled to 0..1000.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+
+@dataclass(frozen=True)
+class Organ:
+    """One organ of the phantom.
+
+    Attributes:
+        name: AMOS class name.
+        amos_id: AMOS label value (1..15).
+        center: Centre ``(lr, ap, si)`` in normalised coordinates.
+        radii: Semi-axes ``(lr, ap, si)``; for tubes only the first two are used.
+        ct_hu: CT intensity (HU).
+        mri_value: MRI intensity (0..1000).
+        tube_z_range: ``(si_min, si_max)`` for vertical tubes (aorta, IVC, esophagus); ``None`` for blobs.
+        in_mri_field_of_view: False for pelvic organs, which AMOS MRI (upper abdomen) does not label.
+    """
+
+    name: str
+    amos_id: int
+    center: Tuple[float, float, float]
+    radii: Tuple[float, float, float]
+    ct_hu: float
+    mri_value: float
+    tube_z_range: Tuple[float, float] = None
+    in_mri_field_of_view: bool = True
+
+
+def abdominal_organs() -> Tuple[Organ, ...]:
+    """The 15 AMOS organs in painting order (later organs are drawn over earlier ones)."""
+    return (
+        Organ("liver", 6, (-0.38, 0.02, 0.45), (0.36, 0.40, 0.34), 60, 450),
+        Organ("spleen", 1, (0.52, 0.28, 0.48), (0.15, 0.20, 0.22), 50, 380),
+        Organ("stomach", 7, (0.30, -0.18, 0.50), (0.22, 0.16, 0.20), 25, 280),
+        Organ("right kidney", 2, (-0.36, 0.38, 0.02), (0.13, 0.13, 0.24), 150, 540),
+        Organ("left kidney", 3, (0.36, 0.38, 0.06), (0.13, 0.13, 0.24), 150, 540),
+        Organ("aorta", 8, (0.06, 0.30, 0.0), (0.065, 0.065, 0.0), 200, 680, tube_z_range=(-0.60, 0.90)),
+        Organ("inferior vena cava", 9, (-0.13, 0.28, 0.0), (0.075, 0.065, 0.0), 130, 620, tube_z_range=(-0.60, 0.75)),
+        Organ("pancreas", 10, (0.08, 0.08, 0.22), (0.30, 0.075, 0.085), 45, 480),
+        Organ("duodenum", 13, (-0.16, -0.02, 0.08), (0.07, 0.07, 0.16), 35, 320),
+        Organ("gallbladder", 4, (-0.26, -0.30, 0.26), (0.085, 0.085, 0.13), 10, 120),
+        Organ("right adrenal gland", 11, (-0.24, 0.36, 0.34), (0.045, 0.045, 0.07), 30, 400),
+        Organ("left adrenal gland", 12, (0.24, 0.34, 0.36), (0.045, 0.045, 0.07), 30, 400),
+        Organ("esophagus", 5, (0.06, 0.22, 0.0), (0.05, 0.05, 0.0), 40, 300, tube_z_range=(0.75, 1.0)),
+        Organ("bladder", 14, (0.0, -0.22, -0.76), (0.20, 0.16, 0.15), 5, 150, in_mri_field_of_view=False),
+        Organ("prostate/uterus", 15, (0.0, 0.06, -0.86), (0.085, 0.085, 0.075), 40, 350, in_mri_field_of_view=False),
+    )
+
+
+@dataclass(frozen=True)
+class TissueValues:
+    """Intensities of the tissues around the organs (HU for CT, 0..1000 for MRI)."""
+
+    air: float
+    fat: float
+    muscle: float
+    visceral: float
+    bone: float
+    noise_sigma: float
+    lesion_offset: float
+    cyst: float
+    vessel: float
+
+
+def tissue_values(modality: str) -> TissueValues:
+    """Background tissue intensities for ``"CT"`` or ``"MRI"``."""
+    if modality == "CT":
+        return TissueValues(air=-1000, fat=-100, muscle=50, visceral=-70, bone=450, noise_sigma=12, lesion_offset=-45, cyst=5, vessel=180)
+    return TissueValues(air=5, fat=780, muscle=250, visceral=560, bone=330, noise_sigma=15, lesion_offset=-180, cyst=120, vessel=700)
