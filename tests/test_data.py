@@ -359,51 +359,77 @@ def run_cli(*args: str) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen) -> str:
-    stdout, stderr = process.communicate(timeout=300)
+    stdout, stderr = process.communicate(timeout=400)
     assert process.returncode == 0, f"{process.args}\nstdout:\n{stdout}\nstderr:\n{stderr[-3000:]}"
     return stdout
 
 
-def test_cli_all_commands(tmp_path, request):
-    """One end-to-end run of each command through ``python -m rep3d_networks.data`` (run in parallel)."""
-    pancreas = write_phantom_dataset("msd_pancreas", tmp_path / "src", num_cases=5, size=24)
-    tar = make_archive(pancreas.parent, "Task07_Pancreas", tmp_path / "Task07_Pancreas.tar")
-    hepatic = write_phantom_dataset("msd_hepatic_vessel", tmp_path / "src", num_cases=5, size=24)
-    configs = tmp_path / "bundles" / "msd_hepatic_vessel" / "configs"
-    try:
-        shared_data = request.getfixturevalue("shared_data")
-    except pytest.skip.Exception:
-        shared_data = None  # the totalseg tests report the skip
+@pytest.fixture(scope="module", autouse=True)
+def cli_runs(request, tmp_path_factory):
+    """Start one ``python -m rep3d_networks.data`` run per command when the module starts.
+
+    Each run pays the torch/MONAI import (~10 s of CPU), so they run in the background while the
+    in-process tests go on; the ``test_cli_*`` tests at the end of the file collect them. Nothing
+    starts when no ``test_cli_*`` test is selected.
+    """
+    if not any(item.name.startswith("test_cli_") and item.module is request.module for item in request.session.items):
+        yield None
+        return
+    root = tmp_path_factory.mktemp("cli")
+    pancreas = write_phantom_dataset("msd_pancreas", root / "src", num_cases=5, size=24)
+    tar = make_archive(pancreas.parent, "Task07_Pancreas", root / "Task07_Pancreas.tar")
+    hepatic = write_phantom_dataset("msd_hepatic_vessel", root / "src", num_cases=5, size=24)
+    runs = {"root": root, "hepatic": hepatic, "configs": root / "bundles" / "msd_hepatic_vessel" / "configs"}
     processes = {
-        "phantom": run_cli("phantom", "--dataset", "amos_ct", "--output_dir", str(tmp_path / "ph")),
+        "phantom": run_cli("phantom", "--dataset", "amos_ct", "--output_dir", str(root / "ph")),
         "download": run_cli(
-            "download", "--dataset", "msd_pancreas", "--root_dir", str(tmp_path / "dl"),
+            "download", "--dataset", "msd_pancreas", "--root_dir", str(root / "dl"),
             "--url", tar.as_uri(), "--md5", md5_of(tar), "--progress", "False",
         ),
-        "prepare": run_cli("prepare", "--dataset", "msd_hepatic_vessel", "--data_dir", str(hepatic), "--output_dir", str(configs)),
+        "prepare": run_cli(
+            "prepare", "--dataset", "msd_hepatic_vessel", "--data_dir", str(hepatic), "--output_dir", str(runs["configs"])
+        ),
     }
-    if shared_data is not None:
+    try:
+        shared_data = request.getfixturevalue("shared_data")
         processes["totalseg"] = run_cli(
-            "totalseg", "--dataset", "amos_mri", "--shared_data", str(shared_data), "--output_dir", str(tmp_path / "ts")
+            "totalseg", "--dataset", "amos_mri", "--shared_data", str(shared_data), "--output_dir", str(root / "ts")
         )
-    outputs = {name: finish(process) for name, process in processes.items()}
+    except (pytest.skip.Exception, pytest.fail.Exception):
+        pass  # test_cli_totalseg requests shared_data itself and reports the skip or failure
+    yield {**runs, "processes": processes}
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
-    amos = tmp_path / "ph" / "amos22"
-    assert str(amos) in outputs["phantom"]
+
+def test_cli_phantom(cli_runs):
+    output = finish(cli_runs["processes"]["phantom"])
+    amos = cli_runs["root"] / "ph" / "amos22"
+    assert str(amos) in output
     assert sorted(p.name for p in (amos / "imagesTr").iterdir()) == [f"amos_000{i}.nii.gz" for i in (1, 2, 3, 4, 6)]
-    assert nib.load(str(amos / "imagesVa" / "amos_0005.nii.gz")).shape == (64, 64, 64)
-    prepare_datalists("amos_ct", str(amos), str(tmp_path / "ph_out"))
-    check_datalists(tmp_path / "ph_out", amos, "amos_ct", 6)
+    assert nib.load(str(amos / "imagesVa" / "amos_0005.nii.gz")).shape == (64, 64, 64)  # defaults: 6 cases of 64^3
+    prepare_datalists("amos_ct", str(amos), str(cli_runs["root"] / "ph_out"))
+    check_datalists(cli_runs["root"] / "ph_out", amos, "amos_ct", 6)
 
-    assert str(tmp_path / "dl" / "Task07_Pancreas") in outputs["download"]
-    assert (tmp_path / "dl" / "Task07_Pancreas" / "labelsTr" / "pancreas_005.nii.gz").is_file()
 
-    assert "datalist_fold4.json" in outputs["prepare"]
-    check_datalists(configs, hepatic, "msd_hepatic_vessel", 5)
+def test_cli_download(cli_runs):
+    output = finish(cli_runs["processes"]["download"])
+    extracted = cli_runs["root"] / "dl" / "Task07_Pancreas"
+    assert str(extracted) in output
+    assert (extracted / "labelsTr" / "pancreas_005.nii.gz").is_file()
 
-    if shared_data is not None:
-        ts_root = tmp_path / "ts" / "amos22"
-        assert str(ts_root) in outputs["totalseg"]
-        prepare_datalists("amos_mri", str(ts_root), str(tmp_path / "ts_out"))
-        check_datalists(tmp_path / "ts_out", ts_root, "amos_mri", 3)
 
+def test_cli_prepare(cli_runs):
+    output = finish(cli_runs["processes"]["prepare"])
+    assert "datalist_fold4.json" in output
+    check_datalists(cli_runs["configs"], cli_runs["hepatic"], "msd_hepatic_vessel", 5)
+
+
+def test_cli_totalseg(cli_runs, shared_data):
+    output = finish(cli_runs["processes"]["totalseg"])
+    ts_root = cli_runs["root"] / "ts" / "amos22"
+    assert str(ts_root) in output
+    prepare_datalists("amos_mri", str(ts_root), str(cli_runs["root"] / "ts_out"))
+    check_datalists(cli_runs["root"] / "ts_out", ts_root, "amos_mri", 3)

@@ -3,7 +3,8 @@
 Examples::
 
     python -m rep3d_networks.data phantom --dataset kits --output_dir /tmp/phantom
-    python -m rep3d_networks.data prepare --dataset kits --data_dir /tmp/phantom/kits21 --output_dir bundles/kits/configs
+    python -m rep3d_networks.data prepare --dataset kits --data_dir /tmp/phantom/kits21 \\
+        --output_dir bundles/kits/configs
     python -m rep3d_networks.data download --dataset msd_pancreas --root_dir /data
     python -m rep3d_networks.data totalseg --dataset amos_ct --shared_data ../shared/data --output_dir /tmp/ts
 """
@@ -53,11 +54,16 @@ def prepare(
     Returns:
         The datalist paths.
     """
-    paths = prepare_datalists(dataset, require_text("data_dir", data_dir), require_text("output_dir", output_dir), seed, overwrite, num_folds, check_labels)
+    paths = prepare_datalists(
+        dataset, require_text("data_dir", data_dir), require_text("output_dir", output_dir),
+        seed, overwrite, num_folds, check_labels,
+    )
     return [str(path) for path in paths]
 
 
-def download(dataset: str, root_dir: str, url: Optional[str] = None, md5: Optional[str] = None, progress: bool = True) -> str:
+def download(
+    dataset: str, root_dir: str, url: Optional[str] = None, md5: Optional[str] = None, progress: bool = True
+) -> str:
     """Download and extract the official archive (MSD tars with md5; AMOS22 zip, no published md5).
 
     Args:
@@ -70,10 +76,13 @@ def download(dataset: str, root_dir: str, url: Optional[str] = None, md5: Option
     Returns:
         The extracted dataset folder.
     """
-    return str(download_dataset(dataset, require_text("root_dir", root_dir), require_text("url", url), require_text("md5", md5), progress))
+    root = require_text("root_dir", root_dir)
+    return str(download_dataset(dataset, root, require_text("url", url), require_text("md5", md5), progress))
 
 
-def phantom(dataset: str, output_dir: str, num_cases: int = 6, size: int = 64, seed: int = 0, overwrite: bool = False) -> str:
+def phantom(
+    dataset: str, output_dir: str, num_cases: int = 6, size: int = 64, seed: int = 0, overwrite: bool = False
+) -> str:
     """Write a synthetic abdominal phantom dataset in the dataset's official layout.
 
     Args:
@@ -87,7 +96,8 @@ def phantom(dataset: str, output_dir: str, num_cases: int = 6, size: int = 64, s
     Returns:
         The dataset folder (pass it to prepare --data_dir).
     """
-    return str(write_phantom_dataset(dataset, require_text("output_dir", output_dir), num_cases, size, seed, overwrite))
+    output = require_text("output_dir", output_dir)
+    return str(write_phantom_dataset(dataset, output, num_cases, size, seed, overwrite))
 
 
 def totalseg(

@@ -29,7 +29,7 @@ def kits_download_message(root_dir: Path) -> str:
         "KiTS21 has no single archive to download: its images are fetched case by case by the official "
         "repository's script. Run:\n"
         f"  git clone https://github.com/neheller/kits21 {Path(root_dir) / 'kits21'}\n"
-        f"  cd {Path(root_dir) / 'kits21'} && pip install -e . && python kits21/examples/download_data.py\n"
+        f"  cd {Path(root_dir) / 'kits21'} && pip install -e . && python kits21/starter_code/get_imaging.py\n"
         f"then: python -m rep3d_networks.data prepare --dataset kits --data_dir {Path(root_dir) / 'kits21'} "
         "--output_dir bundles/kits/configs"
     )

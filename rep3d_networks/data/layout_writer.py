@@ -69,7 +69,8 @@ def plan_cases(spec: DatasetSpec, num_cases: int) -> List[PlannedCase]:
         number = spec.first_case_number + index
         if spec.family == "kits":
             case_id = f"case_{number:05d}"
-            planned.append(PlannedCase(case_id, f"data/{case_id}/{KITS_IMAGE_NAME}", f"data/{case_id}/{KITS_LABEL_NAME}", "training"))
+            image, label = f"data/{case_id}/{KITS_IMAGE_NAME}", f"data/{case_id}/{KITS_LABEL_NAME}"
+            planned.append(PlannedCase(case_id, image, label, "training"))
             continue
         width = 4 if spec.family == "amos" else 3
         case_id = f"{spec.file_prefix}_{number:0{width}d}"
@@ -154,7 +155,10 @@ def write_dataset_layout(
     targets = [root / p for case in planned for p in (case.image, case.label)] + [root / p for p in index_files]
     existing = [str(path) for path in targets if path.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} already exists ({len(existing)} target files exist); pass --overwrite True or choose another output_dir")
+        raise FileExistsError(
+            f"{existing[0]} already exists ({len(existing)} target files exist); "
+            "pass --overwrite True or choose another output_dir"
+        )
     for case, volume in zip(planned, volumes):
         if volume.image.shape != volume.label.shape:
             raise ValueError(f"{case.case_id}: image shape {volume.image.shape} != label shape {volume.label.shape}")

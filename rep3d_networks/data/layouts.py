@@ -212,7 +212,7 @@ def find_kits_cases(root: Path) -> List[Case]:
         if not image.is_file():
             raise FileNotFoundError(
                 f"image {image} is missing (download it with the kits21 repository's "
-                "kits21/examples/download_data.py or remove the case folder)"
+                "kits21/starter_code/get_imaging.py, or remove the case folder)"
             )
         number = int(KITS_CASE_PATTERN.match(case_dir.name).group(1))
         cases.append(Case(case_id=case_dir.name, number=number, image=image, label=label))

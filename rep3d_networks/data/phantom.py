@@ -172,7 +172,8 @@ def synthesize_phantom_case(spec: DatasetSpec, size: int, rng: np.random.Generat
         label[mask] = dataset_label_value(spec, organ)
     masks = {organ.name: owner == index for index, organ in enumerate(organs, start=1)}
     paint_lesions(spec, masks, label, image, noise, rng)
-    return VolumePair(finish_intensities(image, spec.modality, noise, rng), label, phantom_affine(spec.spacing_mm, size))
+    image = finish_intensities(image, spec.modality, noise, rng)
+    return VolumePair(image, label, phantom_affine(spec.spacing_mm, size))
 
 
 def write_phantom_dataset(

@@ -54,7 +54,9 @@ def vertical_tube(
 
 def voxel_grid(shape: Sequence[int]) -> Grid:
     """Broadcastable voxel index coordinates."""
-    return tuple(np.arange(n, dtype=np.float32).reshape([-1 if i == axis else 1 for i in range(3)]) for axis, n in enumerate(shape))
+    return tuple(
+        np.arange(n, dtype=np.float32).reshape([-1 if i == axis else 1 for i in range(3)]) for axis, n in enumerate(shape)
+    )
 
 
 def segment_tube(shape: Sequence[int], start: np.ndarray, end: np.ndarray, radius: float) -> np.ndarray:
@@ -64,7 +66,7 @@ def segment_tube(shape: Sequence[int], start: np.ndarray, end: np.ndarray, radiu
     length_sq = max(float(direction @ direction), 1e-6)
     t = ((x - start[0]) * direction[0] + (y - start[1]) * direction[1] + (z - start[2]) * direction[2]) / length_sq
     t = np.clip(t, 0.0, 1.0)
-    dist_sq = (x - start[0] - t * direction[0]) ** 2 + (y - start[1] - t * direction[1]) ** 2 + (z - start[2] - t * direction[2]) ** 2
+    dist_sq = sum((axis - start[i] - t * direction[i]) ** 2 for i, axis in enumerate((x, y, z)))
     return dist_sq <= radius**2
 
 

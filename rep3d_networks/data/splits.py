@@ -61,7 +61,9 @@ def fixed_split_sizes(num_cases: int, target_sizes: Tuple[int, int, int]) -> Tup
     return num_train, num_val, num_test
 
 
-def fixed_split(case_ids: Sequence[str], target_sizes: Tuple[int, int, int], seed: int) -> Tuple[Split, Tuple[str, ...]]:
+def fixed_split(
+    case_ids: Sequence[str], target_sizes: Tuple[int, int, int], seed: int
+) -> Tuple[Split, Tuple[str, ...]]:
     """Seeded fixed split (AMOS).
 
     Returns:

@@ -58,11 +58,13 @@ def source_pair(spec: DatasetSpec, ct_source: str) -> SourcePair:
         ValueError: If ``ct_source`` is not ``"full"`` or ``"small"``.
     """
     if spec.modality == "MRI":
-        return SourcePair("totalseg_mr_abdomen_3mm/example_mr_sm.nii.gz", "totalseg_mr_abdomen_3mm/example_seg_mr.nii.gz", "total_mr")
+        folder = "totalseg_mr_abdomen_3mm"
+        return SourcePair(f"{folder}/example_mr_sm.nii.gz", f"{folder}/example_seg_mr.nii.gz", "total_mr")
+    folder = "totalseg_ct_abdomen_3mm"
     if ct_source == "full":
-        return SourcePair("totalseg_ct_abdomen_3mm/example_ct.nii.gz", "totalseg_ct_abdomen_3mm/example_seg_fast_force_split.nii.gz", "total")
+        return SourcePair(f"{folder}/example_ct.nii.gz", f"{folder}/example_seg_fast_force_split.nii.gz", "total")
     if ct_source == "small":
-        return SourcePair("totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz", "totalseg_ct_abdomen_3mm/example_seg.nii.gz", "total")
+        return SourcePair(f"{folder}/example_ct_sm.nii.gz", f"{folder}/example_seg.nii.gz", "total")
     raise ValueError(f"ct_source must be 'full' or 'small', got {ct_source!r}")
 
 
@@ -114,7 +116,8 @@ def load_source(shared_data: Path, pair: SourcePair) -> Tuple[np.ndarray, np.nda
     paths = [Path(shared_data) / pair.image, Path(shared_data) / pair.label]
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing (expected the shared test data described in {Path(shared_data) / 'README.md'})")
+            readme = Path(shared_data) / "README.md"
+            raise FileNotFoundError(f"{path} is missing (expected the shared test data described in {readme})")
     image_nii, label_nii = nib.load(str(paths[0])), nib.load(str(paths[1]))
     if image_nii.shape != label_nii.shape or not np.allclose(image_nii.affine, label_nii.affine, atol=1e-3):
         raise ValueError(f"{paths[1]} is not on the grid of {paths[0]}")
@@ -181,13 +184,20 @@ def add_synthetic_lesions(
     if spec.name == "msd_pancreas":
         tumour = lesion_inside(label == 1, 0.8, rng, noise, min_radius=1.2)
     else:
-        tumour = lesion_inside((ts_label == LIVER_TS_LABEL) & (label == 0), 0.35, rng, noise, min_radius=1.2) & (label != 1)
+        liver_without_vessels = (ts_label == LIVER_TS_LABEL) & (label == 0)
+        tumour = lesion_inside(liver_without_vessels, 0.35, rng, noise, min_radius=1.2) & (label != 1)
     label[tumour] = 2
     image[tumour] = np.rint(image[tumour] - 45 + 8 * noise[tumour])
 
 
 def build_totalseg_volumes(
-    spec: DatasetSpec, shared_data: Path, num_cases: int, min_slab_slices: int, synthetic_lesions: bool, ct_source: str, seed: int
+    spec: DatasetSpec,
+    shared_data: Path,
+    num_cases: int,
+    min_slab_slices: int,
+    synthetic_lesions: bool,
+    ct_source: str,
+    seed: int,
 ) -> List[VolumePair]:
     """Cut the mapped source volume into ``num_cases`` slab cases (see the module docstring)."""
     pair = source_pair(spec, ct_source)
@@ -196,7 +206,7 @@ def build_totalseg_volumes(
     volumes = []
     for index, (start, stop) in enumerate(slab_ranges(label > 0, num_cases, min_slab_slices)):
         slab_image, slab_label = image[:, :, start:stop].copy(), label[:, :, start:stop].copy()
-        if synthetic_lesions and spec.family != "amos":
+        if synthetic_lesions:
             rng = np.random.default_rng([int(seed), index])
             add_synthetic_lesions(spec, slab_image, slab_label, ts_label[:, :, start:stop], rng)
         volumes.append(VolumePair(slab_image, slab_label, slab_affine(affine, start)))
@@ -239,12 +249,15 @@ def write_totalseg_dataset(
     num_cases = (5 if spec.uses_kfold else 3) if num_cases is None else int(num_cases)
     if num_cases < 1:
         raise ValueError(f"num_cases must be positive, got {num_cases}")
-    volumes = build_totalseg_volumes(spec, Path(shared_data), num_cases, int(min_slab_slices), bool(synthetic_lesions), ct_source, int(seed))
+    with_lesions = bool(synthetic_lesions) and spec.family != "amos"
+    volumes = build_totalseg_volumes(
+        spec, Path(shared_data), num_cases, int(min_slab_slices), with_lesions, ct_source, int(seed)
+    )
     pair = source_pair(spec, ct_source)
     description = (
         f"Built by rep3d_networks.data totalseg from the TotalSegmentator example volumes {pair.image} / {pair.label} "
         f"(Apache-2.0): {num_cases} z-slabs (possibly overlapping) of ONE subject; labels are TotalSegmentator predictions mapped "
         f"to {spec.name} classes"
-        + ("; tumour/cyst labels are SYNTHETIC blobs painted into label and image." if synthetic_lesions and spec.family != "amos" else ".")
+        + ("; tumour/cyst labels are SYNTHETIC blobs painted into label and image." if with_lesions else ".")
     )
     return write_dataset_layout(spec, Path(output_dir), volumes, description, overwrite=bool(overwrite))
