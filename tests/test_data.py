@@ -369,34 +369,42 @@ def cli_runs(request, tmp_path_factory):
     """Start one ``python -m rep3d_networks.data`` run per command when the module starts.
 
     Each run pays the torch/MONAI import (~10 s of CPU), so they run in the background while the
-    in-process tests go on; the ``test_cli_*`` tests at the end of the file collect them. Nothing
-    starts when no ``test_cli_*`` test is selected.
+    in-process tests go on; the ``test_cli_*`` tests at the end of the file collect them. Only the
+    commands whose ``test_cli_<command>`` test is selected are started.
     """
-    if not any(item.name.startswith("test_cli_") and item.module is request.module for item in request.session.items):
+    selected = {
+        item.name[len("test_cli_"):] for item in request.session.items
+        if item.name.startswith("test_cli_") and item.module is request.module
+    }
+    if not selected:
         yield None
         return
     root = tmp_path_factory.mktemp("cli")
-    pancreas = write_phantom_dataset("msd_pancreas", root / "src", num_cases=5, size=24)
-    tar = make_archive(pancreas.parent, "Task07_Pancreas", root / "Task07_Pancreas.tar")
-    hepatic = write_phantom_dataset("msd_hepatic_vessel", root / "src", num_cases=5, size=24)
-    runs = {"root": root, "hepatic": hepatic, "configs": root / "bundles" / "msd_hepatic_vessel" / "configs"}
-    processes = {
-        "phantom": run_cli("phantom", "--dataset", "amos_ct", "--output_dir", str(root / "ph")),
-        "download": run_cli(
+    runs = {"root": root, "configs": root / "bundles" / "msd_hepatic_vessel" / "configs"}
+    processes = {}
+    if "phantom" in selected:
+        processes["phantom"] = run_cli("phantom", "--dataset", "amos_ct", "--output_dir", str(root / "ph"))
+    if "download" in selected:
+        pancreas = write_phantom_dataset("msd_pancreas", root / "src", num_cases=5, size=24)
+        tar = make_archive(pancreas.parent, "Task07_Pancreas", root / "Task07_Pancreas.tar")
+        processes["download"] = run_cli(
             "download", "--dataset", "msd_pancreas", "--root_dir", str(root / "dl"),
             "--url", tar.as_uri(), "--md5", md5_of(tar), "--progress", "False",
-        ),
-        "prepare": run_cli(
-            "prepare", "--dataset", "msd_hepatic_vessel", "--data_dir", str(hepatic), "--output_dir", str(runs["configs"])
-        ),
-    }
-    try:
-        shared_data = request.getfixturevalue("shared_data")
-        processes["totalseg"] = run_cli(
-            "totalseg", "--dataset", "amos_mri", "--shared_data", str(shared_data), "--output_dir", str(root / "ts")
         )
-    except (pytest.skip.Exception, pytest.fail.Exception):
-        pass  # test_cli_totalseg requests shared_data itself and reports the skip or failure
+    if "prepare" in selected:
+        runs["hepatic"] = write_phantom_dataset("msd_hepatic_vessel", root / "src", num_cases=5, size=24)
+        processes["prepare"] = run_cli(
+            "prepare", "--dataset", "msd_hepatic_vessel", "--data_dir", str(runs["hepatic"]),
+            "--output_dir", str(runs["configs"]),
+        )
+    if "totalseg" in selected:
+        try:
+            shared_data = request.getfixturevalue("shared_data")
+            processes["totalseg"] = run_cli(
+                "totalseg", "--dataset", "amos_mri", "--shared_data", str(shared_data), "--output_dir", str(root / "ts")
+            )
+        except (pytest.skip.Exception, pytest.fail.Exception):
+            pass  # test_cli_totalseg requests shared_data itself and reports the skip or failure
     yield {**runs, "processes": processes}
     for process in processes.values():
         if process.poll() is None:

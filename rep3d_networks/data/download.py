@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlparse
@@ -121,7 +122,8 @@ def download_dataset(
     if archive.exists():
         verify_md5(archive, hash_val, f"the existing {archive} (a partial download? remove it and run download again)")
     if hash_val is None:
-        print(f"note: no checksum is checked for {archive.name} (none {'published' if md5 is None else 'requested'})")
+        reason = "none is published" if md5 is None else "--md5 skip"
+        print(f"note: the md5 of {archive.name} is not checked ({reason})", file=sys.stderr)
     if urlparse(url).scheme == "file":
         # monai.apps.download_and_extract asks the server for the file name with requests.head(url), which
         # raises for file:// URLs (requests has no file adapter), so local archives are copied and then
