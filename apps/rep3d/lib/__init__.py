@@ -1,0 +1,1 @@
+"""Task classes of the Rep3D MONAI Label app (see ``docs/monailabel.md``)."""

@@ -1,0 +1,84 @@
+"""Inference task: one Rep3D bundle served through MONAI Label's ``BundleInferTask``."""
+
+import logging
+import os
+from typing import Any, Dict
+
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.tasks.infer.bundle import BundleInferTask
+
+from lib.bundles import has_weights, label_names, read_metadata, weights_path
+from lib.device import device_choices
+
+logger = logging.getLogger(__name__)
+
+
+class Rep3DInferTask(BundleInferTask):
+    """Automatic segmentation with a bundle's ``configs/inference.json``.
+
+    The bundle's ``network_def`` (the folded Rep3D) loads ``models/model.pt`` (the unfolded training checkpoint)
+    strictly. ``BasicInferTask`` reloads it whenever the file's mtime changes, so weights written by
+    ``/train/<model>`` are used by the next request without restarting the server.
+
+    Unlike ``BundleInferTask``, a bundle without ``models/model.pt`` is served too: it is listed in ``/info/``
+    with ``"trained": false`` and an ``UNTRAINED`` description, and inference is refused with a clear error
+    (rather than returning a random-weight segmentation) until a training run has written the checkpoint.
+
+    Labels are written as ``uint8`` in the input image's geometry (the bundle's ``Invertd`` plus MONAI Label's
+    ``Restored``).
+
+    Args:
+        bundle: path of the bundle folder.
+        conf: the app's ``--conf`` options (``preload`` is honoured as upstream).
+        device: default device (``--conf device``), offered first to the client.
+    """
+
+    def __init__(self, bundle: str, conf: Dict[str, str], device: str) -> None:
+        super().__init__(bundle, conf, load_strict=True)
+        if not self.valid:  # upstream ignores a bundle without weights
+            self._init_untrained(bundle)
+        self._config["device"] = device_choices(device)
+
+    def _init_untrained(self, bundle: str) -> None:
+        """Completes the set-up that ``BundleInferTask`` skips when ``models/model.pt`` does not exist (yet)."""
+        metadata = read_metadata(bundle)
+        self.key_image = next(iter(metadata["network_data_format"]["inputs"]))
+        self.key_pred = next(iter(metadata["network_data_format"]["outputs"]))
+        self.add_post_restore = True
+        BasicInferTask.__init__(
+            self,
+            path=weights_path(bundle),
+            network=self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True),
+            type=InferType.SEGMENTATION,
+            labels=label_names(metadata),
+            dimension=3,
+            description=metadata.get("description", ""),
+            load_strict=True,
+        )
+        self.version = metadata.get("version")
+        self.valid = True
+        logger.info(f"Serving untrained bundle {bundle}: inference is refused until {weights_path(bundle)} exists")
+
+    def info(self) -> Dict[str, Any]:
+        """Upstream info plus ``trained`` (checked on every call, so it turns true after training)."""
+        info = super().info()
+        info["trained"] = has_weights(self.bundle_path)
+        if not info["trained"]:
+            info["description"] = f"UNTRAINED (no models/model.pt yet; save labels and Train it first). {self.description}"
+        return info
+
+    def __call__(self, request, callbacks=None):
+        if not has_weights(self.bundle_path):
+            name = os.path.basename(self.bundle_path)
+            raise MONAILabelException(
+                MONAILabelError.INFERENCE_ERROR,
+                f"Model '{name}' is untrained: {weights_path(self.bundle_path)} does not exist yet. "
+                f"Save a few labels (Submit Label) and run Train for '{name}' first.",
+            )
+        return super().__call__(request, callbacks)
+
+    def writer(self, data, extension=None, dtype=None):
+        """Writes the label as ``uint8`` unless the request asks for another ``result_dtype``."""
+        return super().writer(data, extension, dtype or data.get("result_dtype") or "uint8")
