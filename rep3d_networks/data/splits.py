@@ -3,9 +3,11 @@
 * AMOS: one fixed split with the paper's sizes (CT 160/20/20, MRI 22/4/7). Smaller sets (phantoms,
   partial downloads) are split with the same proportions, keeping at least one validation and one
   test case.
-* KiTS21 and MSD: 5-fold cross-validation. The cases are shuffled once and cut into 5 chunks;
-  fold ``k`` tests on chunk ``k`` (so the 5 test sets are disjoint and together cover every case),
-  validates on half of chunk ``k+1`` (about 10 % of the cases) and trains on the rest (about 70 %).
+* KiTS21 and MSD: 5-fold cross-validation with the paper's 80/10/10 split. The cases are shuffled once
+  and cut into 5 chunks; fold ``k`` holds out chunk ``k`` (20 %), half of it for validation and half for
+  testing, and trains on the other four chunks (80 %). Every case is held out by exactly one fold and the
+  5 test sets are disjoint. A chunk of a single case (fewer than 10 cases in all) cannot be halved: that
+  fold tests on it and validates on half of chunk ``k+1`` instead.
 """
 
 from __future__ import annotations
@@ -95,9 +97,12 @@ def kfold_splits(case_ids: Sequence[str], num_folds: int, seed: int) -> List[Spl
     chunks = [list(chunk) for chunk in np.array_split(np.array(shuffled(case_ids, seed), dtype=object), num_folds)]
     splits = []
     for fold in range(num_folds):
-        test = chunks[fold]
-        next_chunk = chunks[(fold + 1) % num_folds]
-        validation = next_chunk[: max(1, len(next_chunk) // 2)]
+        held_out_chunk = chunks[fold]
+        if len(held_out_chunk) >= 2:
+            validation, test = held_out_chunk[: len(held_out_chunk) // 2], held_out_chunk[len(held_out_chunk) // 2 :]
+        else:
+            next_chunk = chunks[(fold + 1) % num_folds]
+            test, validation = held_out_chunk, next_chunk[: max(1, len(next_chunk) // 2)]
         held_out = set(test) | set(validation)
         training = [case for chunk in chunks for case in chunk if case not in held_out]
         if not training:
