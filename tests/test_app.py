@@ -2,7 +2,7 @@
 
 The server runs in a subprocess on a free local port, on a temporary copy of the app and of three bundles
 (``amos_ct`` and ``kits`` with weights, ``msd_pancreas`` without), shrunk so that everything runs on 2 CPU cores:
-a tiny Rep3D (width 4, 3³ kernels), a 3 mm grid and small windows. The studies folder holds the real CT
+a tiny Rep3D (width 4, 3³ kernels), a 6 mm grid and one inference window. The studies folder holds the real CT
 ``totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz``.
 """
 
@@ -25,9 +25,10 @@ import requests
 import torch
 from monai.bundle import ConfigParser
 
-from bundle_helpers import check_label_matches_image, copy_bundle
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
+
+from bundle_helpers import check_label_matches_image, copy_bundle
 
 CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
 CT_LABELS = "totalseg_ct_abdomen_3mm/example_seg.nii.gz"
@@ -88,6 +89,12 @@ def amos_label(shared_data: Path, path: Path) -> Path:
     return path
 
 
+def copy_app(repo_root: Path, target: Path) -> Path:
+    """A scratch copy of ``apps/rep3d`` (``start_server`` creates ``model/``, ``logs/`` and ``bin/`` in the app)."""
+    ignore = shutil.ignore_patterns("model", "logs", "bin", "__pycache__")
+    return Path(shutil.copytree(repo_root / "apps" / "rep3d", target, ignore=ignore))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -109,7 +116,7 @@ class Server:
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         for key, value in conf.items():
             command += ["--conf", key, value]
-        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(workdir / "sessions"), "OMP_NUM_THREADS": "2"}
+        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(workdir / "sessions")}
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -148,8 +155,7 @@ class Server:
 def served(tmp_path_factory, shared_data, repo_root):
     """A running server on tiny bundle copies; yields ``(server, client, bundles dir, studies dir)``."""
     root = tmp_path_factory.mktemp("rep3d_app")
-    app = root / "app"
-    shutil.copytree(repo_root / "apps" / "rep3d", app, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
+    app = copy_app(repo_root, root / "app")
     bundles = root / "bundles"
     for name, with_weights in SERVED.items():
         make_tiny_bundle(name, bundles, with_weights)
@@ -270,3 +276,14 @@ def test_launcher_binds_localhost_unless_told_otherwise(repo_root):
     args = launcher.start_server_args(["--studies", "s", "--conf", "models", "kits"], "/app")
     assert args == ["start_server", "--app", "/app", "--host", "127.0.0.1", "--studies", "s", "--conf", "models", "kits"]
     assert launcher.start_server_args(["--host=0.0.0.0", "-a", "x"], "/app") == ["start_server", "--host=0.0.0.0", "-a", "x"]
+
+
+def test_device_option(repo_root):
+    device = load_app_module(repo_root, "lib/device.py")
+    assert device.default_device({"device": "CPU"}) == "cpu"
+    assert device.device_choices("cpu")[0] == "cpu"
+    with pytest.raises(ValueError, match="'cpu' or 'cuda'"):
+        device.default_device({"device": "tpu"})
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            device.default_device({"device": "cuda"})
