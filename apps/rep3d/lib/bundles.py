@@ -5,7 +5,6 @@ import os
 from typing import Dict, List
 
 INFERENCE_CONFIG = os.path.join("configs", "inference.json")
-TRAIN_CONFIG = os.path.join("configs", "train.json")
 METADATA = os.path.join("configs", "metadata.json")
 WEIGHTS = os.path.join("models", "model.pt")
 

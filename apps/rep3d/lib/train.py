@@ -16,7 +16,10 @@ ITERATION_KEYS = ("max_iterations", "val_interval")
 
 
 class Rep3DTrainTask(BundleTrainTask):
-    """Runs the bundle's ``configs/train.json`` in-process on the datastore's ``final`` labels.
+    """Runs the bundle's ``configs/train.json`` (``monai.bundle.run``) on the datastore's ``final`` labels.
+
+    MONAI Label starts it in a background process per ``/train/<model>`` request; the bundle's ``CheckpointSaver``
+    writes ``<bundle>/models/model.pt``.
 
     Differences from ``BundleTrainTask``:
 
@@ -26,7 +29,9 @@ class Rep3DTrainTask(BundleTrainTask):
     * With too few labels for a validation split, validation runs on the training images, so that the bundle's
       key-metric ``CheckpointSaver`` still writes ``models/model.pt`` (which inference then reloads).
     * ``pretrained: false`` works (upstream calls ``os.path.exists(None)``) and the checkpoint loads strictly.
-    * Single process only (no ``multi_gpu`` option; the bundles have no ``multi_gpu_train.json``).
+    * Single process only (no ``multi_gpu`` option): upstream's ``torchrun`` path writes its overrides to a config
+      file that the iteration overrides (added in ``run_single_gpu``) would not reach; ``multi_gpu_train.json``
+      is not used.
 
     Args:
         bundle: path of the bundle folder.
