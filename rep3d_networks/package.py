@@ -1,0 +1,138 @@
+"""Zip a bundle as the MONAI model zoo ships it: ``python -m rep3d_networks.package bundles/amos_ct``.
+
+The archive has one top folder named after the bundle, holding ``configs/``, ``docs/``, ``models/``, ``LICENSE``
+and ``large_files.yml``, so that ``python -m monai.bundle download --name <bundle> --url file://<zip>
+--bundle_dir <dir>`` unpacks it into ``<dir>/<bundle>``. What goes in:
+
+* every file of ``configs/`` except the datalists ``datalist_fold*.json`` (written by ``prepare`` for one copy of
+  the dataset and re-created by it: the split is seeded) and MONAI Label's ``monailabel_train.json``;
+* ``docs/`` (all files), ``LICENSE``, ``large_files.yml``;
+* ``models/model.pt`` from ``--weights`` or else from the bundle, ``models/model.ts`` and the 5-fold models
+  ``models/fold<k>/model.pt`` when the bundle has them. Nothing else (no ``eval/``, no logs).
+
+The zip is reproducible: entries sorted, fixed timestamps (1980-01-01) and permissions, fixed compression, so
+packaging the same files twice gives the same SHA-256. An existing zip is kept unless ``--overwrite``.
+"""
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+EXCLUDED_CONFIGS = ("datalist_fold*.json", "monailabel_train.json")
+REQUIRED = ("configs/metadata.json", "configs/inference.json", "docs/README.md", "LICENSE", "large_files.yml")
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def bundle_files(bundle: Path, weights: Optional[Path] = None) -> Dict[str, Path]:
+    """Archive names (relative to the bundle folder) -> source files, sorted by name.
+
+    Raises:
+        FileNotFoundError: a required file (:data:`REQUIRED`) or ``weights`` is missing.
+    """
+    files: Dict[str, Path] = {}
+    for path in sorted((bundle / "configs").glob("*")):
+        if path.is_file() and not any(fnmatch.fnmatch(path.name, p) for p in EXCLUDED_CONFIGS):
+            files[f"configs/{path.name}"] = path
+    for path in sorted((bundle / "docs").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            files[path.relative_to(bundle).as_posix()] = path
+    for name in ("LICENSE", "large_files.yml", "models/model.pt", "models/model.ts"):
+        if (bundle / name).is_file():
+            files[name] = bundle / name
+    for path in sorted((bundle / "models").glob("fold*/model.pt")):
+        files[path.relative_to(bundle).as_posix()] = path
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"weights {weights}: no such file")
+        files["models/model.pt"] = Path(weights)
+    missing = [name for name in REQUIRED if name not in files]
+    if missing:
+        raise FileNotFoundError(f"{bundle} is not a complete bundle: missing {missing}")
+    return dict(sorted(files.items()))
+
+
+def write_zip(files: Dict[str, Path], top: str, output: Path) -> None:
+    """Writes ``files`` under the folder ``top`` into ``output`` with fixed metadata (reproducible bytes)."""
+    with zipfile.ZipFile(output, "w") as archive:
+        for name, source in files.items():
+            info = zipfile.ZipInfo(f"{top}/{name}", date_time=ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # unix, so that external_attr holds the permissions below on every OS
+            info.external_attr = 0o100644 << 16
+            with source.open("rb") as src, archive.open(info, "w", force_zip64=source.stat().st_size > 2**31) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package(bundle_dir: str, output: Optional[str] = None, weights: Optional[str] = None, overwrite: bool = False) -> Path:
+    """Zips ``bundle_dir`` (see the module docstring) and returns the zip path.
+
+    Args:
+        bundle_dir: the bundle folder; its name is the bundle name and the archive's top folder.
+        output: zip path; default ``dist/<name>_v<version>.zip`` (version from ``configs/metadata.json``).
+        weights: training checkpoint to ship as ``models/model.pt`` (default: the bundle's own, if any).
+        overwrite: replace an existing zip.
+
+    Raises:
+        FileNotFoundError: not a bundle folder, or missing weights.
+        FileExistsError: ``output`` exists and ``overwrite`` is false.
+    """
+    bundle = Path(bundle_dir).resolve()
+    if not (bundle / "configs" / "metadata.json").is_file():
+        raise FileNotFoundError(f"{bundle_dir} is not a bundle folder (no configs/metadata.json)")
+    version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+    target = Path(output) if output else Path("dist") / f"{bundle.name}_v{version}.zip"
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists: pass --overwrite to replace it")
+    files = bundle_files(bundle, Path(weights) if weights else None)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    try:
+        write_zip(files, bundle.name, Path(partial))
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return target
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line entry point; input errors end with one ``error: ...`` line and exit status 1."""
+    parser = argparse.ArgumentParser(prog="python -m rep3d_networks.package", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle_dir", help="bundle folder, e.g. bundles/amos_ct")
+    parser.add_argument("--output", help="zip path (default dist/<name>_v<version>.zip)")
+    parser.add_argument("--weights", help="checkpoint to ship as models/model.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing zip")
+    args = parser.parse_args(argv)
+    try:
+        target = package(args.bundle_dir, args.output, args.weights, args.overwrite)
+    except (FileNotFoundError, FileExistsError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    with zipfile.ZipFile(target) as archive:
+        names = archive.namelist()
+    if not any(n.endswith("models/model.pt") for n in names):
+        print("warning: no models/model.pt in the archive (no --weights and none in the bundle)", file=sys.stderr)
+    print(f"{target}\nsha256 {sha256(target)}\n" + "\n".join(f"  {n}" for n in names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Evaluation as in the paper (issue #6): summary tables, the Wilcoxon comparison CLI, training curves, 5-fold ensembling."""
+
+import itertools
+import json
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+
+from bundle_helpers import (
+    TINY_INFER,
+    TINY_TRAIN,
+    check_label_matches_image,
+    copy_bundle,
+    make_dataset,
+    num_classes,
+    prepare_bundle,
+    run_bundle,
+)
+from rep3d_networks import Rep3D
+from rep3d_networks.compare import main as compare_main
+from rep3d_networks.evaluation import compare_tables, read_metric_table, summary_rows
+from rep3d_networks.handlers import TrainingCurves
+
+A = np.array([0.80, 0.75, 0.90, 0.60, 0.85, 0.70, 0.65, 0.88])
+D = np.array([0.05, -0.02, 0.03, 0.08, 0.01, 0.06, -0.04, 0.07])  # distinct |d|, no zero: exact test
+CASES = [f"/data/run_a/case_{i:03d}/imaging.nii.gz" for i in range(len(A))]
+
+
+def exact_wilcoxon_p(d: np.ndarray) -> float:
+    """Two-sided exact signed-rank p-value by enumerating all 2^n sign patterns (no ties, no zeros)."""
+    ranks = np.argsort(np.argsort(np.abs(d))) + 1
+    w_plus = ranks[d > 0].sum()
+    sums = np.array([sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(d))])
+    tail = min((sums <= w_plus).mean(), (sums >= w_plus).mean())
+    return min(1.0, 2 * tail)
+
+
+def write_table(path, cases, columns, values, delimiter):
+    lines = [delimiter.join(["filename", *columns, "mean"])]
+    for case, row in zip(cases, values):
+        lines.append(delimiter.join([case, *(f"{v:.4f}" for v in row), f"{np.nanmean(row):.4f}"]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    """Run a (comma-separated) and run b (tab-separated, other folder, shuffled rows, one NaN)."""
+    second_a = A[::-1].copy()
+    second_b = second_a + D[::-1] * 2
+    second_b[3] = np.nan
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    write_table(a, CASES, ["class0", "class1"], np.stack([A, second_a], 1), ",")
+    order = [3, 0, 7, 1, 6, 2, 5, 4]
+    cases_b = [CASES[i].replace("/data/run_a/", "/other/copy/") for i in order]
+    write_table(b, cases_b, ["class0", "class1"], np.stack([A + D, second_b], 1)[order], "\t")
+    return a, b, second_a, second_b
+
+
+def test_wilcoxon_matches_exact_enumeration(two_runs):
+    a, b, second_a, second_b = two_runs
+    rows = compare_tables(read_metric_table(str(a)), read_metric_table(str(b)))
+    assert [r.name for r in rows] == ["class0", "class1", "mean over classes"]
+    assert rows[0].n == 8 and rows[0].difference == pytest.approx(D.mean(), abs=1e-6)
+    assert rows[0].p_value == pytest.approx(exact_wilcoxon_p(D), rel=1e-9)
+    assert rows[0].p_value == pytest.approx(2 * 14 / 256)  # W- = 2 + 4 = 6; 14 of 256 sign patterns have W- <= 6
+    keep = ~np.isnan(second_b)
+    d1 = np.round(second_b[keep], 4) - np.round(second_a[keep], 4)
+    assert rows[1].n == 7 and rows[1].p_value == pytest.approx(exact_wilcoxon_p(d1), rel=1e-9)
+
+
+def test_compare_cli(two_runs, tmp_path, capsys):
+    a, b, _, _ = two_runs
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"network_data_format": {"outputs": {"pred": {"num_channels": 3, "channel_def": {"0": "background", "1": "kidney", "2": "tumor"}}}}}))
+    out = tmp_path / "cmp.md"
+    assert compare_main([str(a), str(b), "--meta_file", str(meta), "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text == out.read_text()
+    kidney = next(line for line in text.splitlines() if line.startswith("| kidney |"))
+    assert kidney.split("|")[2:7] == [" 8 ", " 0.7662 ", " 0.7963 ", " +0.0300 ", " 0.1094 "]
+    assert "| tumor | 7 |" in text and "| mean over classes | 8 |" in text
+
+    # the module runs as a command
+    result = subprocess.run([sys.executable, "-m", "rep3d_networks.compare", str(a), str(b)], capture_output=True, text=True)
+    assert result.returncode == 0 and "| class0 | 8 |" in result.stdout, result.stderr
+
+
+def test_compare_cli_names_the_file_on_mismatch(two_runs, tmp_path, capsys):
+    a, b, _, _ = two_runs
+    fewer = tmp_path / "fewer.csv"
+    fewer.write_text("\n".join(a.read_text().splitlines()[:-2]) + "\n")
+    assert compare_main([str(fewer), str(b)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the cases differ") and str(b) in err and "case_006" in err
+
+    other = tmp_path / "other_classes.csv"
+    write_table(other, CASES, ["class0", "class7"], np.stack([A, A], 1), ",")
+    assert compare_main([str(a), str(other)]) == 1
+    err = capsys.readouterr().err
+    assert str(other) in err and "class7" in err
+
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("filename,class0\ncase,0.5,0.7\n")
+    assert compare_main([str(ragged), str(b)]) == 1
+    assert f"{ragged}, line 2" in capsys.readouterr().err
+
+
+def test_summary_rows_mean_std_and_non_finite():
+    dice = np.array([[0.9, 0.5], [0.7, np.nan], [0.8, 0.7]])
+    hd95 = np.array([[2.0, np.inf], [4.0, 6.0], [6.0, 8.0]])
+    rows = summary_rows({"dice": dice, "hd95": hd95}, ["liver", "tumor"])
+    assert [r["class"] for r in rows] == ["liver", "tumor", "mean (classes without background)"]
+    assert rows[0]["dice_mean"] == pytest.approx(0.8) and rows[0]["dice_std"] == pytest.approx(np.std([0.9, 0.7, 0.8]))
+    assert rows[1]["dice_n"] == 2 and rows[1]["hd95_n"] == 2 and rows[1]["hd95_mean"] == pytest.approx(7.0)
+    assert rows[2]["dice_mean"] == pytest.approx((0.8 + 0.6) / 2)  # mean of the class means
+    assert rows[2]["dice_std"] == pytest.approx(np.std([0.7, 0.7, 0.75]))  # over cases of the per-case mean
+
+
+def test_training_curves_never_stop_training(tmp_path, caplog):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    trainer = Engine(lambda engine, batch: [{"loss": torch.tensor(float(batch))}])
+    TrainingCurves(output_dir=str(blocker)).attach(trainer)
+    with caplog.at_level(logging.WARNING):
+        trainer.run([3, 2, 1], max_epochs=1)
+    assert trainer.state.iteration == 3 and "TrainingCurves: save failed" in caplog.text
+
+    ok = TrainingCurves(output_dir=str(tmp_path / "curves"))
+    trainer = Engine(lambda engine, batch: [{"loss": torch.tensor(float(batch))}])
+    ok.attach(trainer)
+    trainer.run([3, 2, 1], max_epochs=1)
+    assert ok.losses == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    assert (tmp_path / "curves" / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_then_evaluate_writes_curves_and_named_summary(tmp_path):
+    bundle = copy_bundle("kits", tmp_path / "bundles")
+    data_dir = make_dataset("kits", "phantom", tmp_path / "data")
+    prepare_bundle(bundle, data_dir)
+    run_bundle(bundle, ["train.json"], dataset_dir=str(data_dir), **TINY_TRAIN)
+    png = bundle / "eval" / "training_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+    run_bundle(bundle, ["train.json", "evaluate.json"], dataset_dir=str(data_dir), **TINY_TRAIN)
+    md = (bundle / "eval" / "summary.md").read_text()
+    assert md.splitlines()[0] == "| class | Dice | HD95 (mm) |"
+    names = [line.split("|")[1].strip() for line in md.splitlines()[2:]]
+    assert names == ["kidney", "tumor", "cyst", "mean (classes without background)"]
+    header = (bundle / "eval" / "summary.csv").read_text().splitlines()[0]
+    assert header.startswith("class,val_mean_dice_mean,val_mean_dice_std,val_mean_dice_n,val_hd95_mean")
+    for metric in ["val_mean_dice", "val_hd95"]:  # both per-case tables read back (MONAI repeats "mean" in the second)
+        table = read_metric_table(str(bundle / "eval" / f"{metric}_raw.csv"))
+        assert table.classes == ("class0", "class1", "class2") and len(table.cases) == 1
+
+
+def test_five_fold_ensemble_inference(tmp_path):
+    bundle = copy_bundle("kits", tmp_path / "bundles")
+    data_dir = make_dataset("kits", "phantom", tmp_path / "data")
+    datalist = prepare_bundle(bundle, data_dir)
+    for k in range(5):
+        torch.manual_seed(k)
+        fold = bundle / "models" / f"fold{k}"
+        fold.mkdir(parents=True)
+        torch.save(Rep3D(1, num_classes(bundle), feature_size=8, hidden_size=32).state_dict(), fold / "model.pt")
+    image = data_dir / json.loads(datalist.read_text())["test"][0]["image"]
+    out_dir = tmp_path / "pred"
+    run_bundle(bundle, ["inference.json", "inference_ensemble.json"], dataset_dir=str(data_dir), datalist=[str(image)],
+               output_dir=str(out_dir), **TINY_INFER)
+    written = list(out_dir.rglob("*_seg.nii.gz"))
+    assert len(written) == 1, written
+    check_label_matches_image(written[0], image, num_classes(bundle))
+
+    (bundle / "models" / "fold3" / "model.pt").unlink()
+    with pytest.raises(Exception) as error:
+        run_bundle(bundle, ["inference.json", "inference_ensemble.json"], dataset_dir=str(data_dir),
+                   datalist=[str(image)], output_dir=str(out_dir), **TINY_INFER)
+    chain, cause = [], error.value
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    assert any(isinstance(e, FileNotFoundError) and "fold3/model.pt" in str(e) for e in chain), chain

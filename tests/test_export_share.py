@@ -1,0 +1,156 @@
+"""Export and share the bundles (issue #6): TorchScript of the folded network, reproducible zip, download, load."""
+
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ckpt_export, load
+
+from bundle_helpers import BUNDLES, TINY_INFER, check_label_matches_image, copy_bundle, make_dataset, num_classes, run_bundle
+from rep3d_networks import Rep3D
+from rep3d_networks.package import main as package_main
+from rep3d_networks.package import package
+
+TINY = {"feature_size": 8, "hidden_size": 32}
+OVERRIDE = {f"network_def#{k}": v for k, v in TINY.items()}
+
+# Runs in a fresh interpreter: only torch may be imported to run the exported files.
+TORCH_ONLY = """
+import sys, torch
+results = {}
+for ts, x, y in zip(*[iter(sys.argv[1:])] * 3):
+    module = torch.jit.load(ts)
+    with torch.no_grad():
+        out = module(torch.load(x))
+    expected = torch.load(y)
+    results[ts] = float((out - expected).abs().max() / expected.abs().max())
+extra = sorted(m for m in sys.modules if m.split(".")[0] in ("monai", "rep3d_networks", "ignite", "nibabel"))
+print(repr((results, extra)))
+"""
+
+
+def tiny_checkpoint(bundle: Path, seed: int = 0) -> Path:
+    """A random training-form (unfolded) checkpoint of the tiny network at ``models/model.pt``."""
+    torch.manual_seed(seed)
+    net = Rep3D(1, num_classes(bundle), **TINY)
+    for module in net.modules():  # non-trivial BatchNorm statistics, so that folding and eval mode matter
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = bundle / "models" / "model.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def eager_folded_output(bundle: Path, x: torch.Tensor) -> torch.Tensor:
+    """Output of the bundle's inference ``network_def`` (folded, ``deploy: true``) loaded from ``models/model.pt``."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update(OVERRIDE)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(bundle / "models" / "model.pt"), strict=True)
+    assert all(m.folded for m in net.modules() if hasattr(m, "folded"))
+    with torch.no_grad():
+        return net.eval()(x)
+
+
+def export_command(bundle: Path):
+    configs = bundle / "configs"
+    return dict(net_id="network_def", filepath=str(bundle / "models" / "model.ts"),
+                ckpt_file=str(bundle / "models" / "model.pt"), meta_file=str(configs / "metadata.json"),
+                config_file=str(configs / "inference.json"))
+
+
+def test_ckpt_export_gives_folded_torchscript_that_runs_with_torch_only(tmp_path):
+    x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.save(x, tmp_path / "x.pt")
+    argv = []
+    for name in BUNDLES:
+        bundle = copy_bundle(name, tmp_path / "bundles")
+        tiny_checkpoint(bundle)
+        command = export_command(bundle)
+        if name == "amos_ct":  # the README's command line, as users run it
+            args = [command.pop("net_id")] + [a for k, v in {**command, **OVERRIDE}.items() for a in (f"--{k}", str(v))]
+            command["net_id"] = args[0]
+            result = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", *args], capture_output=True,
+                                    text=True, timeout=600)
+            assert result.returncode == 0, result.stderr[-3000:]
+        else:
+            ckpt_export(**command, **OVERRIDE)
+        torch.save(eager_folded_output(bundle, x), tmp_path / f"{name}_y.pt")
+        argv += [command["filepath"], str(tmp_path / "x.pt"), str(tmp_path / f"{name}_y.pt")]
+        extra = json.loads(zipfile.ZipFile(command["filepath"]).read("model/extra/metadata.json"))
+        assert extra["version"] == "0.1.0"
+
+    result = subprocess.run([sys.executable, "-c", TORCH_ONLY, *argv], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors, imported = eval(result.stdout.strip().splitlines()[-1])
+    assert imported == [], imported
+    assert len(errors) == len(BUNDLES) and all(e <= 1e-5 for e in errors.values()), errors
+
+
+def listing(path: Path):
+    with zipfile.ZipFile(path) as archive:
+        return [(i.filename, i.date_time, i.external_attr >> 16) for i in archive.infolist()]
+
+
+def test_package_is_reproducible_and_round_trips_through_monai_download(tmp_path, capsys):
+    bundle = copy_bundle("amos_ct", tmp_path / "bundles")
+    weights = tiny_checkpoint(bundle)
+    ckpt_export(**export_command(bundle), **OVERRIDE)
+    (bundle / "configs" / "datalist_fold0.json").write_text('{"training": []}')
+    (bundle / "eval").mkdir()
+    (bundle / "eval" / "metrics.csv").write_text("x")
+
+    first = package(str(bundle), str(tmp_path / "dist" / "amos_ct_v0.1.0.zip"))
+    (bundle / "LICENSE").touch()  # a newer modification time must not change the bytes
+    second = package(str(bundle), str(tmp_path / "again.zip"), weights=str(weights))
+    digest = hashlib.sha256(first.read_bytes()).hexdigest()
+    assert hashlib.sha256(second.read_bytes()).hexdigest() == digest
+    entries = listing(first)
+    names = [e[0] for e in entries]
+    assert names == sorted(names) and all(n.startswith("amos_ct/") for n in names)
+    assert {"amos_ct/configs/inference.json", "amos_ct/models/model.pt", "amos_ct/models/model.ts", "amos_ct/LICENSE",
+            "amos_ct/large_files.yml", "amos_ct/docs/README.md"} <= set(names)
+    assert not any("datalist" in n or "/eval/" in n for n in names)
+    assert {e[1] for e in entries} == {(1980, 1, 1, 0, 0, 0)} and {e[2] for e in entries} == {0o100644}
+
+    assert package_main([str(bundle), "--output", str(first)]) == 1
+    assert "exists: pass --overwrite" in capsys.readouterr().err
+    assert package_main([str(bundle), "--output", str(first), "--overwrite"]) == 0
+    assert f"sha256 {digest}" in capsys.readouterr().out
+
+    new_dir = tmp_path / "downloaded"
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "download", "--name", "amos_ct", "--url", first.resolve().as_uri(),
+         "--bundle_dir", str(new_dir)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    downloaded = new_dir / "amos_ct"
+    assert (downloaded / "models" / "model.pt").read_bytes() == weights.read_bytes()
+
+    data_dir = make_dataset("amos_ct", "phantom", tmp_path / "data")
+    image = sorted((data_dir / "imagesTr").glob("*.nii.gz"))[0]
+    run_bundle(downloaded, ["inference.json"], dataset_dir=str(data_dir), datalist=[str(image)],
+               output_dir=str(tmp_path / "pred"), **TINY_INFER)
+    written = list((tmp_path / "pred").rglob("*_seg.nii.gz"))
+    assert len(written) == 1
+    check_label_matches_image(written[0], image, 16)
+
+    # monai.bundle.load finds the bundle in bundle_dir, so nothing is downloaded (works offline)
+    x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(2))
+    expected = eager_folded_output(downloaded, x)
+    trained = load(name="amos_ct", bundle_dir=str(new_dir), source="github", net_override=TINY)
+    inference = load(name="amos_ct", bundle_dir=str(new_dir), workflow_type="inference",
+                     net_override={**TINY, "deploy": False})
+    scripted, meta, _ = load(name="amos_ct", bundle_dir=str(new_dir), load_ts_module=True, model_file="models/model.ts")
+    assert meta["version"] == "0.1.0"
+    with torch.no_grad():
+        for net in (trained.fold(), inference.fold(), scripted):
+            y = net.eval()(x)
+            assert (y - expected).abs().max() <= 1e-5 * expected.abs().max()
