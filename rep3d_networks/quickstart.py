@@ -7,13 +7,12 @@
 3. trains that bundle briefly with a small Rep3D override (``monai.bundle run``, train.json),
 4. evaluates the best checkpoint on the test split (train.json + evaluate.json),
 5. runs bundle inference (inference.json, folded network) on the test images,
-6. prints a per-class Dice table and saves a PNG overlay.
+6. prints the per-class Dice / HD95 table that evaluate.json wrote and saves a PNG overlay.
 
 Everything is written under ``output_dir``; the repository's bundle is not touched. The Dice values of a
 few dozen iterations on a phantom only show that the pipeline works, not how good Rep3D is.
 """
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -49,16 +48,6 @@ def run_bundle(bundle: Path, configs: List[str], **override) -> None:
         bundle_root=str(bundle),
         **override,
     )
-
-
-def per_class_dice(raw_csv: Path, class_names: List[str]) -> Dict[str, float]:
-    """Mean Dice per class (background excluded) from MONAI ``MetricsSaver``'s per-case table."""
-    with open(raw_csv) as f:
-        text = f.read()
-    rows = list(csv.reader(text.splitlines(), delimiter="\t" if "\t" in text.splitlines()[0] else ","))
-    columns = [i for i, name in enumerate(rows[0]) if name.startswith("class")]  # one per class, background excluded
-    values = np.array([[float(row[i]) for i in columns] for row in rows[1:]], dtype=float)  # [cases, classes]
-    return {name: float(np.nanmean(values[:, i])) for i, name in enumerate(class_names[1:])}
 
 
 def save_overlay(image_path: Path, reference_path: Path, prediction_path: Path, png_path: Path, num_classes: int) -> None:
@@ -112,16 +101,13 @@ def main(output_dir: str = "quickstart_output", iterations: int = 30, num_cases:
     print(f"[quickstart] inference with the folded network on {len(test_images)} test image(s)")
     run_bundle(bundle, ["inference.json"], datalist=test_images, output_dir=str(pred_dir), **{"inferer#roi_size": PATCH}, **common)
 
-    class_names = list(json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"]["pred"]["channel_def"].values())
-    dice = per_class_dice(bundle / "eval" / "val_mean_dice_raw.csv", class_names)
-    lines = ["| class | Dice |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in dice.items()]
-    lines.append(f"| **mean (no background)** | **{np.nanmean(list(dice.values())):.3f}** |")
-    table = "\n".join(lines)
+    num_classes = len(json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"]["pred"]["channel_def"])
+    table = (bundle / "eval" / "summary.md").read_text().strip()  # per-class Dice/HD95 written by evaluate.json
     results = out / "results.md"
     results.write_text(f"# Quickstart results ({iterations} iterations, synthetic phantom)\n\n{table}\n")
     first = Path(test_images[0])
     prediction = next(pred_dir.rglob(first.name.replace(".nii.gz", "_seg.nii.gz")))
-    save_overlay(first, reference, prediction, out / "overlay.png", len(class_names))
+    save_overlay(first, reference, prediction, out / "overlay.png", num_classes)
     print(table)
     print(f"[quickstart] results: {results}\n[quickstart] overlay: {out / 'overlay.png'}\n[quickstart] predictions: {pred_dir}")
     return str(results)

@@ -118,7 +118,7 @@ class ReparamDepthwiseConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.effective_weight()
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting() or torch.jit.is_tracing():  # exporters see a plain depthwise conv
             return F.conv3d(x, weight, self.bias, padding=self.kernel_size // 2, groups=self.channels)
         return dwconv3d(x, weight, self.bias, method=self.conv_method)
 
