@@ -24,14 +24,14 @@ from monailabel.tasks.activelearning.random import Random
 import rep3d_networks
 from lib.bundles import default_bundles_dir, select_bundles
 from lib.device import default_device
-from lib.infer import Rep3DInferTask
-from lib.train import Rep3DTrainTask
+from lib.tasks import make_infer_task, make_train_task
 
 logger = logging.getLogger(__name__)
 
 
 class Rep3DApp(MONAILabelApp):
-    """One inference and one training task per selected bundle, and the ``random`` / ``first`` strategies."""
+    """One inference and one training task per selected bundle (DeepEdit bundles: click-guided, type ``deepedit``),
+    and the ``random`` / ``first`` strategies."""
 
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]) -> None:
         bundles_dir = os.path.realpath(conf.get("bundles_dir") or default_bundles_dir(app_dir))
@@ -48,10 +48,10 @@ class Rep3DApp(MONAILabelApp):
         )
 
     def init_infers(self) -> Dict[str, InferTask]:
-        return {name: Rep3DInferTask(path, self.conf, self.device) for name, path in self.bundles.items()}
+        return {name: make_infer_task(path, self.conf, self.device) for name, path in self.bundles.items()}
 
     def init_trainers(self) -> Dict[str, TrainTask]:
-        trainers = {name: Rep3DTrainTask(path, self.conf, self.device) for name, path in self.bundles.items()}
+        trainers = {name: make_train_task(path, self.conf, self.device) for name, path in self.bundles.items()}
         return {name: task for name, task in trainers.items() if task.is_valid()}
 
     def init_strategies(self) -> Dict[str, Strategy]:

@@ -1,0 +1,160 @@
+"""The click-guided (DeepEdit) Rep3D bundles ``bundles/amos_ct_deepedit`` and ``bundles/kits_deepedit`` (issue #9).
+
+Bundle files and labels, the click geometry (``rep3d_networks.deepedit.GuidanceToImageGridd``) and inference with
+clicks through ``monai.bundle run``. Training and the MONAI Label app are in ``tests/test_deepedit_app.py``.
+"""
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.apps.deepedit.transforms import AddGuidanceFromPointsDeepEditd
+from monai.bundle import ConfigParser, verify_metadata
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+
+from bundle_helpers import REPO_ROOT, check_label_matches_image, copy_bundle, run_bundle
+from rep3d_networks.deepedit import GuidanceToImageGridd, map_points
+
+DEEPEDIT_BUNDLES = {"amos_ct_deepedit": "amos_ct", "kits_deepedit": "kits"}  # -> the bundle with the same classes
+SCHEMA = REPO_ROOT.parent / "shared" / "bundle_schema" / "meta_schema_20240725.json"
+CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
+TINY_NETWORK = {
+    "network_def#feature_size": 4,
+    "network_def#depths": [1, 1, 1, 1],
+    "network_def#kernel_size": 3,
+    "network_def#hidden_size": 32,
+    "pixdim": [6.0, 6.0, 6.0],
+}
+TINY_INFERENCE = {"inferer#roi_size": [64, 64, 16], "inferer#sw_batch_size": 1, "inferer#overlap": 0.0, "num_workers": 0}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def output_classes(bundle: str) -> dict:
+    """``{name: value}`` of a bundle's output channels (background included)."""
+    metadata = read_json(REPO_ROOT / "bundles" / bundle / "configs" / "metadata.json")
+    return {name: int(value) for value, name in metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items()}
+
+
+@pytest.mark.parametrize("name", DEEPEDIT_BUNDLES)
+def test_bundle_files_metadata_and_labels(name):
+    """Zoo-style files; label_names = the classes of the automatic bundle; one guidance channel per label."""
+    root = REPO_ROOT / "bundles" / name
+    for f in ["configs/train.json", "configs/inference.json", "configs/metadata.json", "configs/logging.conf",
+              "docs/README.md", "LICENSE", "large_files.yml"]:
+        assert (root / f).is_file(), f
+    if SCHEMA.is_file():
+        verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    classes = output_classes(DEEPEDIT_BUNDLES[name])
+    assert output_classes(name) == classes
+    metadata = read_json(root / "configs" / "metadata.json")
+    image = metadata["network_data_format"]["inputs"]["image"]
+    assert image["num_channels"] == len(image["channel_def"]) == 1 + len(classes)
+    for config in ["train.json", "inference.json"]:
+        parser = ConfigParser()
+        parser.read_config(str(root / "configs" / config))
+        assert parser["label_names"] == classes and list(parser["label_names"])[-1] == "background"
+        assert parser.get_parsed_content("network_def#in_channels") == 1 + len(classes)
+        assert parser.get_parsed_content("num_classes") == len(classes)
+    train = read_json(root / "configs" / "train.json")
+    assert train["train"]["trainer"]["iteration_update"] == "@train#iteration_update"
+    assert train["validate"]["evaluator"]["iteration_update"] == "@validate#iteration_update"
+
+
+def write_oblique_phantom(path: Path, bright_voxel) -> np.ndarray:
+    """A volume stored LPI with permuted axes (not RAS) and anisotropic voxels, bright at one voxel."""
+    affine = np.array([[0.0, -2.0, 0.0, 40.0], [-1.5, 0.0, 0.0, 30.0], [0.0, 0.0, -3.0, 20.0], [0, 0, 0, 1.0]])
+    volume = np.zeros((30, 20, 12), np.float32)
+    volume[tuple(bright_voxel)] = 1000.0
+    nib.save(nib.Nifti1Image(volume, affine), str(path))
+    return affine
+
+
+def test_clicks_follow_orientation_and_resampling(tmp_path):
+    """A click on a voxel of the file lands on that voxel's position after ``Orientationd`` and ``Spacingd``."""
+    click = [22, 5, 9]
+    write_oblique_phantom(tmp_path / "phantom.nii.gz", click)
+    pipeline = Compose([
+        LoadImaged("image", image_only=True),
+        EnsureChannelFirstd("image"),
+        AddGuidanceFromPointsDeepEditd(ref_image="image", guidance="guidance", label_names={"organ": 1, "background": 0}),
+        Orientationd("image", axcodes="RAS"),
+        Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="nearest"),
+        GuidanceToImageGridd("guidance", ref_image="image"),
+    ])
+    data = pipeline({"image": str(tmp_path / "phantom.nii.gz"), "organ": [click], "background": [[-50, 0, 0]]})
+    bright = np.argwhere(np.asarray(data["image"][0]) > 500)
+    assert len(bright) > 0
+    distance = np.min(np.abs(bright - np.asarray(data["guidance"]["organ"][0])).max(axis=1))
+    assert distance <= 1, (data["guidance"], bright)
+    assert data["guidance"]["background"] == []  # outside the image: dropped, not clamped onto the border
+
+
+def test_click_becomes_its_labels_guidance_channel_at_the_clicked_position(shared_data):
+    """The bundle's inference preprocessing (default 1.5 x 1.5 x 2 mm grid) on the real CT, as the app runs it.
+
+    The network input has the image and one channel per label; a liver click appears only in the liver channel,
+    peaking at the clicked voxel's world position.
+    """
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundles" / "amos_ct_deepedit" / "configs" / "inference.json"))
+    click = [86, 47, 20]
+    data = parser.get_parsed_content("preprocessing")({"image": str(shared_data / CT), "liver": [click], "spleen": []})
+    image = data["image"]
+    names = list(parser["label_names"])
+    assert image.shape[0] == 1 + len(names)
+    liver = 1 + names.index("liver")
+    guidance = np.asarray(image[1:])
+    assert guidance[liver - 1].max() == pytest.approx(1.0)
+    assert not np.delete(guidance, liver - 1, axis=0).any()
+    peak = np.unravel_index(np.argmax(guidance[liver - 1]), guidance.shape[1:])
+    world_peak = np.asarray(image.affine) @ [*peak, 1.0]
+    world_click = np.asarray(image.meta["original_affine"]) @ [*click, 1.0]
+    assert np.linalg.norm(world_peak[:3] - world_click[:3]) <= 2.0  # within one voxel of the 1.5 x 1.5 x 2 mm grid
+
+
+def test_map_points_is_the_affine_round_trip():
+    source = np.diag([2.0, 3.0, 4.0, 1.0])
+    target = np.diag([1.0, 1.0, 1.0, 1.0])
+    target[:3, 3] = [-2.0, 0.0, 4.0]
+    np.testing.assert_allclose(map_points([[1, 2, 3]], source, target), [[4.0, 6.0, 8.0]])
+
+
+CLI_CLICKS = {  # bundle -> (clicks, a label of the other bundle at the same point)
+    "amos_ct_deepedit": ({"liver": [[86, 47, 20]], "background": [[30, 60, 10]]}, "tumor"),
+    "kits_deepedit": ({"kidney": [[30, 40, 12]], "background": [[30, 60, 10]]}, "liver"),
+}
+
+
+@pytest.mark.parametrize("name", CLI_CLICKS)
+def test_inference_with_clicks_through_monai_bundle(name, tmp_path, shared_data):
+    """``python -m monai.bundle run --config_file configs/inference.json --clicks {...}`` (random tiny weights).
+
+    Clicks change the result, and a label name the model does not have is ignored.
+    """
+    from test_app import save_random_weights, write_overrides
+
+    bundle = copy_bundle(name, tmp_path / "bundles")
+    write_overrides(bundle / "configs" / "train.json", TINY_NETWORK)
+    save_random_weights(bundle, seed=3)
+    image = shared_data / CT
+    clicks, foreign_label = CLI_CLICKS[name]
+    point = next(iter(clicks.values()))
+
+    def infer(clicks: dict, out: str) -> np.ndarray:
+        run_bundle(bundle, ["inference.json"], datalist=[str(image)],
+                   output_dir=str(tmp_path / out), clicks=clicks, **TINY_NETWORK, **TINY_INFERENCE)
+        written = list((tmp_path / out).rglob("*_seg.nii.gz"))
+        assert len(written) == 1, written
+        check_label_matches_image(written[0], image, len(output_classes(name)))
+        return np.asarray(nib.load(str(written[0])).dataobj)
+
+    automatic = infer({}, "auto")
+    clicked = infer(clicks, "clicked")
+    foreign = infer({foreign_label: point}, "foreign")  # not an input of this model
+    assert not np.array_equal(automatic, clicked)
+    np.testing.assert_array_equal(automatic, foreign)
