@@ -13,7 +13,9 @@ import os
 from typing import Dict
 
 from fastapi import HTTPException
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -23,6 +25,7 @@ from monailabel.tasks.activelearning.random import Random
 
 import rep3d_networks
 from lib.bundles import default_bundles_dir, select_bundles
+from lib.datastore import Rep3DDatastore, check_infer_image
 from lib.device import default_device
 from lib.tasks import make_infer_task, make_train_task
 
@@ -57,8 +60,21 @@ class Rep3DApp(MONAILabelApp):
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"random": Random(), "first": First()}
 
+    def init_datastore(self) -> Datastore:
+        """A local studies folder gets ``Rep3DDatastore`` (checked ids, uploads and labels); remote ones upstream's."""
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return Rep3DDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
     def infer(self, request, datastore=None):
-        """Upstream ``infer``; a MONAI Label error (e.g. an untrained model) reaches the client with its message."""
+        """Upstream ``infer`` on a checked image id; a MONAI Label error (e.g. an untrained model) reaches the client
+        with its message."""
+        check_infer_image(request, datastore or self.datastore())
         try:
             return super().infer(request, datastore)
         except MONAILabelException as error:

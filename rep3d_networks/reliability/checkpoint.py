@@ -12,10 +12,11 @@ that key (e.g. ``"trainer"``: iteration and epoch).
 """
 
 import logging
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from ignite.engine import Engine
 from ignite.handlers import DiskSaver
@@ -26,6 +27,20 @@ logger = logging.getLogger(__name__)
 
 TRUE = {"true", "yes", "1", "latest"}
 FALSE = {"false", "no", "0", "none", ""}
+
+
+def nan_ranks_last(score_function: Callable[[Engine], float]) -> Callable[[Engine], float]:
+    """``score_function`` with NaN mapped to -inf.
+
+    A validation set without foreground gives a NaN mean Dice. ignite compares new scores with ``>``, which is
+    False against NaN: a first NaN score would be kept as the best for ever and no later model saved.
+    """
+
+    def score(engine: Engine) -> float:
+        value = score_function(engine)
+        return -math.inf if isinstance(value, float) and math.isnan(value) else value
+
+    return score
 
 
 class AtomicDiskSaver(DiskSaver):
@@ -56,6 +71,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     Args:
         engine_key: if set, the engine this handler is attached to is saved too, under this key.
 
+    A NaN key metric (no foreground in the validation set) ranks below every real value.
     ``state_dict()`` / ``load_state_dict()`` hold the best-metric record of ``save_key_metric`` (so a resumed run
     replaces ``model.pt`` only with a better model than the one saved before the interruption).
     """
@@ -67,6 +83,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if checkpoint is not None:
                 handler = checkpoint.save_handler
                 checkpoint.save_handler = AtomicDiskSaver(handler.dirname, handler.filename)
+        if self._key_metric_checkpoint is not None:
+            self._key_metric_checkpoint.score_function = nan_ranks_last(self._key_metric_checkpoint.score_function)
 
     def attach(self, engine: Engine) -> None:
         if self.engine_key:

@@ -143,14 +143,14 @@ def check_same_grid(
     where = f"label {label_path} of image {image_path}"
     if image_shape != label_shape:
         raise VolumeError(
-            where, f"shapes differ: label {shape_text(label_shape)}, image {shape_text(image_shape)} (RAS axis "
-            "order). Draw or resample the label on the image's own grid (nearest neighbour)."
+            where, f"has shape {shape_text(label_shape)} but its image has {shape_text(image_shape)} (RAS axis "
+            "order): draw or resample the label on the image's own grid (nearest neighbour)."
         )
     spacing = float(np.linalg.norm(image_affine[:3, :3], axis=0).min())
     distance = grid_distance_mm(image_affine, label_affine, image_shape)
     if distance > tolerance * spacing:
         raise VolumeError(
-            where, f"the label is not on the image's grid: corner voxels are up to {distance:.3g} mm apart "
+            where, f"is not on its image's grid: corner voxels are up to {distance:.3g} mm apart "
             f"(tolerance {tolerance * spacing:.3g} mm, i.e. {tolerance} voxel). Check that the label belongs to "
             "this image, or resample it onto the image grid (nearest neighbour)."
         )

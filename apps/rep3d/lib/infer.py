@@ -9,6 +9,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.infer.bundle import BundleInferTask
 
+from rep3d_networks.reliability import volume_error_message
+
 from lib.bundles import has_weights, label_names, read_metadata, weights_path
 from lib.device import device_choices
 
@@ -25,6 +27,9 @@ class Rep3DInferTask(BundleInferTask):
     Unlike ``BundleInferTask``, a bundle without ``models/model.pt`` is served too: it is listed in ``/info/``
     with ``"trained": false`` and an ``UNTRAINED`` description, and inference is refused with a clear error
     (rather than returning a random-weight segmentation) until a training run has written the checkpoint.
+
+    An image the bundle's preprocessing refuses (``ValidateVolumed``: 2D, multi-channel, NaN, unreadable...) is
+    reported to the client as an ``INVALID_INPUT`` error with the file and the problem (HTTP 400 from the app).
 
     Labels are written as ``uint8`` in the input image's geometry (the bundle's ``Invertd`` plus MONAI Label's
     ``Restored``).
@@ -77,7 +82,13 @@ class Rep3DInferTask(BundleInferTask):
                 f"Model '{name}' is untrained: {weights_path(self.bundle_path)} does not exist yet. "
                 f"Save a few labels (Submit Label) and run Train for '{name}' first.",
             )
-        return super().__call__(request, callbacks)
+        try:
+            return super().__call__(request, callbacks)
+        except Exception as error:
+            message = volume_error_message(error)  # an unusable image: tell the client which and why
+            if message is None:
+                raise
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, message) from error
 
     def writer(self, data, extension=None, dtype=None):
         """Writes the label as ``uint8`` unless the request asks for another ``result_dtype``."""

@@ -1,0 +1,197 @@
+"""Interrupted training resumes; checkpoints are written atomically; training is deterministic (issue #7).
+
+The bundles save model, optimizer, LR scheduler, trainer (iteration, epoch) and the best-model record to
+``models/resume/`` every ``checkpoint_interval`` iterations with ``AtomicCheckpointSaver``; ``--resume true``
+loads the newest one. Runs use a tiny network on the phantom, one torch thread.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.handlers import CheckpointSaver
+
+from bundle_helpers import copy_bundle, make_dataset, prepare_bundle, run_bundle
+from rep3d_networks.reliability import AtomicCheckpointSaver, resume_checkpoint
+from rep3d_networks.reliability.checkpoint import checkpoint_iteration
+from test_app import write_overrides
+
+BUNDLE = "msd_pancreas"
+TINY = {
+    "network_def#feature_size": 4,
+    "network_def#depths": [1, 1, 1, 1],
+    "network_def#kernel_size": 7,  # 7³ kernels on 16³ maps: the FFT path of dwconv3d (forward and backward)
+    "network_def#hidden_size": 32,
+    "pixdim": [4.0, 4.0, 4.0],
+    "roi_size": [32, 32, 32],
+    "num_samples": 1,
+    "num_workers": 0,
+    "cache_rate": 1.0,
+    "validate#inferer#overlap": 0.0,
+}
+# ReduceLROnPlateau that halves the LR at every validation after the first (no value beats the best by 10).
+EVERY_VALIDATION_HALVES_LR = {
+    "lr_scheduler#patience": 0, "lr_scheduler#factor": 0.5, "lr_scheduler#threshold": 10.0,
+    "lr_scheduler#threshold_mode": "abs",
+}
+MAX_ITERATIONS, VAL_INTERVAL, CHECKPOINT_INTERVAL, KILL_AFTER = 12, 2, 2, 6
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """A tiny ``msd_pancreas`` copy with a phantom datalist; returns the bundle (dataset in ``bundle.parent``)."""
+    root = tmp_path_factory.mktemp("resume")
+    target = copy_bundle(BUNDLE, root / "bundles")
+    write_overrides(target / "configs" / "train.json", {**TINY, **EVERY_VALIDATION_HALVES_LR})
+    prepare_bundle(target, make_dataset(BUNDLE, "phantom", root / "data"))
+    return target
+
+
+def dataset_dir(bundle: Path) -> Path:
+    return next((bundle.parent.parent / "data").iterdir())
+
+
+def start_training(bundle: Path, log: Path, *extra: str) -> subprocess.Popen:
+    """``python -m monai.bundle run training`` from the bundle folder, as users run it."""
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
+        "--dataset_dir", str(dataset_dir(bundle)), "--max_iterations", str(MAX_ITERATIONS),
+        "--val_interval", str(VAL_INTERVAL), "--checkpoint_interval", str(CHECKPOINT_INTERVAL), *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            command, cwd=bundle, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def iterations_logged(text: str) -> list:
+    """Global iteration numbers of the ``StatsHandler`` lines ``Epoch: e/E, Iter: i/L -- train_loss``."""
+    return [(int(e) - 1) * int(n) + int(i) for e, i, n in re.findall(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+) --", text)]
+
+
+def lr_after(validations: int) -> float:
+    return 1e-4 * 0.5 ** (validations - 1)
+
+
+def test_kill_and_resume(bundle, tmp_path):
+    """SIGKILL mid-training; ``--resume true`` continues from the newest checkpoint with the same LR state."""
+    resume_dir = bundle / "models" / "resume"
+    first = start_training(bundle, tmp_path / "first.log")
+    deadline = time.monotonic() + 400
+    while not any(checkpoint_iteration(p) >= KILL_AFTER for p in resume_dir.glob("*.pt")):
+        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    reached = max(iterations_logged((tmp_path / "first.log").read_text()))
+    newest = Path(resume_checkpoint(str(resume_dir), "true"))
+    start = checkpoint_iteration(newest)
+    assert KILL_AFTER <= start < MAX_ITERATIONS and reached - start <= CHECKPOINT_INTERVAL, (reached, start)
+    saved = torch.load(newest, weights_only=True)
+    assert saved["trainer"]["iteration"] == start
+    assert saved["optimizer"]["param_groups"][0]["lr"] == lr_after(start // VAL_INTERVAL)
+
+    second = start_training(bundle, tmp_path / "second.log", "--resume", "true")
+    assert second.wait(timeout=400) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    assert f"Resumed from models/resume/{newest.name} at iteration {start}" in log
+    assert iterations_logged(log) == list(range(start + 1, MAX_ITERATIONS + 1))  # continues, no restart
+    final = torch.load(resume_dir / f"resume_checkpoint_iteration={MAX_ITERATIONS}.pt", weights_only=True)
+    assert final["optimizer"]["param_groups"][0]["lr"] == lr_after(MAX_ITERATIONS // VAL_INTERVAL)
+    assert final["lr_scheduler"]["last_epoch"] == MAX_ITERATIONS // VAL_INTERVAL
+    assert final["best_model_saver"]["saved"] and (bundle / "models" / "model.pt").is_file()
+    print(f"killed at iteration {reached}, resumed from {start}: {reached - start} iteration(s) lost")
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint in .*start without --resume"):
+        resume_checkpoint(str(tmp_path), "true")
+    assert resume_checkpoint(str(tmp_path), "false") is None and resume_checkpoint(str(tmp_path), False) is None
+    with pytest.raises(ValueError, match="neither true/false nor a checkpoint file"):
+        resume_checkpoint(str(tmp_path), "maybe")
+
+
+def fail_mid_write(checkpoint, target, **kwargs) -> None:
+    """A ``torch.save`` that dies half-way (full disk, killed process)."""
+    if hasattr(target, "write"):
+        target.write(b"PK\x03\x04 half a checkpoint")
+    else:
+        Path(target).write_bytes(b"PK\x03\x04 half a checkpoint")
+    raise OSError("simulated crash while writing")
+
+
+@pytest.mark.parametrize("saver_class", [AtomicCheckpointSaver, CheckpointSaver])
+def test_checkpoint_survives_a_failed_write(saver_class, tmp_path, monkeypatch):
+    """``models/model.pt`` stays the previous complete file when writing the new one fails (MONAI's does not)."""
+    network = torch.nn.Linear(3, 2)
+    saver = saver_class(
+        save_dir=str(tmp_path), save_dict={"model": network}, save_key_metric=True, key_metric_name="dice",
+        key_metric_filename="model.pt",
+    )
+    engine = Engine(lambda engine, batch: None)
+    engine.state.metrics = {"dice": 0.1}
+    saver.metrics_completed(engine)
+    previous = {k: v.clone() for k, v in network.state_dict().items()}
+    torch.nn.init.ones_(network.weight)
+    engine.state.metrics = {"dice": 0.2}
+    monkeypatch.setattr(torch, "save", fail_mid_write)
+    with pytest.raises(OSError, match="simulated crash"):
+        saver.metrics_completed(engine)
+    monkeypatch.undo()
+    if saver_class is CheckpointSaver:  # upstream: removed first, then written in place
+        path = tmp_path / "model.pt"
+        assert not path.is_file() or path.read_bytes().startswith(b"PK\x03\x04 half")
+        return
+    loaded = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.equal(loaded[k], previous[k]) for k in previous)
+    assert os.listdir(tmp_path) == ["model.pt"]  # the temporary file was removed
+
+
+def test_nan_metric_does_not_block_later_saves(tmp_path):
+    """A first validation without foreground (NaN Dice) must not be kept as the best forever."""
+    network = torch.nn.Linear(3, 2)
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": network}, save_key_metric=True, key_metric_name="dice",
+        key_metric_filename="model.pt",
+    )
+    engine = Engine(lambda engine, batch: None)
+    for dice in (float("nan"), 0.3):
+        engine.state.metrics = {"dice": dice}
+        torch.nn.init.constant_(network.weight, dice)
+        saver.metrics_completed(engine)
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].eq(0.3).all()
+
+
+def train_and_load(bundle: Path, run: str, iterations: int) -> dict:
+    """``iterations`` training iterations in-process; returns the resume checkpoint written at the end."""
+    folder = bundle.parent / run
+    run_bundle(
+        bundle, ["train.json"], dataset_dir=str(dataset_dir(bundle)), ckpt_dir=str(folder),
+        output_dir=str(folder / "eval"), max_iterations=iterations, val_interval=iterations,
+        checkpoint_interval=iterations,
+    )
+    return torch.load(folder / "resume" / f"resume_checkpoint_iteration={iterations}.pt", weights_only=True)
+
+
+def test_same_seed_same_weights(bundle):
+    """Two runs, same seed (``set_determinism(seed=0)`` in ``initialize``) and data: bit-identical weights."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first, second = (train_and_load(bundle, run, 3) for run in ("run_a", "run_b"))
+    finally:
+        torch.set_num_threads(threads)
+    assert first["model"].keys() == second["model"].keys()
+    different = [k for k in first["model"] if not torch.equal(first["model"][k], second["model"][k])]
+    assert not different, different
+    assert first["optimizer"]["state"].keys() == second["optimizer"]["state"].keys()
+    for key, state in first["optimizer"]["state"].items():
+        assert all(torch.equal(state[k], second["optimizer"]["state"][key][k]) for k in state)
