@@ -264,7 +264,7 @@ def test_unknown_model_is_a_clear_error(repo_root):
     """``--conf models`` with a name that is not a bundle fails with the list of available ones."""
     bundles = load_app_module(repo_root, "lib/bundles.py")
     bundles_dir = str(repo_root / "bundles")
-    with pytest.raises(ValueError, match="available in .*amos_ct, amos_mri, kits"):
+    with pytest.raises(ValueError, match="available in .*amos_ct, .*amos_mri, .*kits"):
         bundles.select_bundles(bundles_dir, "amos_ct,nope")
     assert list(bundles.select_bundles(bundles_dir, "kits, amos_ct")) == ["kits", "amos_ct"]
     assert list(bundles.select_bundles(bundles_dir, "all")) == bundles.available_bundles(bundles_dir)
