@@ -38,7 +38,10 @@ def nan_ranks_last(score_function: Callable[[Engine], float]) -> Callable[[Engin
 
     def score(engine: Engine) -> float:
         value = score_function(engine)
-        return -math.inf if isinstance(value, float) and math.isnan(value) else value
+        try:
+            return -math.inf if math.isnan(value) else value
+        except TypeError:  # not a number: left to ignite
+            return value
 
     return score
 
