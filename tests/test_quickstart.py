@@ -9,7 +9,8 @@ from PIL import Image
 def test_quickstart_runs_end_to_end(tmp_path):
     out = tmp_path / "quickstart"
     result = subprocess.run(
-        [sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out)],
+        # the README command with fewer training iterations (30 by default) to keep CI short
+        [sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out), "--iterations", "10"],
         capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
