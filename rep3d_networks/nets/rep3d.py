@@ -3,16 +3,11 @@
 from functools import partial
 from typing import Sequence, Union
 
-import torch
-from torch import nn
-
 from rep3d_networks.blocks.rep3d_block import Rep3DBlock
-from rep3d_networks.nets.decoder import UnetrDecoder
-from rep3d_networks.nets.encoder import HierarchicalEncoder
-from rep3d_networks.nets.shape import check_spatial_shape
+from rep3d_networks.nets.encoder_decoder import LargeKernelEncoderDecoder
 
 
-class Rep3D(nn.Module):
+class Rep3D(LargeKernelEncoderDecoder):
     """Rep3D (Lee et al., "Spatially-Adaptive Gradient Re-parameterization for 3D Large Kernel Optimization").
 
     Encoder: 4 stages of :class:`Rep3DBlock` (depthwise ``21³`` → BN → GELU) at widths ``(f, 2f, 4f, 8f)``;
@@ -62,9 +57,6 @@ class Rep3D(nn.Module):
         conv_method: str = "auto",
         deploy: bool = False,
     ) -> None:
-        super().__init__()
-        widths = [feature_size * 2**i for i in range(len(depths))]
-        self.reparam = reparam
         block = partial(
             Rep3DBlock,
             kernel_size=kernel_size,
@@ -76,16 +68,5 @@ class Rep3D(nn.Module):
             small_kernel_size=small_kernel_size,
             conv_method=conv_method,
         )
-        self.encoder = HierarchicalEncoder(in_channels, widths, depths, block)
-        self.decoder = UnetrDecoder(in_channels, out_channels, widths, hidden_size, norm_name, res_block)
-        self.divisor = 2 ** len(depths)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_spatial_shape(x, self.divisor)
-        return self.decoder(x, self.encoder(x))
-
-    def fold(self) -> "Rep3D":
-        """Folds every re-parameterized kernel in place (see :func:`rep3d_networks.fold`) and returns ``self``."""
-        from rep3d_networks.fold import fold
-
-        return fold(self)
+        super().__init__(in_channels, out_channels, feature_size, depths, hidden_size, block, norm_name, res_block)
+        self.reparam = reparam

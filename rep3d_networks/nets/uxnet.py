@@ -3,16 +3,11 @@
 from functools import partial
 from typing import Sequence, Union
 
-import torch
-from torch import nn
-
 from rep3d_networks.blocks.uxnet_block import UXNetBlock
-from rep3d_networks.nets.decoder import UnetrDecoder
-from rep3d_networks.nets.encoder import HierarchicalEncoder
-from rep3d_networks.nets.shape import check_spatial_shape
+from rep3d_networks.nets.encoder_decoder import LargeKernelEncoderDecoder
 
 
-class UXNet(nn.Module):
+class UXNet(LargeKernelEncoderDecoder):
     """3D UX-Net: the Rep3D encoder–decoder with :class:`UXNetBlock` (DW ``7³`` + grouped MLP, residual) blocks.
 
     ``reparam="vanilla"`` is the published 3D UX-Net (53,006,608 parameters for 1 → 16 classes);
@@ -50,9 +45,6 @@ class UXNet(nn.Module):
         deploy: bool = False,
         **reparam_kwargs,
     ) -> None:
-        super().__init__()
-        widths = [feature_size * 2**i for i in range(len(depths))]
-        self.reparam = reparam
         block = partial(
             UXNetBlock,
             kernel_size=kernel_size,
@@ -62,16 +54,5 @@ class UXNet(nn.Module):
             conv_method=conv_method,
             **reparam_kwargs,
         )
-        self.encoder = HierarchicalEncoder(in_channels, widths, depths, block)
-        self.decoder = UnetrDecoder(in_channels, out_channels, widths, hidden_size, norm_name, res_block)
-        self.divisor = 2 ** len(depths)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_spatial_shape(x, self.divisor)
-        return self.decoder(x, self.encoder(x))
-
-    def fold(self) -> "UXNet":
-        """Folds every re-parameterized kernel in place and returns ``self``."""
-        from rep3d_networks.fold import fold
-
-        return fold(self)
+        super().__init__(in_channels, out_channels, feature_size, depths, hidden_size, block, norm_name, res_block)
+        self.reparam = reparam
