@@ -1,0 +1,110 @@
+"""The figures of the analysis commands (matplotlib, Agg backend, small PNGs)."""
+
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rep3d_networks.analysis.kernel_geometry import CENTRE_MAX_DISTANCE, PERIPHERY_MIN_DISTANCE  # noqa: E402
+
+PLANE_NAMES = ("axis 0 (z) = centre", "axis 1 (y) = centre", "axis 2 (x) = centre")
+VARIANT_COLOURS = {"vanilla": "tab:gray", "csla": "tab:orange", "fixed": "tab:blue", "lrbm": "tab:red"}
+
+
+def save(fig, path: Path, dpi: int = 90) -> Path:
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def central_planes(volume: np.ndarray) -> List[np.ndarray]:
+    """The three orthogonal planes through the voxel ``size // 2`` of a 3D array."""
+    cz, cy, cx = (n // 2 for n in volume.shape)
+    return [volume[cz, :, :], volume[:, cy, :], volume[:, :, cx]]
+
+
+def plot_radial_profiles(results: Dict, path: Path) -> Path:
+    """``lr-field``: mean ``|ΔW_eff|`` vs tap distance, one curve per variant; one column per optimizer, one row per
+    recorded step after the first (an early step and the last)."""
+    optimizers = list(dict.fromkeys(run["optimizer"] for run in results["runs"]))
+    steps = results["config"]["record_at"][1:] or results["config"]["record_at"]
+    fig, axes = plt.subplots(len(steps), len(optimizers), figsize=(5.2 * len(optimizers), 3.4 * len(steps)), squeeze=False)
+    for row, step in zip(axes, steps):
+        for ax, optimizer in zip(row, optimizers):
+            for run in (r for r in results["runs"] if r["optimizer"] == optimizer):
+                profile = run["profile"][step]
+                ax.semilogy(profile["radius"], profile["mean"], marker="o", ms=3, label=run["variant"], color=VARIANT_COLOURS.get(run["variant"]))
+            ax.axvspan(-0.5, CENTRE_MAX_DISTANCE + 0.5, color="green", alpha=0.08, label="centre (d ≤ 1)")
+            ax.axvspan(PERIPHERY_MIN_DISTANCE - 0.5, max(profile["radius"]) + 0.5, color="purple", alpha=0.06, label="periphery (d ≥ 7)")
+            ax.set_title(f"{optimizer}: |ΔW_eff| after {step} steps", fontsize=10)
+            ax.set_xlabel("distance from kernel centre (taps)")
+            ax.set_ylabel("mean |ΔW_eff|")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_erf_planes(erf: np.ndarray, path: Path, title: str) -> Path:
+    """``erf``: three orthogonal planes through the centre, ``log10(ERF / max)`` (as Fig. 3, which shows 2D maps)."""
+    scaled = np.log10(np.maximum(erf / max(float(erf.max()), 1e-30), 1e-4))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
+    for ax, plane, name in zip(axes, central_planes(scaled), PLANE_NAMES):
+        image = ax.imshow(plane, cmap="magma", vmin=-4, vmax=0, origin="lower", interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes, shrink=0.8, label="log10(ERF / max)")
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+def plot_mask_montage(masks: List[Dict], path: Path) -> Path:
+    """``erf``: every LRBM mask ``M`` (channel mean for depthwise generators), one column per block, one row per central plane."""
+    if not masks:
+        raise ValueError("no masks to plot")
+    fig, axes = plt.subplots(3, len(masks), figsize=(1.6 * len(masks) + 1.2, 5.0), squeeze=False)
+    low = min(float(m["mask"].min()) for m in masks)
+    high = max(float(m["mask"].max()) for m in masks)
+    for column, mask in enumerate(masks):
+        for row, (plane, name) in enumerate(zip(central_planes(mask["mask"]), PLANE_NAMES)):
+            ax = axes[row, column]
+            image = ax.imshow(plane, cmap="viridis", vmin=low, vmax=high, origin="lower", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column == 0:
+                ax.set_ylabel(name.replace(" = centre", ""), fontsize=7)
+        short = mask["name"].replace("encoder.", "").replace(".conv", "")
+        axes[0, column].set_title(f"{short}\nβ={mask['beta']:.2f}", fontsize=7)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="M (central planes)")
+    return save(fig, path)
+
+
+def plot_convergence(curves: Dict[str, Dict[str, Sequence]], path: Path, title: str) -> Path:
+    """``convergence``: validation Dice and training loss vs iteration, mean ± std over seeds per variant.
+
+    Args:
+        curves: ``{variant: {"iterations": [...], "dice": [[seed values per checkpoint]...], "loss": [[...]...]}}``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for variant, curve in curves.items():
+        iterations = np.asarray(curve["iterations"])
+        for ax, key in zip(axes, ("dice", "loss")):
+            values = np.asarray(curve[key], dtype=float)  # [checkpoints, seeds]
+            mean, std = np.nanmean(values, axis=1), np.nanstd(values, axis=1)
+            colour = VARIANT_COLOURS.get(variant)
+            ax.plot(iterations, mean, marker="o", ms=3, label=f"{variant} (n={values.shape[1]})", color=colour)
+            ax.fill_between(iterations, mean - std, mean + std, alpha=0.15, color=colour)
+    axes[0].set_ylabel("validation Dice (mean, no background)")
+    axes[1].set_ylabel("training loss (DiceCE)")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
