@@ -2,18 +2,21 @@
 
 Prints, from one run with every configuration measured side by side, and writes ``benchmarks/results/model_<device>.md``:
 
-* eval forward of one ``size³`` patch (no grad): folded Rep3D vs ``SwinUNETR(feature_size=48)``;
+* eval forward of one ``size³`` patch (no grad): folded Rep3D vs ``SwinUNETR(feature_size=48)``, split into encoder
+  (Rep3D's large-kernel stages / SwinUNETR's ``swinViT``) and the rest (the UNETR-style convolutional decoder);
 * one training step (forward, backward, AdamW) of Rep3D-LRBM with ``conv_method="direct"`` (native ``F.conv3d``)
-  vs ``"auto"`` (``rep3d_networks.ops``), at ``train_size³``;
-* the LRBM step overhead vs ``reparam="vanilla"`` (both with the fast conv);
+  vs ``"auto"`` (``rep3d_networks.ops``), at ``train_size³`` (96³ by default, as the paper trains);
+* the LRBM step overhead vs ``reparam="vanilla"`` (both with the fast conv), from steps of the two models interleaved
+  in one process (median of the per-pair ratios: machine noise hits both alike), and the mask's own cost;
 * peak memory of each configuration (CUDA: ``max_memory_allocated``; CPU: peak RSS of a fresh process).
 
-Each configuration runs in its own process so that peak memory is its own.  On CPU a native training step at 96³
-takes many minutes (PyTorch's depthwise 21³ backward), so ``--train_size`` defaults to 48 there; say which size
-when quoting figures::
+Each configuration runs in its own process so that peak memory is its own. On CPU one native training step at 96³
+takes several minutes (PyTorch's depthwise 21³ backward), so it is timed once, without warm-up (at that length the
+first-call overhead is noise)::
 
-    python benchmarks/bench_model.py                         # CPU, eval at 96³, training at 48³
-    python benchmarks/bench_model.py --device cuda --train_size 96
+    python benchmarks/bench_model.py                         # CPU: eval and training at 96³ (~25 min on 2 cores)
+    python benchmarks/bench_model.py --train_size 48         # quicker, smaller training patch
+    python benchmarks/bench_model.py --device cuda
 """
 
 import argparse
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -46,25 +50,57 @@ def build(name: str, out_channels: int, feature_size: int):
     return Rep3D(1, out_channels, feature_size=feature_size, reparam=reparam, conv_method=method)
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def training_step(net: torch.nn.Module, x: torch.Tensor, target: torch.Tensor):
+    """One forward/backward/AdamW step of ``net`` as a closure."""
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    net.train()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(net(x), target[:, 0]).backward()
+        opt.step()
+
+    return step
+
+
+def encoder_of(net: torch.nn.Module) -> torch.nn.Module:
+    return net.swinViT if hasattr(net, "swinViT") else net.encoder
+
+
 def measure(task: dict) -> dict:
-    """Runs in a fresh process: times ``repeats`` eval forwards or training steps, returns min time and peak memory."""
+    """Runs in a fresh process: times ``repeats`` eval forwards or training steps, returns min time and peak memory.
+
+    Eval forwards also return the encoder's share of the fastest forward (forward hooks on the encoder module).
+    """
     torch.set_num_threads(task["threads"])
     device = torch.device(task["device"])
     torch.manual_seed(0)
     net = build(task["model"], task["out_channels"], task["feature_size"]).to(device)
     x = torch.randn(1, 1, *[task["size"]] * 3, device=device)
+    encoder_seconds = []
     if task["train"]:
-        net.train()
         target = torch.randint(0, task["out_channels"], (1, 1, *[task["size"]] * 3), device=device)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-
-        def step():
-            opt.zero_grad()
-            loss_fn(net(x), target[:, 0]).backward()
-            opt.step()
+        step = training_step(net, x, target)
     else:
         net.eval()
+        encoder = encoder_of(net)
+
+        def encoder_started(*_):
+            synchronize(device)
+            encoder_seconds.append(-time.perf_counter())
+
+        def encoder_finished(*_):
+            synchronize(device)
+            encoder_seconds[-1] += time.perf_counter()
+
+        encoder.register_forward_pre_hook(encoder_started)
+        encoder.register_forward_hook(encoder_finished)
 
         def step():
             with torch.no_grad():
@@ -72,20 +108,62 @@ def measure(task: dict) -> dict:
 
     times = []
     for _ in range(task["warmup"] + task["repeats"]):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"seconds": min(times[task["warmup"] :]), "peak_gib": peak}
+    fastest = task["warmup"] + min(range(task["repeats"]), key=lambda i: times[task["warmup"] + i])
+    return {"seconds": times[fastest], "peak_gib": peak, "encoder_seconds": encoder_seconds[fastest] if encoder_seconds else None}
 
 
-def run_isolated(task: dict) -> dict:
+def measure_lrbm_overhead(task: dict) -> dict:
+    """Runs in a fresh process: interleaved training steps of Rep3D vanilla and LRBM (same input, fast conv).
+
+    Returns the median of the per-pair time ratios, the median step times, and the cost of computing every block's
+    mask ``M`` forward and backward on its own (the only work LRBM adds besides ``W ⊙ M``).
+    """
+    from rep3d_networks.blocks.receptive_mask import LRBM
+
+    torch.set_num_threads(task["threads"])
+    device = torch.device(task["device"])
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, *[task["size"]] * 3, device=device)
+    target = torch.randint(0, task["out_channels"], (1, 1, *[task["size"]] * 3), device=device)
+    nets = {name: build(name, task["out_channels"], task["feature_size"]).to(device) for name in ("rep3d_vanilla_auto", "rep3d_lrbm_auto")}
+    steps = {name: training_step(net, x, target) for name, net in nets.items()}
+    times = {name: [] for name in nets}
+    for i in range(task["warmup"] + task["repeats"]):
+        for name, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            if i >= task["warmup"]:
+                times[name].append(time.perf_counter() - start)
+    masks = [m for m in nets["rep3d_lrbm_auto"].modules() if isinstance(m, LRBM)]
+    mask_times = []
+    for _ in range(10):
+        synchronize(device)
+        start = time.perf_counter()
+        sum(m().sum() for m in masks).backward()
+        synchronize(device)
+        mask_times.append(time.perf_counter() - start)
+    ratios = [b / a for a, b in zip(times["rep3d_vanilla_auto"], times["rep3d_lrbm_auto"])]
+    return {
+        "overhead": statistics.median(ratios) - 1,
+        "vanilla_seconds": statistics.median(times["rep3d_vanilla_auto"]),
+        "lrbm_seconds": statistics.median(times["rep3d_lrbm_auto"]),
+        "mask_seconds": statistics.median(mask_times),
+        "blocks": len(masks),
+        "pairs": len(ratios),
+    }
+
+
+def run_isolated(task: dict, function=measure) -> dict:
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(measure, task).result()
+        return pool.submit(function, task).result()
 
 
 def machine_info(device: str) -> str:
@@ -99,48 +177,64 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=96, help="eval patch edge")
-    parser.add_argument("--train_size", type=int, default=None, help="training patch edge (default 48 on CPU, 96 on CUDA)")
+    parser.add_argument("--train_size", type=int, default=96, help="training patch edge")
     parser.add_argument("--feature_size", type=int, default=48)
     parser.add_argument("--out_channels", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--overhead_pairs", type=int, default=5, help="interleaved vanilla/LRBM step pairs")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
-    train_size = args.train_size or (96 if args.device == "cuda" else 48)
     common = dict(device=args.device, feature_size=args.feature_size, out_channels=args.out_channels, threads=args.threads, repeats=args.repeats, warmup=1)
+    # a native CPU step at 96³ takes minutes: once, no warm-up
+    native = dict(repeats=1, warmup=0) if args.device == "cpu" else {}
+    started = time.perf_counter()
 
     rows = []
     for model in ["rep3d_folded", "swinunetr"]:
         rows.append(("eval forward", model, args.size, run_isolated(dict(common, model=model, size=args.size, train=False))))
-    for model in ["rep3d_lrbm_direct", "rep3d_lrbm_auto", "rep3d_vanilla_auto"]:
-        rows.append(("training step", model, train_size, run_isolated(dict(common, model=model, size=train_size, train=True))))
+    for model in ["rep3d_lrbm_direct", "rep3d_lrbm_auto"]:
+        task = dict(common, model=model, size=args.train_size, train=True, **(native if model.endswith("direct") else {}))
+        rows.append(("training step", model, args.train_size, run_isolated(task)))
+    lrbm = run_isolated(dict(common, size=args.train_size, repeats=args.overhead_pairs), measure_lrbm_overhead)
     seconds = {(kind, model): r["seconds"] for kind, model, _, r in rows}
 
     lines = [
         f"# Rep3D model benchmark ({args.device})",
         "",
-        f"Machine: {machine_info(args.device)}; {args.threads} thread(s); feature size {args.feature_size}, {args.out_channels} classes, batch 1.",
-        "Minimum over repeats after one warm-up; each configuration in its own process. Peak memory: "
+        f"Machine: {machine_info(args.device)}; {args.threads} thread(s); feature size {args.feature_size}, {args.out_channels} classes, batch 1; "
+        f"whole run {time.perf_counter() - started:.0f} s.",
+        f"Minimum over {args.repeats} repeats after one warm-up"
+        + (" (native training step: a single run, no warm-up)" if native else "")
+        + "; each configuration in its own process. Peak memory: "
         + ("CUDA max allocated." if args.device == "cuda" else "peak RSS of the process (includes the Python/torch runtime)."),
         "",
-        "| measurement | model | patch | time (s) | peak memory (GiB) |",
-        "|---|---|---|---:|---:|",
+        "| measurement | model | patch | time (s) | encoder (s) | rest: decoder (s) | peak memory (GiB) |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {kind} | {model} | {size}³ | {r['seconds']:.3f} | {r['peak_gib']:.2f} |" for kind, model, size, r in rows]
+    for kind, model, size, r in rows:
+        split = f"{r['encoder_seconds']:.3f} | {r['seconds'] - r['encoder_seconds']:.3f}" if r["encoder_seconds"] is not None else "| "
+        lines.append(f"| {kind} | {model} | {size}³ | {r['seconds']:.3f} | {split.strip()} | {r['peak_gib']:.2f} |")
     eval_ratio = seconds[("eval forward", "swinunetr")] / seconds[("eval forward", "rep3d_folded")]
+    encoder_ratio = rows[1][3]["encoder_seconds"] / rows[0][3]["encoder_seconds"]
     train_ratio = seconds[("training step", "rep3d_lrbm_direct")] / seconds[("training step", "rep3d_lrbm_auto")]
-    overhead = seconds[("training step", "rep3d_lrbm_auto")] / seconds[("training step", "rep3d_vanilla_auto")] - 1
     lines += [
         "",
-        f"- Folded Rep3D eval forward vs SwinUNETR: SwinUNETR takes {eval_ratio:.2f}x the Rep3D time (goal: > 1).",
+        f"LRBM vs vanilla ({lrbm['pairs']} interleaved training steps each, {args.train_size}³, fast conv): median step "
+        f"{lrbm['vanilla_seconds']:.3f} s vanilla, {lrbm['lrbm_seconds']:.3f} s LRBM; the {lrbm['blocks']} masks alone "
+        f"(forward + backward) take {lrbm['mask_seconds']:.4f} s.",
+        "",
+        f"- Folded Rep3D eval forward vs SwinUNETR: SwinUNETR takes {eval_ratio:.2f}x the Rep3D time (goal: > 1); "
+        f"encoders alone: SwinUNETR's swinViT takes {encoder_ratio:.2f}x Rep3D's large-kernel encoder.",
         f"- Training step, native F.conv3d vs rep3d_networks.ops: {train_ratio:.1f}x faster (goal: >= 10x).",
-        f"- LRBM training-step overhead vs vanilla: {100 * overhead:+.1f}% (goal: <= 3%).",
+        f"- LRBM training-step overhead vs vanilla: {100 * lrbm['overhead']:+.1f}% (median of paired ratios; goal: <= 3%); "
+        f"mask computation alone: {100 * lrbm['mask_seconds'] / lrbm['vanilla_seconds']:.1f}% of a vanilla step.",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
     output = Path(args.output or Path(__file__).parent / "results" / f"model_{args.device}.md")
     output.write_text(text)
-    print(json.dumps({"eval_ratio": eval_ratio, "train_ratio": train_ratio, "lrbm_overhead": overhead}))
+    print(json.dumps({"eval_ratio": eval_ratio, "encoder_ratio": encoder_ratio, "train_ratio": train_ratio, "lrbm_overhead": lrbm["overhead"]}))
 
 
 if __name__ == "__main__":
