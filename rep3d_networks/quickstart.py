@@ -16,7 +16,7 @@ few dozen iterations on a phantom only show that the pipeline works, not how goo
 import json
 import shutil
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import fire
 import matplotlib

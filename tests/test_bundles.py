@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from monai.bundle import ConfigWorkflow, verify_metadata

@@ -136,7 +136,7 @@ def test_inference_with_clicks_through_monai_bundle(name, tmp_path, shared_data)
 
     Clicks change the result, and a label name the model does not have is ignored.
     """
-    from test_app import save_random_weights, write_overrides
+    from app_helpers import save_random_weights, write_overrides
 
     bundle = copy_bundle(name, tmp_path / "bundles")
     write_overrides(bundle / "configs" / "train.json", TINY_NETWORK)

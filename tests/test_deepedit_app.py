@@ -16,7 +16,6 @@ model's, as Slicer sends all of them) changes nothing. The DeepEdit training loo
 ``monai.apps.deepedit.interaction.Interaction``) runs through ``/train`` for 2 iterations.
 """
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,36 +25,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
-from test_app import CT, Server, amos_label, check_label, copy_app, file_digest, make_tiny_bundle
+from app_helpers import CT, amos_label, check_label, file_digest, serve_app
 
 SERVED = {"amos_ct_deepedit": True, "kits_deepedit": False, "amos_ct": True}  # bundle -> starts with weights
 AMOS_LIVER = 6
 NEAR_MM = 30.0
-SERVER_START_S = 180
-TRAIN_S = 300
+TRAIN_S = 300  # DeepEdit training (click simulation) takes longer than the automatic models'
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shared_data, repo_root):
     """A running server; yields ``(server, client, bundles dir, studies dir)``."""
-    root = tmp_path_factory.mktemp("rep3d_deepedit_app")
-    app = copy_app(repo_root, root / "app")
-    bundles = root / "bundles"
-    for name, with_weights in SERVED.items():
-        make_tiny_bundle(name, bundles, with_weights)
-    studies = root / "studies"
-    studies.mkdir()
-    (studies / "ct_sm.nii.gz").symlink_to(shared_data / CT)
-    conf = {"models": ",".join(SERVED), "bundles_dir": str(bundles), "device": "cpu"}
-    server = Server(app, studies, conf, root)
-    try:
-        server.wait_until_up(SERVER_START_S)
-        yield server, MONAILabelClient(server.url, tmpdir=str(root / "client")), bundles, studies
-    finally:
-        server.stop()
+    with serve_app(tmp_path_factory.mktemp("rep3d_deepedit_app"), repo_root, shared_data / CT, SERVED) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

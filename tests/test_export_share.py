@@ -7,7 +7,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, load
 

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List
-from unittest import mock
 
 import nibabel as nib
 import numpy as np
@@ -30,12 +29,10 @@ import torch
 from monailabel.client import MONAILabelClient
 
 import test_reliability_files as files
+from app_helpers import TRAIN_S, Server, check_label, save_random_weights, serve_app, write_overrides
 from bundle_helpers import check_label_matches_image, copy_bundle, make_dataset, run_bundle
 from rep3d_networks.data.cli import prepare
 from rep3d_networks.reliability import volume_error_message
-from test_app import (
-    SERVER_START_S, TRAIN_S, Server, check_label, copy_app, make_tiny_bundle, save_random_weights, write_overrides,
-)
 
 BUNDLE = "msd_pancreas"  # 3 classes: the cheapest Invertd
 NUM_CLASSES = 3
@@ -403,20 +400,9 @@ def phantom(tmp_path_factory) -> Path:
 def served(tmp_path_factory, shared_data, repo_root):
     """The MONAI Label server on a tiny ``msd_pancreas`` copy with weights; the study is the real CT."""
     root = tmp_path_factory.mktemp("served")
-    app = copy_app(repo_root, root / "app")
-    make_tiny_bundle(BUNDLE, root / "bundles", with_weights=True)
-    studies = root / "studies"
-    studies.mkdir()
-    shutil.copy(shared_data / CT, studies / "ct_sm.nii.gz")
     shutil.copy(shared_data / CT, root / "escape.nii.gz")  # what "../escape" would overwrite
-    conf = {"models": BUNDLE, "bundles_dir": str(root / "bundles"), "device": "cpu"}
-    with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):
-        server = Server(app, studies, conf, root)
-    try:
-        server.wait_until_up(SERVER_START_S)
+    with serve_app(root, repo_root, shared_data / CT, {BUNDLE: True}, env={"OMP_NUM_THREADS": "1"}) as (server, _, _, studies):
         yield Served(server, studies, root)
-    finally:
-        server.stop()
 
 
 @pytest.fixture

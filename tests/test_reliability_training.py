@@ -21,7 +21,7 @@ from monai.handlers import CheckpointSaver
 from bundle_helpers import copy_bundle, make_dataset, prepare_bundle, run_bundle
 from rep3d_networks.reliability import AtomicCheckpointSaver, resume_checkpoint
 from rep3d_networks.reliability.checkpoint import checkpoint_iteration
-from test_app import write_overrides
+from app_helpers import write_overrides
 
 BUNDLE = "msd_pancreas"
 TINY = {
