@@ -131,3 +131,22 @@ def test_missing_datalist_gives_clear_error(tmp_path):
         run_bundle(bundle, ["train.json"], dataset_dir=str(tmp_path), **TINY_TRAIN)
     assert isinstance(err.value.__cause__, FileNotFoundError)
     assert "datalist_fold0.json not found" in str(err.value.__cause__) and "prepare" in str(err.value.__cause__)
+
+
+def test_inference_command_line_load_pretrain_false(tmp_path):
+    """``--load_pretrain false`` as users type it (``fire`` passes the string ``"false"``, which is truthy) skips the
+    checkpoint: a bundle without ``models/model.pt`` infers with its initial weights; by default it needs the file."""
+    bundle = copy_bundle("msd_pancreas", tmp_path / "bundles")
+    image = sorted((make_dataset("msd_pancreas", "phantom", tmp_path / "data") / "imagesTr").glob("*.nii.gz"))[0]
+    args = [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in TINY_INFER.items()]
+    args += ["--datalist", repr([str(image)]), "--output_dir", str(tmp_path / "pred")]
+
+    def infer(*extra):
+        return subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *args, *extra],
+                              cwd=bundle, capture_output=True, text=True, timeout=600)
+
+    result = infer("--load_pretrain", "false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_label_matches_image(next((tmp_path / "pred").rglob("*_seg.nii.gz")), image, num_classes(bundle))
+    result = infer()
+    assert result.returncode != 0 and "model.pt" in result.stderr, result.stderr[-3000:]
