@@ -25,18 +25,12 @@ from monai.bundle import ConfigParser
 
 from monailabel.client import MONAILabelClient
 
-from bundle_helpers import check_label_matches_image, copy_bundle
+from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle
 
 CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
 CT_LABELS = "totalseg_ct_abdomen_3mm/example_seg.nii.gz"
 CT_LABELS_JSON = "totalseg_ct_abdomen_3mm/example_seg.labels.json"
-TINY = {
-    "network_def#feature_size": 4,
-    "network_def#depths": [1, 1, 1, 1],
-    "network_def#kernel_size": 3,
-    "network_def#hidden_size": 32,
-    "pixdim": [6.0, 6.0, 6.0],
-}
+TINY = {**SMALLEST_NETWORK, "pixdim": [6.0, 6.0, 6.0]}
 TINY_INFERENCE = {"inferer#roi_size": [64, 64, 16], "inferer#sw_batch_size": 1, "inferer#overlap": 0.0}
 TINY_TRAIN = {"roi_size": [64, 64, 16], "num_samples": 1, "num_workers": 0, "cache_rate": 0.0, "learning_rate": 0.05}
 SERVER_START_S = 180

@@ -14,6 +14,13 @@ from rep3d_networks.data.cli import phantom, prepare, totalseg
 BUNDLES = ["amos_ct", "amos_mri", "kits", "msd_pancreas", "msd_hepatic_vessel"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The smallest Rep3D the bundles build: 4 wide, one block per stage, 3³ kernels.
+SMALLEST_NETWORK = {
+    "network_def#feature_size": 4,
+    "network_def#depths": [1, 1, 1, 1],
+    "network_def#kernel_size": 3,
+    "network_def#hidden_size": 32,
+}
 # Small enough for 2 CPU cores: an 8-wide network, 32^3 patches, coarse spacing, 2 iterations.
 TINY_NETWORK = {"network_def#feature_size": 8, "network_def#hidden_size": 32}
 TINY_TRAIN = {

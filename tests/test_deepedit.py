@@ -14,20 +14,12 @@ from monai.apps.deepedit.transforms import AddGuidanceFromPointsDeepEditd
 from monai.bundle import ConfigParser, verify_metadata
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 
+from app_helpers import CT, TINY, TINY_INFERENCE, save_random_weights, write_overrides
 from bundle_helpers import REPO_ROOT, check_label_matches_image, copy_bundle, run_bundle
 from rep3d_networks.deepedit import GuidanceToImageGridd, map_points
 
 DEEPEDIT_BUNDLES = {"amos_ct_deepedit": "amos_ct", "kits_deepedit": "kits"}  # -> the bundle with the same classes
 SCHEMA = REPO_ROOT.parent / "shared" / "bundle_schema" / "meta_schema_20240725.json"
-CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
-TINY_NETWORK = {
-    "network_def#feature_size": 4,
-    "network_def#depths": [1, 1, 1, 1],
-    "network_def#kernel_size": 3,
-    "network_def#hidden_size": 32,
-    "pixdim": [6.0, 6.0, 6.0],
-}
-TINY_INFERENCE = {"inferer#roi_size": [64, 64, 16], "inferer#sw_batch_size": 1, "inferer#overlap": 0.0, "num_workers": 0}
 
 
 def read_json(path: Path) -> dict:
@@ -136,10 +128,9 @@ def test_inference_with_clicks_through_monai_bundle(name, tmp_path, shared_data)
 
     Clicks change the result, and a label name the model does not have is ignored.
     """
-    from app_helpers import save_random_weights, write_overrides
 
     bundle = copy_bundle(name, tmp_path / "bundles")
-    write_overrides(bundle / "configs" / "train.json", TINY_NETWORK)
+    write_overrides(bundle / "configs" / "train.json", TINY)
     save_random_weights(bundle, seed=3)
     image = shared_data / CT
     clicks, foreign_label = CLI_CLICKS[name]
@@ -147,7 +138,7 @@ def test_inference_with_clicks_through_monai_bundle(name, tmp_path, shared_data)
 
     def infer(clicks: dict, out: str) -> np.ndarray:
         run_bundle(bundle, ["inference.json"], datalist=[str(image)],
-                   output_dir=str(tmp_path / out), clicks=clicks, **TINY_NETWORK, **TINY_INFERENCE)
+                   output_dir=str(tmp_path / out), clicks=clicks, **TINY, **TINY_INFERENCE, num_workers=0)
         written = list((tmp_path / out).rglob("*_seg.nii.gz"))
         assert len(written) == 1, written
         check_label_matches_image(written[0], image, len(output_classes(name)))

@@ -29,23 +29,15 @@ import torch
 from monailabel.client import MONAILabelClient
 
 import test_reliability_files as files
-from app_helpers import TRAIN_S, Server, check_label, save_random_weights, serve_app, write_overrides
-from bundle_helpers import check_label_matches_image, copy_bundle, make_dataset, run_bundle
+from app_helpers import CT, CT_LABELS, TRAIN_S, Server, check_label, save_random_weights, serve_app, write_overrides
+from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle, make_dataset, run_bundle
 from rep3d_networks.data.cli import prepare
 from rep3d_networks.reliability import volume_error_message
 
 BUNDLE = "msd_pancreas"  # 3 classes: the cheapest Invertd
 NUM_CLASSES = 3
-CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
-CT_LABELS = "totalseg_ct_abdomen_3mm/example_seg.nii.gz"
 MR = "totalseg_mr_abdomen_3mm/example_mr_sm.nii.gz"  # stored LPS
 DICOM = "totalseg_ct_dicom_1mm/example_ct_dicom"
-TINY_NET = {
-    "network_def#feature_size": 4,
-    "network_def#depths": [1, 1, 1, 1],
-    "network_def#kernel_size": 3,
-    "network_def#hidden_size": 32,
-}
 TINY_INFER = {"pixdim": [4.0, 4.0, 4.0], "num_workers": 0, "inferer#roi_size": [32, 32, 32], "inferer#overlap": 0.0}
 TINY_TRAIN = {
     "pixdim": [4.0, 4.0, 4.0], "roi_size": [32, 32, 32], "num_samples": 1, "num_workers": 0, "cache_rate": 0.0,
@@ -104,7 +96,7 @@ def infer(env: Env, image: Path, out: Path, **override) -> Path:
     """Bundle inference on one input; returns the label it wrote (which must be inside ``out``)."""
     run_bundle(
         env.bundle, ["inference.json"], datalist=[str(image)], output_dir=str(out), dataset_dir=str(env.phantom),
-        **{**TINY_NET, **TINY_INFER, **override},
+        **{**SMALLEST_NETWORK, **TINY_INFER, **override},
     )
     written = list(out.rglob("*_seg.nii.gz"))
     assert len(written) == 1, written
@@ -119,7 +111,7 @@ def train(env: Env, image: Path, label: Path) -> Path:
     models = env.tmp / "models"
     run_bundle(
         env.bundle, ["train.json"], datalist=str(datalist), dataset_dir=str(env.tmp), ckpt_dir=str(models),
-        output_dir=str(env.tmp / "eval"), **{**TINY_NET, **TINY_TRAIN},
+        output_dir=str(env.tmp / "eval"), **{**SMALLEST_NETWORK, **TINY_TRAIN},
     )
     return models
 
@@ -385,8 +377,8 @@ CASES: List[Case] = INFERENCE_CASES + TRAINING_CASES + PREPARE_CASES + SERVER_CA
 def bundle(tmp_path_factory) -> Path:
     """A tiny ``msd_pancreas`` copy with random weights."""
     target = copy_bundle(BUNDLE, tmp_path_factory.mktemp("bundle"))
-    write_overrides(target / "configs" / "inference.json", TINY_NET)
-    write_overrides(target / "configs" / "train.json", TINY_NET)
+    write_overrides(target / "configs" / "inference.json", SMALLEST_NETWORK)
+    write_overrides(target / "configs" / "train.json", SMALLEST_NETWORK)
     save_random_weights(target, seed=3)
     return target
 

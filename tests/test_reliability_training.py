@@ -18,17 +18,15 @@ import torch
 from ignite.engine import Engine
 from monai.handlers import CheckpointSaver
 
-from bundle_helpers import copy_bundle, make_dataset, prepare_bundle, run_bundle
+from app_helpers import write_overrides
+from bundle_helpers import SMALLEST_NETWORK, copy_bundle, make_dataset, prepare_bundle, run_bundle
 from rep3d_networks.reliability import AtomicCheckpointSaver, resume_checkpoint
 from rep3d_networks.reliability.checkpoint import checkpoint_iteration
-from app_helpers import write_overrides
 
 BUNDLE = "msd_pancreas"
 TINY = {
-    "network_def#feature_size": 4,
-    "network_def#depths": [1, 1, 1, 1],
+    **SMALLEST_NETWORK,
     "network_def#kernel_size": 7,  # 7³ kernels on 16³ maps: the FFT path of dwconv3d (forward and backward)
-    "network_def#hidden_size": 32,
     "pixdim": [4.0, 4.0, 4.0],
     "roi_size": [32, 32, 32],
     "num_samples": 1,
