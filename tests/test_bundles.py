@@ -1,6 +1,7 @@
 """The five MONAI bundles, run through ``monai.bundle`` on phantom and real data (issue #4)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -19,11 +20,12 @@ from bundle_helpers import (
     prepare_bundle,
     run_bundle,
 )
+from rep3d_networks.bundles import all_bundle_specs, get_bundle_spec, render
+from rep3d_networks.bundles.__main__ import main as bundles_main
 
 SCHEMA = REPO_ROOT.parent / "shared" / "bundle_schema" / "meta_schema_20240725.json"
 EXPECTED_CLASSES = {"amos_ct": 16, "amos_mri": 14, "kits": 4, "msd_pancreas": 3, "msd_hepatic_vessel": 3}
-# The only keys in which the bundles' configs may differ from amos_ct's (the rest must stay in step).
-DATASET_KEYS = {"dataset_dir", "num_classes", "pixdim", "intensity_range"}
+ALL_BUNDLES = list(all_bundle_specs())
 
 
 @pytest.mark.parametrize("name", BUNDLES)
@@ -52,15 +54,39 @@ def test_bundle_files_present(name):
     assert train["network_def"]["_target_"] == "rep3d_networks.Rep3D"
 
 
-@pytest.mark.parametrize("config", ["train.json", "evaluate.json", "inference.json", "multi_gpu_train.json"])
-@pytest.mark.parametrize("name", BUNDLES[1:])
-def test_bundles_differ_only_in_dataset_keys(name, config):
-    """The bundles share one recipe: a change to one must be made to all."""
-    reference = json.loads((REPO_ROOT / "bundles" / "amos_ct" / "configs" / config).read_text())
-    other = json.loads((REPO_ROOT / "bundles" / name / "configs" / config).read_text())
-    assert set(reference) == set(other)
-    differing = {k for k in reference if reference[k] != other[k]}
-    assert differing <= DATASET_KEYS, differing
+def test_committed_bundles_match_their_rendering():
+    """Every bundle file rendered from the recipe and the dataset specs is committed exactly as rendered."""
+    assert render(str(REPO_ROOT / "bundles"), check=True) == []
+
+
+def test_render_command_finds_and_fixes_a_hand_edit(tmp_path, capsys):
+    bundles = tmp_path / "bundles"
+    shutil.copytree(REPO_ROOT / "bundles", bundles, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
+    train = bundles / "kits" / "configs" / "train.json"
+    train.write_text(train.read_text().replace('"num_classes": 4', '"num_classes": 5'))
+    card = bundles / "msd_pancreas" / "docs" / "README.md"
+    card.write_text(card.read_text().replace("| 2 | tumor |", "| 2 | cancer |"))
+    assert bundles_main(["render", "--bundles_dir", str(bundles), "--check"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "kits/configs/train.json: differs from its rendering", "msd_pancreas/docs/README.md: differs from its rendering"]
+    assert bundles_main(["render", "--bundles_dir", str(bundles)]) == 0
+    assert render(str(bundles), check=True) == []
+    assert json.loads(train.read_text())["num_classes"] == 4
+
+
+@pytest.mark.parametrize("name", ALL_BUNDLES)
+def test_rendered_facts_come_from_the_dataset_spec(name):
+    spec = get_bundle_spec(name)
+    configs = REPO_ROOT / "bundles" / name / "configs"
+    meta = json.loads((configs / "metadata.json").read_text())
+    train = json.loads((configs / "train.json").read_text())
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert list(pred["channel_def"].values()) == list(spec.data.class_names)
+    assert train["pixdim"] == list(spec.data.pixdim) and train["intensity_range"] == list(spec.data.intensity_range)
+    assert meta["network_data_format"]["inputs"]["image"]["modality"] == spec.data.modality
+    expected_inputs = 1 + spec.data.num_classes if spec.deepedit else 1
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == expected_inputs
+    assert "rep3d-networks" not in meta["required_packages_version"]  # not on PyPI: the zip carries the code
 
 
 def check_properties(bundle, data_dir):

@@ -1,8 +1,10 @@
-"""Static description of the five datasets the bundles train on.
+"""Static description of the five datasets the bundles train on: the one source of their facts.
 
 Everything that differs between AMOS CT, AMOS MRI, KiTS21, MSD Task07 and MSD Task08
-(folder names, file naming, class names, download URL and checksum, split scheme) lives in
-one :class:`DatasetSpec` per dataset, returned by :func:`get_dataset_spec`.
+(folder names, file naming, class names and label ids, modality, resampling spacing, intensity window, download
+URL and checksum, split scheme) lives in one :class:`DatasetSpec` per dataset, returned by :func:`get_dataset_spec`.
+The bundles' configs, metadata and model-card class tables are rendered from these specs
+(``python -m rep3d_networks.bundles render``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ AMOS_CLASS_NAMES = (
     "right adrenal gland",
     "left adrenal gland",
     "duodenum",
-    "bladder",
+    "urinary bladder",
     "prostate/uterus",
 )
 
@@ -48,6 +50,8 @@ class DatasetSpec:
         fixed_split_sizes: ``(train, val, test)`` sizes of the fixed AMOS split; ``None`` means k-fold.
         spacing_mm: Voxel spacing used for synthetic phantoms (x, y, z).
         first_case_number: Number of the first synthetic case (AMOS MRI ids start at 500).
+        pixdim: Spacing (mm) the bundles resample every volume to before training and inference.
+        intensity_range: Window ``(low, high)`` clipped and scaled to [0, 1] (HU for CT, signal for MRI).
     """
 
     name: str
@@ -62,11 +66,18 @@ class DatasetSpec:
     fixed_split_sizes: Optional[Tuple[int, int, int]]
     spacing_mm: Tuple[float, float, float]
     first_case_number: int
+    pixdim: Tuple[float, float, float] = (1.5, 1.5, 2.0)
+    intensity_range: Tuple[float, float] = (-175, 250)
 
     @property
     def num_classes(self) -> int:
         """Number of classes including background."""
         return len(self.class_names)
+
+    @property
+    def label_ids(self) -> dict:
+        """``{class name: label value}`` (background is 0)."""
+        return {name: index for index, name in enumerate(self.class_names)}
 
     @property
     def uses_kfold(self) -> bool:
@@ -113,6 +124,8 @@ def all_dataset_specs() -> dict:
             fixed_split_sizes=(22, 4, 7),
             spacing_mm=(1.5, 1.5, 3.0),
             first_case_number=500,
+            pixdim=(1.0, 1.0, 1.0),
+            intensity_range=(0, 1000),
         ),
         DatasetSpec(
             name="kits",
@@ -133,7 +146,7 @@ def all_dataset_specs() -> dict:
             family="msd",
             modality="CT",
             source_dir="Task07_Pancreas",
-            class_names=("background", "pancreas", "cancer"),
+            class_names=("background", "pancreas", "tumor"),
             file_prefix="pancreas",
             case_id_range=None,
             url=f"{msd_base}/Task07_Pancreas.tar",
@@ -147,7 +160,7 @@ def all_dataset_specs() -> dict:
             family="msd",
             modality="CT",
             source_dir="Task08_HepaticVessel",
-            class_names=("background", "vessel", "tumour"),
+            class_names=("background", "vessel", "tumor"),
             file_prefix="hepaticvessel",
             case_id_range=None,
             url=f"{msd_base}/Task08_HepaticVessel.tar",
@@ -155,6 +168,7 @@ def all_dataset_specs() -> dict:
             fixed_split_sizes=None,
             spacing_mm=(1.5, 1.5, 2.0),
             first_case_number=1,
+            intensity_range=(0, 230),
         ),
     )
     return {spec.name: spec for spec in specs}

@@ -4,7 +4,7 @@
   (:class:`VolumeError`) name the file and the problem;
 * :func:`load_volume`, :func:`check_volume`, :func:`check_label_values`, :func:`check_same_grid`: the same checks
   as functions (used by the MONAI Label app on uploads);
-* :class:`AtomicCheckpointSaver`, :class:`CheckpointLoader`, :func:`resume_checkpoint`: checkpoints written
+* :class:`AtomicCheckpointSaver`, :class:`ResumeCheckpointLoader`, :func:`resume_checkpoint`: checkpoints written
   atomically, and the bundles' ``--resume`` option;
 * :func:`output_root`: inference labels are written inside ``output_dir`` whatever the inputs' folders.
 
@@ -14,7 +14,7 @@ See ``docs/troubleshooting.md`` for every message and its fix.
 from rep3d_networks.reliability.checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,
-    CheckpointLoader,
+    ResumeCheckpointLoader,
     resume_checkpoint,
 )
 from rep3d_networks.reliability.checks import check_finite, check_label_values, check_same_grid, check_volume
@@ -26,8 +26,8 @@ from rep3d_networks.reliability.transforms import LoadVolumed, ValidateVolumed
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
-    "CheckpointLoader",
     "LoadVolumed",
+    "ResumeCheckpointLoader",
     "ValidateVolumed",
     "VolumeError",
     "check_finite",

@@ -20,8 +20,7 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from ignite.engine import Engine
 from ignite.handlers import DiskSaver
-from monai.handlers import CheckpointLoader as MonaiCheckpointLoader
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +102,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
             super().load_state_dict(state_dict)
 
 
-class CheckpointLoader(MonaiCheckpointLoader):
-    """MONAI ``CheckpointLoader`` that can also restore the engine it is attached to (``engine_key``).
+class ResumeCheckpointLoader(CheckpointLoader):
+    """MONAI ``CheckpointLoader`` that can also restore the engine it is attached to (``engine_key``): resuming.
 
-    It keeps MONAI's class name so that configs filtering handlers by ``type(h).__name__ == "CheckpointLoader"``
-    (e.g. ``multi_gpu_train.json``: every rank must load) treat it as one.
+    ``train.json`` lists it in ``train#handlers`` (every rank loads), not by class name.
 
     Args:
         engine_key: if set, the engine this handler is attached to is restored from this key of the checkpoint.

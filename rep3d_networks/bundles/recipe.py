@@ -1,0 +1,343 @@
+"""The paper's recipe as MONAI bundle configs, for any dataset: train, evaluate, inference, ensemble, multi-GPU.
+
+Each function returns one config file's content for a :class:`~rep3d_networks.data.specs.DatasetSpec`; only
+``dataset_dir``, ``num_classes``, ``pixdim`` and ``intensity_range`` depend on the dataset. Handlers are chosen by
+config id, zoo style: ``train#handlers`` / ``validate#handlers`` run on every rank (they take part in collective
+steps or must see every rank's state), ``train#rank0_handlers`` / ``validate#rank0_handlers`` only log and write files,
+and ``multi_gpu_*.json`` keep the latter on rank 0 alone.
+"""
+
+from typing import Any, Dict, List
+
+from rep3d_networks.data.specs import DatasetSpec
+
+Config = Dict[str, Any]
+KEYS = ["image", "label"]
+FROM_LOSS = "$monai.handlers.from_engine(['loss'], first=True)"
+FROM_PRED_LABEL = "$monai.handlers.from_engine(['pred', 'label'])"
+DEVICE = "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"
+RANK_DEVICE = "$torch.device('cuda:' + os.environ['LOCAL_RANK']) if torch.cuda.is_available() else torch.device('cpu')"
+TRAIN_STATE = {"model": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler",
+               "best_model_saver": "@validate#checkpoint_saver"}
+
+
+def target(name: str, **kwargs: Any) -> Config:
+    """``{"_target_": name, **kwargs}``: one config component."""
+    return {"_target_": name, **kwargs}
+
+
+def dataset_keys(data: DatasetSpec) -> Config:
+    """The config keys that differ between datasets."""
+    return {
+        "dataset_dir": f"/workspace/data/{data.source_dir}",
+        "num_classes": data.num_classes,
+        "pixdim": list(data.pixdim),
+        "intensity_range": list(data.intensity_range),
+    }
+
+
+def network_def(**extra: Any) -> Config:
+    """The paper's Rep3D (feature size 48, kernel 21, LRBM)."""
+    return target("rep3d_networks.Rep3D", in_channels=1, out_channels="@num_classes", feature_size=48,
+                  depths=[2, 2, 2, 2], kernel_size=21, hidden_size=768, reparam="lrbm", **extra)
+
+
+def intensity_transforms() -> List[Config]:
+    """Window clipped to [0, 1], then (x - p1) / (p99 - p1)."""
+    return [
+        target("ScaleIntensityRanged", keys="image", a_min="$@intensity_range[0]", a_max="$@intensity_range[1]",
+               b_min=0.0, b_max=1.0, clip=True),
+        target("ScaleIntensityRangePercentilesd", keys="image", lower=1, upper=99, b_min=0.0, b_max=1.0, clip=False),
+    ]
+
+
+def train_transforms() -> Config:
+    """``train#deterministic_transforms`` and ``train#random_transforms``."""
+    deterministic = [
+        target("rep3d_networks.reliability.LoadVolumed", keys=KEYS, image_only=True),
+        target("EnsureChannelFirstd", keys=KEYS),
+        target("rep3d_networks.reliability.ValidateVolumed", keys=KEYS, label_key="label", num_classes="@num_classes"),
+        target("Orientationd", keys=KEYS, axcodes="RAS"),
+        target("Spacingd", keys=KEYS, pixdim="@pixdim", mode=["bilinear", "nearest"]),
+        *intensity_transforms(),
+        target("CropForegroundd", keys=KEYS, source_key="image", allow_smaller=True),
+        target("SpatialPadd", keys=KEYS, spatial_size="@roi_size"),
+        target("EnsureTyped", keys=KEYS),
+    ]
+    random = [
+        target("RandCropByPosNegLabeld", keys=KEYS, label_key="label", spatial_size="@roi_size", pos=1, neg=1,
+               num_samples="@num_samples", image_key="image", image_threshold=0),
+        target("RandShiftIntensityd", keys="image", offsets=0.1, prob=0.5),
+        target("RandAffined", keys=KEYS, prob=0.5, spatial_size="@roi_size", rotate_range=["$np.pi / 6"] * 3,
+               scale_range=[0.1, 0.1, 0.1], mode=["bilinear", "nearest"], padding_mode="zeros", cache_grid=True),
+    ]
+    return {"deterministic_transforms": deterministic, "random_transforms": random}
+
+
+def data_pipeline(section: str, split: str, shuffle: bool) -> Config:
+    """``dataset`` and ``dataloader`` of ``train`` or ``validate``."""
+    return {
+        "dataset": target("CacheDataset", data=f"$load_datalist(@datalist, '{split}', @dataset_dir)",
+                          transform=f"@{section}#preprocessing", cache_rate="@cache_rate", num_workers="@num_workers"),
+        "dataloader": target("DataLoader", dataset=f"@{section}#dataset", batch_size=1, shuffle=shuffle,
+                             num_workers="@num_workers"),
+    }
+
+
+def train_section() -> Config:
+    """``train``: data, every-rank and rank-0 handlers, ``SupervisedTrainer``."""
+    return {
+        **train_transforms(),
+        "preprocessing": target("Compose", transforms="$@train#deterministic_transforms + @train#random_transforms"),
+        **data_pipeline("train", "training", shuffle=True),
+        "inferer": target("SimpleInferer"),
+        "postprocessing": target("Compose", transforms=[
+            target("Activationsd", keys="pred", softmax=True),
+            target("AsDiscreted", keys=["pred", "label"], argmax=[True, False], to_onehot="$[@num_classes, @num_classes]"),
+        ]),
+        "handlers": [
+            target("rep3d_networks.reliability.ResumeCheckpointLoader", _disabled_="$@resume_checkpoint is None",
+                   load_path="@resume_checkpoint", load_dict=dict(TRAIN_STATE), engine_key="trainer",
+                   map_location="@device", strict=True),
+            target("ValidationHandler", validator="@validate#evaluator", epoch_level=False, interval="@val_interval"),
+        ],
+        "rank0_handlers": [
+            target("StatsHandler", tag_name="train_loss", output_transform=FROM_LOSS),
+            target("TensorBoardStatsHandler", log_dir="@output_dir", tag_name="train_loss", output_transform=FROM_LOSS),
+            target("rep3d_networks.handlers.TrainingCurves", output_dir="@output_dir", evaluator="@validate#evaluator",
+                   metric="val_mean_dice", meta="@_meta_"),
+            target("rep3d_networks.reliability.AtomicCheckpointSaver", save_dir="@resume_dir", save_dict=dict(TRAIN_STATE),
+                   engine_key="trainer", file_prefix="resume", save_interval="@checkpoint_interval", epoch_level=False,
+                   n_saved=2),
+        ],
+        "trainer": target(
+            "SupervisedTrainer", max_epochs="$max(1, @max_iterations // @val_interval)", epoch_length="@val_interval",
+            device="@device", train_data_loader="@train#dataloader", network="@network", loss_function="@loss",
+            optimizer="@optimizer", inferer="@train#inferer", postprocessing="@train#postprocessing",
+            train_handlers="$@train#handlers + @train#rank0_handlers", amp="@amp",
+        ),
+    }
+
+
+def validate_section() -> Config:
+    """``validate``: sliding-window validation, best-model saver, LR schedule."""
+    return {
+        "preprocessing": target("Compose", transforms="%train#deterministic_transforms"),
+        **data_pipeline("validate", "validation", shuffle=False),
+        "inferer": target("SlidingWindowInferer", roi_size="@roi_size", sw_batch_size=2, overlap=0.5),
+        "postprocessing": "%train#postprocessing",
+        "checkpoint_saver": target("rep3d_networks.reliability.AtomicCheckpointSaver", save_dir="@ckpt_dir",
+                                   save_dict={"model": "@network"}, save_key_metric=True, key_metric_filename="model.pt"),
+        "handlers": [
+            target("LrScheduleHandler", lr_scheduler="@lr_scheduler", epoch_level=True,
+                   step_transform="$lambda engine: engine.state.metrics['val_mean_dice']"),
+        ],
+        "rank0_handlers": [
+            target("StatsHandler", iteration_log=False),
+            target("TensorBoardStatsHandler", log_dir="@output_dir", iteration_log=False),
+            "@validate#checkpoint_saver",
+        ],
+        "key_metric": {"val_mean_dice": target("MeanDice", include_background=False, output_transform=FROM_PRED_LABEL)},
+        "evaluator": target(
+            "SupervisedEvaluator", device="@device", val_data_loader="@validate#dataloader", network="@network",
+            inferer="@validate#inferer", postprocessing="@validate#postprocessing", key_val_metric="@validate#key_metric",
+            val_handlers="$@validate#handlers + @validate#rank0_handlers", amp="@amp",
+        ),
+    }
+
+
+def train(data: DatasetSpec) -> Config:
+    """``train.json``: the paper's training recipe (appendix A.2)."""
+    return {
+        "imports": ["$import glob", "$import os", "$import numpy as np", "$import ignite",
+                    "$from rep3d_networks.data.loading import load_datalist",
+                    "$from rep3d_networks.reliability import resume_checkpoint"],
+        "bundle_root": ".",
+        "ckpt_dir": "$@bundle_root + '/models'",
+        "output_dir": "$@bundle_root + '/eval'",
+        "resume_dir": "$@ckpt_dir + '/resume'",
+        "resume_checkpoint": "$resume_checkpoint(@resume_dir, @resume)",
+        "dataset_dir": dataset_keys(data)["dataset_dir"],
+        "fold": 0,
+        "datalist": "$@bundle_root + '/configs/datalist_fold' + str(@fold) + '.json'",
+        **{k: v for k, v in dataset_keys(data).items() if k != "dataset_dir"},
+        "roi_size": [96, 96, 96],
+        "num_samples": 2,
+        "max_iterations": 60000,
+        "val_interval": 500,
+        "checkpoint_interval": 500,
+        "resume": False,
+        "learning_rate": 0.0001,
+        "num_workers": 4,
+        "cache_rate": 1.0,
+        "amp": "$torch.cuda.is_available()",
+        "device": DEVICE,
+        "network_def": network_def(),
+        "network": "$@network_def.to(@device)",
+        "loss": target("DiceCELoss", to_onehot_y=True, softmax=True),
+        "optimizer": target("torch.optim.AdamW", params="$@network.parameters()", lr="@learning_rate",
+                            betas=[0.9, 0.999], eps=1e-08, weight_decay=0.08),
+        "lr_scheduler": target("torch.optim.lr_scheduler.ReduceLROnPlateau", optimizer="@optimizer", mode="max",
+                               factor=0.9, patience=10),
+        "train": train_section(),
+        "validate": validate_section(),
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": ["$@train#trainer.run()"],
+        "training": "@run",
+    }
+
+
+def evaluate() -> Config:
+    """``evaluate.json`` (on top of ``train.json``): the best checkpoint on the test split, Dice and HD95 per case."""
+    metrics = ["val_mean_dice", "val_hd95"]
+    return {
+        "validate#dataset#data": "$load_datalist(@datalist, 'test', @dataset_dir)",
+        "validate#handlers": [
+            target("CheckpointLoader", load_path="$@ckpt_dir + '/model.pt'", load_dict={"model": "@network"}, strict=True),
+            # every rank: MetricsSaver gathers the case names of all ranks before rank 0 writes
+            target("MetricsSaver", save_dir="@output_dir", metrics=metrics, metric_details=metrics,
+                   batch_transform="$lambda x: [xx['image'].meta for xx in x]", summary_ops="*"),
+        ],
+        "validate#rank0_handlers": [
+            target("StatsHandler", iteration_log=False),
+            target("rep3d_networks.handlers.MetricsSummary", output_dir="@output_dir",
+                   metrics={"val_mean_dice": "Dice", "val_hd95": "HD95 (mm)"}, meta="@_meta_"),
+        ],
+        "validate#additional_metrics": {
+            "val_hd95": target("rep3d_networks.handlers.HausdorffDistanceMM", include_background=False, percentile=95,
+                               output_transform=FROM_PRED_LABEL),
+        },
+        "validate#evaluator#additional_metrics": "@validate#additional_metrics",
+        "run": ["$@validate#evaluator.run()"],
+    }
+
+
+def inference(data: DatasetSpec) -> Config:
+    """``inference.json``: the folded network, sliding window, labels saved in each input's geometry."""
+    return {
+        "imports": ["$import glob", "$import os", "$import numpy as np", "$import copy",
+                    "$from rep3d_networks.reliability import output_root"],
+        "bundle_root": ".",
+        "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": dataset_keys(data)["dataset_dir"],
+        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/imagesTs/*.nii.gz')))",
+        "output_ext": ".nii.gz",
+        "output_postfix": "seg",
+        "output_dtype": "$np.uint8",
+        "load_pretrain": True,
+        "num_workers": 4,
+        **{k: v for k, v in dataset_keys(data).items() if k != "dataset_dir"},
+        "amp": "$torch.cuda.is_available()",
+        "device": DEVICE,
+        "network_def": network_def(deploy=True),
+        "network": "$@network_def.to(@device)",
+        "preprocessing": target("Compose", transforms=[
+            target("rep3d_networks.reliability.LoadVolumed", keys="image", image_only=True),
+            target("EnsureChannelFirstd", keys="image"),
+            target("rep3d_networks.reliability.ValidateVolumed", keys="image", label_key=None),
+            target("Orientationd", keys="image", axcodes="RAS"),
+            target("Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
+            *intensity_transforms(),
+            target("EnsureTyped", keys="image"),
+        ]),
+        "dataset": target("Dataset", data="$[{'image': os.path.normpath(i)} for i in @datalist]",
+                          transform="@preprocessing"),
+        "dataloader": target("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
+        "inferer": target("SlidingWindowInferer", roi_size=[96, 96, 96], sw_batch_size=4, overlap=0.5),
+        "postprocessing": target("Compose", transforms=[
+            target("Activationsd", keys="pred", softmax=True),
+            target("Invertd", keys="pred", transform="@preprocessing", orig_keys="image", nearest_interp=False,
+                   to_tensor=True),
+            target("AsDiscreted", keys="pred", argmax=True),
+            target("SaveImaged", keys="pred", output_dir="@output_dir", output_postfix="@output_postfix",
+                   output_ext="@output_ext", output_dtype="@output_dtype", resample=False, separate_folder=False,
+                   data_root_dir="$output_root(@datalist, @dataset_dir)"),
+        ]),
+        "handlers": [
+            target("CheckpointLoader", _disabled_="$str(@load_pretrain).lower() in ('false', '0', 'no')",
+                   load_path="$@bundle_root + '/models/model.pt'", load_dict={"model": "@network"}, strict=True),
+            target("StatsHandler", iteration_log=False),
+        ],
+        "evaluator": target("SupervisedEvaluator", device="@device", val_data_loader="@dataloader", network="@network",
+                            inferer="@inferer", postprocessing="@postprocessing", val_handlers="@handlers", amp="@amp"),
+        "initialize": ["$setattr(torch.backends.cudnn, 'benchmark', True)"],
+        "run": ["$@evaluator.run()"],
+    }
+
+
+def inference_ensemble() -> Config:
+    """``inference_ensemble.json`` (on top of ``inference.json``): mean softmax of the five fold models."""
+    return {
+        "num_folds": 5,
+        "fold_models": "$[@bundle_root + '/models/fold' + str(k) + '/model.pt' for k in range(@num_folds)]",
+        "fold_pred_keys": "$['pred' + str(k) for k in range(@num_folds)]",
+        "fold_networks": "$[copy.deepcopy(@network_def).to(@device) for _ in range(@num_folds)]",
+        "postprocessing#transforms#0": target("Compose", transforms=[
+            target("Activationsd", keys="@fold_pred_keys", softmax=True),
+            target("MeanEnsembled", keys="@fold_pred_keys", output_key="pred"),
+        ]),
+        "handlers": "$[monai.handlers.CheckpointLoader(load_path=p, load_dict={'model': n}, strict=True) for p, n in "
+                    "zip(@fold_models, @fold_networks)] + [monai.handlers.StatsHandler(iteration_log=False)]",
+        "evaluator": target("EnsembleEvaluator", device="@device", val_data_loader="@dataloader",
+                            networks="@fold_networks", pred_keys="@fold_pred_keys", inferer="@inferer",
+                            postprocessing="@postprocessing", val_handlers="@handlers", amp="@amp"),
+    }
+
+
+def distributed_steps() -> Config:
+    """``initialize`` and ``finalize`` of the multi-GPU configs: the backend follows the device."""
+    return {
+        "initialize": [
+            "$import torch.distributed as dist",
+            "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
+            "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
+            "$monai.utils.set_determinism(seed=0)",
+        ],
+        "finalize": ["$dist.is_initialized() and dist.barrier()", "$dist.is_initialized() and dist.destroy_process_group()"],
+    }
+
+
+def rank0(section: str) -> str:
+    """Every rank's handlers of ``section``, plus its rank-0 handlers on rank 0."""
+    return f"$@{section}#handlers + (@{section}#rank0_handlers if dist.get_rank() == 0 else [])"
+
+
+def validation_sampler() -> Config:
+    """Splits validation over the ranks; pads only when there are fewer cases than ranks."""
+    return target("DistributedSampler", dataset="@validate#dataset",
+                  even_divisible="$len(@validate#dataset) < dist.get_world_size()", shuffle=False)
+
+
+def multi_gpu_train() -> Config:
+    """``multi_gpu_train.json`` (on top of ``train.json``), for ``torchrun``."""
+    steps = distributed_steps()
+    return {
+        "device": RANK_DEVICE,
+        "network": target("torch.nn.parallel.DistributedDataParallel", module="$@network_def.to(@device)",
+                          device_ids="$[@device] if torch.cuda.is_available() else None"),
+        "train#sampler": target("DistributedSampler", dataset="@train#dataset", even_divisible=True, shuffle=True),
+        "train#dataloader#sampler": "@train#sampler",
+        "train#dataloader#shuffle": False,
+        "train#trainer#train_handlers": rank0("train"),
+        "validate#sampler": validation_sampler(),
+        "validate#dataloader#sampler": "@validate#sampler",
+        "validate#evaluator#val_handlers": rank0("validate"),
+        "initialize": steps["initialize"],
+        "run": ["$@train#trainer.run()"],
+        "finalize": steps["finalize"],
+    }
+
+
+def multi_gpu_evaluate() -> Config:
+    """``multi_gpu_evaluate.json`` (on top of ``train.json`` and ``evaluate.json``), for ``torchrun``: the test cases
+    are split over the ranks, the metrics gathered, and rank 0 writes ``eval/``."""
+    steps = distributed_steps()
+    return {
+        "device": RANK_DEVICE,
+        "validate#sampler": validation_sampler(),
+        "validate#dataloader#sampler": "@validate#sampler",
+        "validate#evaluator#val_handlers": rank0("validate"),
+        "initialize": steps["initialize"],
+        "run": ["$@validate#evaluator.run()"],
+        "finalize": steps["finalize"],
+    }
