@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict
 
@@ -80,3 +82,52 @@ def check_label_matches_image(label_path: Path, image_path: Path, classes: int) 
     values = np.unique(np.asarray(label.dataobj))
     assert values.min() >= 0 and values.max() < classes, values
     return {"values": values}
+
+
+# Runs ``python -m <module> <args>`` where this repository's package cannot be imported: a finder placed first on
+# sys.meta_path refuses every module located under the repository root, and any ``rep3d_networks`` that is not the
+# copy inside the allowed folder (the unpacked bundle), e.g. an editable install elsewhere.
+# Usage: python -c BLOCKED <repository root> <allowed folder> <module or script.py> <args...>
+BLOCKED = """
+import importlib.abc, runpy, sys
+from pathlib import Path
+
+REPO, ALLOWED = Path(sys.argv.pop(1)).resolve(), Path(sys.argv.pop(1)).resolve()
+
+
+def locations(spec):
+    paths = [spec.origin] + list(spec.submodule_search_locations or [])
+    return [Path(p).resolve() for p in paths if p and p not in ("built-in", "frozen")]
+
+
+class RefuseRepository(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is None:
+                continue
+            where = locations(spec)
+            ours = name.split(".")[0] == "rep3d_networks" and not all(p.is_relative_to(ALLOWED) for p in where)
+            if ours or any(p.is_relative_to(REPO) for p in where):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked: {where[0] if where else name})", name=name)
+            return spec
+        return None
+
+
+sys.meta_path.insert(0, RefuseRepository())
+module = sys.argv.pop(1)
+sys.argv[0] = module
+if module.endswith(".py"):
+    runpy.run_path(module, run_name="__main__")
+else:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def run_blocked(allowed: Path, module: str, *args: str, cwd: Path, timeout: int = 600):
+    """``python -m module args`` (or ``python script.py args``) in a subprocess that cannot import this repository's
+    package (see :data:`BLOCKED`)."""
+    command = [sys.executable, "-c", BLOCKED, str(REPO_ROOT), str(allowed), module, *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)

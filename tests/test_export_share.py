@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,16 @@ import onnxruntime
 import torch
 from monai.bundle import ConfigParser, ckpt_export, load
 
-from bundle_helpers import BUNDLES, TINY_INFER, check_label_matches_image, copy_bundle, make_dataset, num_classes, run_bundle
+from bundle_helpers import (
+    BUNDLES,
+    TINY_INFER,
+    check_label_matches_image,
+    copy_bundle,
+    make_dataset,
+    num_classes,
+    run_blocked,
+    run_bundle,
+)
 from rep3d_networks import Rep3D
 from rep3d_networks.package import main as package_main
 from rep3d_networks.package import package
@@ -157,7 +167,8 @@ def test_package_is_reproducible_and_round_trips_through_monai_download(tmp_path
     assert names == sorted(names) and all(n.startswith("amos_ct/") for n in names)
     assert {"amos_ct/configs/inference.json", "amos_ct/models/model.pt", "amos_ct/models/model.ts", "amos_ct/LICENSE",
             "amos_ct/large_files.yml", "amos_ct/docs/README.md"} <= set(names)
-    assert not any("datalist" in n or "/eval/" in n for n in names)
+    assert not any(n.startswith("amos_ct/configs/datalist") or "/eval/" in n for n in names)
+    assert "amos_ct/rep3d_networks/nets/rep3d.py" in names  # the code the configs import
     assert {e[1] for e in entries} == {(1980, 1, 1, 0, 0, 0)} and {e[2] for e in entries} == {0o100644}
 
     assert package_main([str(bundle), "--output", str(first)]) == 1
@@ -193,3 +204,52 @@ def test_package_is_reproducible_and_round_trips_through_monai_download(tmp_path
         for net in (trained.fold(), inference.fold(), scripted):
             y = net.eval()(x)
             assert (y - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+# What a MONAI Label app does with a bundle folder (monailabel's own BundleInferTask, no code of this repository).
+SERVE_WITH_MONAI_LABEL = """
+import sys
+from monailabel.tasks.infer.bundle import BundleInferTask
+
+task = BundleInferTask(sys.argv[1], {}, load_strict=True)
+assert task.valid, "MONAI Label did not accept the bundle"
+label, _ = task({"image": sys.argv[2], "device": "cpu"})
+print("LABEL", label)
+"""
+
+
+def write_overrides(config_file: Path, overrides: dict) -> None:
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    for key, value in overrides.items():
+        parser[key] = value
+    ConfigParser.export_config_file(parser.get(), str(config_file), indent=4)
+
+
+def test_downloaded_zip_runs_where_the_package_cannot_be_imported(tmp_path):
+    """The zip carries the code its configs import: downloaded and run by MONAI (CLI and MONAI Label's bundle task)
+    in a process that cannot import this repository's package; without the vendored code the same run fails."""
+    bundle = copy_bundle("amos_ct", tmp_path / "bundles")
+    tiny_checkpoint(bundle)
+    archive = package(str(bundle), str(tmp_path / "dist" / "amos_ct_v0.1.0.zip"))
+    result = run_blocked(tmp_path, "monai.bundle", "download", "--name", "amos_ct", "--url", archive.resolve().as_uri(),
+                         "--bundle_dir", str(tmp_path / "downloaded"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    downloaded = tmp_path / "downloaded" / "amos_ct"
+    write_overrides(downloaded / "configs" / "inference.json", TINY_INFER)
+    image = sorted((make_dataset("amos_ct", "phantom", tmp_path / "data") / "imagesTr").glob("*.nii.gz"))[0]
+    infer = ["run", "--config_file", "configs/inference.json", "--datalist", repr([str(image)]),
+             "--output_dir", str(tmp_path / "pred")]
+
+    result = run_blocked(downloaded, "monai.bundle", *infer, cwd=downloaded)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_label_matches_image(next((tmp_path / "pred").rglob("*_seg.nii.gz")), image, 16)
+    (tmp_path / "serve.py").write_text(SERVE_WITH_MONAI_LABEL)
+    result = run_blocked(downloaded, str(tmp_path / "serve.py"), str(downloaded), str(image), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_label_matches_image(Path(result.stdout.split("LABEL ")[-1].strip()), image, 16)
+
+    shutil.rmtree(downloaded / "rep3d_networks")  # the blocker really blocks: without the vendored code, no run
+    result = run_blocked(downloaded, "monai.bundle", *infer, cwd=downloaded)
+    missing = ("No module named 'rep3d_networks'", "Cannot locate class or function path: 'rep3d_networks.")
+    assert result.returncode != 0 and any(m in result.stderr for m in missing), result.stderr[-3000:]
