@@ -25,6 +25,7 @@ from bundle_helpers import (
     run_bundle,
 )
 from rep3d_networks import Rep3D
+from rep3d_networks.evaluation import write_summary
 from rep3d_networks.package import main as package_main
 from rep3d_networks.package import package
 
@@ -253,3 +254,39 @@ def test_downloaded_zip_runs_where_the_package_cannot_be_imported(tmp_path):
     result = run_blocked(downloaded, "monai.bundle", *infer, cwd=downloaded)
     missing = ("No module named 'rep3d_networks'", "Cannot locate class or function path: 'rep3d_networks.")
     assert result.returncode != 0 and any(m in result.stderr for m in missing), result.stderr[-3000:]
+
+
+def test_published_weights_are_fetched_and_their_hash_checked(tmp_path, capsys):
+    """``package --weights --weights_url``: the zip lists the weights in ``large_files.yml`` (url, SHA-256) and their
+    evaluation in ``eval_metrics``; MONAI fetches them after the download and refuses a file with another hash."""
+    bundle = copy_bundle("amos_ct", tmp_path / "bundles")
+    weights = tmp_path / "published" / "model.pt"
+    weights.parent.mkdir()
+    shutil.move(tiny_checkpoint(bundle), weights)
+    archive = tmp_path / "dist" / "amos_ct_v0.1.0.zip"
+    command = [str(bundle), "--weights", str(weights), "--weights_url", weights.as_uri(), "--output", str(archive)]
+    assert package_main(command) == 1
+    assert "eval/summary.csv not found: evaluate the weights first" in capsys.readouterr().err
+
+    dice, hd95 = np.array([[0.5, 0.7], [0.6, 0.8]]), np.array([[3.0, 5.0], [4.0, 6.0]])
+    write_summary({"val_mean_dice": dice, "val_hd95": hd95}, ["spleen", "right kidney"], str(bundle / "eval"))
+    assert package_main(command) == 0
+    with zipfile.ZipFile(archive) as zipped:
+        assert "amos_ct/models/model.pt" not in zipped.namelist()  # published at the URL, not zipped
+        meta = json.loads(zipped.read("amos_ct/configs/metadata.json"))
+    assert meta["eval_metrics"] == {"val_mean_dice": 0.65, "val_hd95": 4.5}
+
+    downloaded = tmp_path / "downloaded" / "amos_ct"
+    monai_bundle = [sys.executable, "-m", "monai.bundle"]
+    result = subprocess.run([*monai_bundle, "download", "--name", "amos_ct", "--url", archive.as_uri(), "--bundle_dir",
+                             str(downloaded.parent)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fetch = [*monai_bundle, "download_large_files", "--bundle_path", str(downloaded)]
+    result = subprocess.run(fetch, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (downloaded / "models" / "model.pt").read_bytes() == weights.read_bytes()
+
+    (downloaded / "models" / "model.pt").unlink()
+    weights.write_bytes(weights.read_bytes()[:-1] + b"x")  # the published file is not the one that was packaged
+    result = subprocess.run(fetch, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "sha256 check of downloaded file failed" in result.stderr, result.stderr[-3000:]
