@@ -1,15 +1,18 @@
-"""Scale out (issue #6): ``torchrun`` with ``multi_gpu_train.json`` (gloo on CPU), mixed precision settings."""
+"""Scale out (issue #6): ``torchrun`` with ``multi_gpu_train.json`` / ``multi_gpu_evaluate.json`` (gloo on CPU), mixed
+precision settings."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from monai.bundle import ConfigParser
 
 from bundle_helpers import BUNDLES, REPO_ROOT, TINY_TRAIN, copy_bundle, make_dataset, prepare_bundle
+from rep3d_networks import Rep3D
 from rep3d_networks.ops import dwconv3d
 
 
@@ -45,8 +48,9 @@ def test_two_process_gloo_training(tmp_path):
 @pytest.mark.parametrize("name", BUNDLES)
 def test_multi_gpu_config_follows_the_device(name):
     configs = REPO_ROOT / "bundles" / name / "configs"
-    multi = json.loads((configs / "multi_gpu_train.json").read_text())
-    assert "'nccl' if torch.cuda.is_available() else 'gloo'" in " ".join(multi["initialize"])
+    for config in ["multi_gpu_train.json", "multi_gpu_evaluate.json"]:
+        multi = json.loads((configs / config).read_text())
+        assert "'nccl' if torch.cuda.is_available() else 'gloo'" in " ".join(multi["initialize"])
     for config in ["train.json", "inference.json"]:
         parser = ConfigParser()
         parser.read_config(str(configs / config))
@@ -66,3 +70,32 @@ def test_dwconv_stays_float32_under_autocast(method):
     torch.testing.assert_close(y, reference, rtol=1e-6, atol=1e-5)
     y.sum().backward()
     assert x.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+
+
+def test_two_process_gloo_evaluation(tmp_path):
+    """``multi_gpu_evaluate.json``: 2 CPU processes share the test cases; rank 0 writes one row per case."""
+    bundle = copy_bundle("kits", tmp_path / "bundles")
+    data_dir = make_dataset("kits", "phantom", tmp_path / "data")
+    datalist_file = prepare_bundle(bundle, data_dir)
+    datalist = json.loads(datalist_file.read_text())
+    datalist["test"] = datalist["test"] + datalist["training"][:1]  # two cases: one per rank
+    datalist_file.write_text(json.dumps(datalist))
+    torch.manual_seed(0)
+    (bundle / "models").mkdir()
+    torch.save(Rep3D(1, 4, feature_size=8, hidden_size=32).state_dict(), bundle / "models" / "model.pt")
+    overrides = {**TINY_TRAIN, "dataset_dir": str(data_dir)}
+    args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
+    configs = "['configs/train.json','configs/evaluate.json','configs/multi_gpu_evaluate.json']"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+         "-m", "monai.bundle", "run", "--config_file", configs, *args],
+        cwd=bundle, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}, capture_output=True,
+        text=True, timeout=600,
+    )
+    log = f"--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-5000:]}"
+    assert result.stdout.count("SupervisedEvaluator - INFO - Engine run complete") == 2, log
+    rows = (bundle / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()[1:]
+    evaluated = sorted(Path(row.split(",")[0]).relative_to(data_dir).as_posix() for row in rows)
+    assert evaluated == sorted(case["image"] for case in datalist["test"]), rows
+    assert (bundle / "eval" / "summary.md").is_file()
+    assert result.returncode == 0, log
