@@ -74,6 +74,30 @@ def test_render_command_finds_and_fixes_a_hand_edit(tmp_path, capsys):
     assert json.loads(train.read_text())["num_classes"] == 4
 
 
+# What the model zoo's ci/verify_bundle.py requires of the configs (its min mode; the schema is checked above).
+ZOO_INFER_KEYS = {"bundle_root", "device", "network_def", "inferer"}
+ZOO_TRAIN_KEYS = {"bundle_root", "device", "dataset_dir"}
+ZOO_SECTION_KEYS = {"train": {"trainer", "dataset", "handlers", "preprocessing", "postprocessing"},
+                    "validate": {"evaluator", "dataset", "handlers", "preprocessing", "postprocessing", "inferer", "key_metric"}}
+
+
+@pytest.mark.parametrize("name", ALL_BUNDLES)
+def test_model_zoo_required_files_and_keys(name):
+    root = REPO_ROOT / "bundles" / name
+    assert (root / "LICENSE").is_file() and (root / "configs" / "inference.json").is_file()
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    assert ZOO_INFER_KEYS <= set(json.loads((root / "configs" / "inference.json").read_text()))
+    train = json.loads((root / "configs" / "train.json").read_text())
+    assert ZOO_TRAIN_KEYS <= set(train)
+    for section, keys in ZOO_SECTION_KEYS.items():
+        assert keys <= set(train[section]), (section, keys - set(train[section]))
+        assert "data" in train[section]["dataset"]
+    assert "max_epochs" in train["train"]["trainer"]
+    intervals = [h["interval"] for h in train["train"]["handlers"] if h["_target_"] == "ValidationHandler"]
+    assert intervals == ["@val_interval"]
+
+
 @pytest.mark.parametrize("name", ALL_BUNDLES)
 def test_rendered_facts_come_from_the_dataset_spec(name):
     spec = get_bundle_spec(name)
