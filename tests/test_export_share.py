@@ -14,6 +14,7 @@ import onnxruntime
 import torch
 from monai.bundle import ConfigParser, ckpt_export, load
 
+from app_helpers import write_overrides
 from bundle_helpers import (
     BUNDLES,
     TINY_INFER,
@@ -217,14 +218,6 @@ assert task.valid, "MONAI Label did not accept the bundle"
 label, _ = task({"image": sys.argv[2], "device": "cpu"})
 print("LABEL", label)
 """
-
-
-def write_overrides(config_file: Path, overrides: dict) -> None:
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    for key, value in overrides.items():
-        parser[key] = value
-    ConfigParser.export_config_file(parser.get(), str(config_file), indent=4)
 
 
 def test_downloaded_zip_runs_where_the_package_cannot_be_imported(tmp_path):
