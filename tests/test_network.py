@@ -214,7 +214,7 @@ VARIANT_IDS = ["-".join([c.__name__] + [str(v) for k, v in kw.items() if k not i
 
 
 @pytest.mark.parametrize("cls,kwargs", VARIANTS, ids=VARIANT_IDS)
-def test_every_variant_folds_on_load_and_refuses_mismatched_state_dicts(cls, kwargs):
+def test_every_variant_folds_on_load_and_refuses_mismatched_state_dicts(cls, kwargs, one_thread):
     """Training form → its state dict → ``deploy=True`` gives the training form's eval output, and so does
     ``fold()`` → save → load into ``deploy=True``; loads into the wrong form or configuration raise, naming both."""
     torch.manual_seed(0)
