@@ -81,7 +81,8 @@ def paired_fresh_model(kwargs: Dict, seed: int) -> Rep3D:
     if kwargs.get("reparam", "lrbm") != "vanilla":
         torch.manual_seed(seed)
         vanilla = Rep3D(**dict(kwargs, reparam="vanilla")).state_dict()
-        reference = {k: v for k, v in vanilla.items() if not k.endswith(FORM_KEY)}  # weights only, not the form
+        forms = {k: v for k, v in model.state_dict().items() if k.endswith(FORM_KEY)}  # the weights, in the model's form
+        reference = {**{k: v for k, v in vanilla.items() if not k.endswith(FORM_KEY)}, **forms}
         incompatible = model.load_state_dict(reference, strict=False)
         if incompatible.unexpected_keys:
             raise RuntimeError(f"{kwargs['reparam']} lacks parameters of the vanilla model: {incompatible.unexpected_keys[:3]}")

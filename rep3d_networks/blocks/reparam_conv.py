@@ -161,7 +161,7 @@ class ReparamDepthwiseConv3d(nn.Module):
         self.folded = True
         self.reparam_state.copy_(encode_form(self.form()))
 
-    def _legacy_form(self, state_dict: Dict[str, torch.Tensor], prefix: str, strict: bool = True) -> Dict:
+    def _legacy_form(self, state_dict: Dict[str, torch.Tensor], prefix: str) -> Dict:
         """The form of a rep3d_networks 0.1 state dict (no ``reparam_state`` entry), read from its keys and shapes.
 
         * ``lrbm`` and ``csla``: folded when it lacks the training keys (``mask.*``, ``small_weight``).
@@ -172,8 +172,9 @@ class ReparamDepthwiseConv3d(nn.Module):
         * An ``lrbm`` training form had per-tap LayerNorm affines (``generator_norm_affine="tap"``) and generator
           conv biases; the biases, which the following LayerNorm cancels exactly, are dropped from ``state_dict``.
           Its ``1³`` generator convs (``generator_kernel_size=1``) have no counterpart today: ``ValueError``.
-        * With ``strict=False`` (a partial state dict, e.g. weights shared between variants) missing training keys
-          say nothing: without ``mask.*`` / ``small_weight`` keys the entries are read in this module's form.
+        * A partial state dict without entries (e.g. weights copied between variants with ``strict=False``; PyTorch
+          does not tell modules whether a load is strict) is read by these rules too: add the target's own
+          ``reparam_state`` entries to it, as :func:`rep3d_networks.analysis.model_loading.paired_fresh_model` does.
         """
         where = prefix[:-1] or type(self).__name__
         keys = [k[len(prefix) :] for k in state_dict if k.startswith(prefix)]
@@ -195,9 +196,9 @@ class ReparamDepthwiseConv3d(nn.Module):
         elif "small_weight" in keys:
             found.update(reparam="csla", small_kernel_size=state_dict[prefix + "small_weight"].shape[-1])
             folded = False
-        elif self.reparam in ("lrbm", "csla") and strict:
+        elif self.reparam in ("lrbm", "csla"):
             folded = True
-        elif self.reparam == "fixed" and strict:
+        elif self.reparam == "fixed":
             warnings.warn(V0_1_FIXED_WARNING, stacklevel=4)
             folded = False
         return module_form(found, folded)
@@ -223,7 +224,7 @@ class ReparamDepthwiseConv3d(nn.Module):
             if prefix + FORM_KEY in state_dict:
                 found = decode_form(state_dict[prefix + FORM_KEY], prefix + FORM_KEY)
             else:
-                found = self._legacy_form(state_dict, prefix, strict)
+                found = self._legacy_form(state_dict, prefix)
                 state_dict[prefix + FORM_KEY] = encode_form(found)
         except ValueError as error:
             return self._refuse(state_dict, prefix, error_msgs, str(error))
