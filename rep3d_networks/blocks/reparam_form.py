@@ -4,11 +4,11 @@ Every re-parameterized convolution writes one persistent ``int64`` buffer, ``<mo
 version, whether the kernel is folded, and the configuration the kernel belongs to (``reparam``, kernel size, bias,
 the CSLA branch size, the LRBM generator). Fields that do not apply to the module's ``reparam`` hold -1. Loading
 compares it with the module's own and reports every difference by name, so a state dict can never be read in the
-wrong form. State dicts of rep3d_networks 0.1 have no such entry; :meth:`ReparamDepthwiseConv3d._legacy_form` says
-how they are read.
+wrong form. State dicts of rep3d_networks 0.1 have no such entry;
+:meth:`~rep3d_networks.blocks.ReparamDepthwiseConv3d._legacy_form` says how they are read.
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 
@@ -85,8 +85,3 @@ def mismatches(expected: Dict, found: Dict) -> List[str]:
     """``"field: expected X, found Y"`` for every configuration field that differs (not ``version``/``folded``)."""
     return [f"{k}: expected {expected[k]!r}, found {found[k]!r}" for k in FORM_FIELDS[2:] if expected[k] != found[k]]
 
-
-def form_of(state_dict: Dict[str, torch.Tensor], prefix: str) -> Optional[Dict]:
-    """The form stored for the module at ``prefix`` (with its trailing dot), ``None`` for a 0.1 state dict."""
-    key = prefix + FORM_KEY
-    return decode_form(state_dict[key], key) if key in state_dict else None
