@@ -1,38 +1,74 @@
-"""Rep3D / UX-Net networks, the LRBM mask and folding (issue #2)."""
+"""Rep3D / UX-Net networks, the LRBM mask and folding (issues #2 and #12)."""
+
+import copy
+import io
+import itertools
+from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from rep3d_networks import LRBM, Rep3D, UXNet, csla_param_groups, fold
-from rep3d_networks.blocks import ReparamDepthwiseConv3d
+from rep3d_networks import LRBM, Rep3D, UXNet, csla_param_groups, fold, mark_folded
+from rep3d_networks.blocks import GENERATOR_NORM_AFFINE, ReparamDepthwiseConv3d
 from rep3d_networks.blocks.receptive_mask import tap_distance
 
-LRBM_PARAMS = 66_128_792  # Rep3D(1, 16) with the default shared 2-layer LRBM; quoted in the README model table
 TINY = dict(feature_size=8, hidden_size=32, kernel_size=21)
+V0_1_FIXTURE = Path(__file__).parent / "data" / "v0_1_checkpoints.pt"  # written by tests/data/make_v0_1_checkpoints.py
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# (model, parameters for 1 -> 16 classes); each row is also a row of the README "Models" table
+PARAMETER_COUNTS = [
+    ('Rep3D(1, 16)', dict(), 65_832_456),
+    ('Rep3D(1, 16, generator_norm_affine="tap")', dict(generator_norm_affine="tap"), 66_128_776),
+    ('Rep3D(1, 16, generator_norm_affine="none")', dict(generator_norm_affine="none"), 65_832_424),
+    ('Rep3D(1, 16, generator_channels="depthwise")', dict(generator_channels="depthwise"), 66_820_536),
+    ('Rep3D(1, 16, reparam="fixed")', dict(reparam="fixed"), 65_826_928),
+    ('Rep3D(1, 16, reparam="vanilla")', dict(reparam="vanilla"), 65_826_928),
+    ('Rep3D(1, 16, reparam="csla")', dict(reparam="csla"), 65_865_808),
+    ('Rep3D(1, 16, deploy=True)', dict(deploy=True), 65_826_928),
+    ("UXNet(1, 16)", dict(net=UXNet), 53_006_608),
+    ('UXNet(1, 16, reparam="lrbm")', dict(net=UXNet, reparam="lrbm"), 53_012_136),
+]
 
 
 def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("reparam", ["fixed", "vanilla"])
-def test_param_count_matches_published_rep3d(reparam):
-    assert count(Rep3D(1, 16, reparam=reparam)) == 65_826_928
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run faster on one thread on shared CPUs (two threads stall, see ``rep3d_networks.ops``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
-def test_param_count_matches_published_uxnet():
-    assert count(UXNet(1, 16, kernel_size=7)) == 53_006_608
+@pytest.mark.parametrize("name,kwargs,expected", PARAMETER_COUNTS, ids=[row[0] for row in PARAMETER_COUNTS])
+def test_parameter_counts_and_readme_models_table(name, kwargs, expected):
+    kwargs = dict(kwargs)
+    assert count(kwargs.pop("net", Rep3D)(1, 16, **kwargs)) == expected
+    models = README.read_text().split("## Models", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in models.splitlines() if line.startswith(f"| `{name}`")]
+    assert len(rows) == 1 and f"| {expected:,} |" in rows[0], (name, rows)
 
 
-def test_param_count_lrbm():
-    n = count(Rep3D(1, 16, reparam="lrbm"))
-    assert 65_800_000 <= n <= 66_200_000
-    assert n == LRBM_PARAMS
+def test_lrbm_generator_parameters_per_block():
+    """ρ + two bias-free 7³ convs + two norms (one gain and bias each, per channel for a depthwise generator)."""
+    per_norm = {"channel": 2, "tap": 2 * 21**3, "none": 0}
+    for norm, norm_params in per_norm.items():
+        assert count(LRBM(21, 48, generator_norm_affine=norm)) == 1 + 2 * 7**3 + 2 * norm_params
+    assert count(LRBM(21, 48, generator_channels="depthwise")) == 1 + 2 * 48 * 7**3 + 2 * 2 * 48
+    assert count(LRBM(21, 48, generator_kernel_size=1)) == 1 + 2 * 2  # 1³ convs left out: only the norms' affines
+    with pytest.raises(ValueError, match="generator_norm_affine"):
+        LRBM(21, 48, generator_norm_affine="pixel")
 
 
-def test_mask_equals_prior_at_init_and_prior_is_sane():
-    mask = LRBM(kernel_size=21, channels=4)
+@pytest.mark.parametrize("norm", GENERATOR_NORM_AFFINE)
+def test_mask_equals_prior_at_init_and_prior_is_sane(norm):
+    mask = LRBM(kernel_size=21, channels=4, generator_norm_affine=norm)
     with torch.no_grad():
         m, p = mask(), mask.prior()
     assert m.shape == (1, 1, 21, 21, 21) and p.shape == (1, 1, 21, 21, 21)
@@ -41,6 +77,8 @@ def test_mask_equals_prior_at_init_and_prior_is_sane():
     assert p[0, 0, 10, 10, 10] == 1.0  # centre tap
     assert p[0, 0, 0, 0, 0] == pytest.approx(1.0 / (1.0 + tap_distance(21).max().item()))
     assert mask.prior.beta.item() == pytest.approx(1.0)
+    convs = [m for m in mask.generator.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(c.bias is None for c in convs)  # a bias before a norm over the same taps cannot learn
 
 
 def test_depthwise_generator_gives_one_mask_per_channel():
@@ -79,20 +117,36 @@ def test_lrbm_gradient_identity():
     torch.testing.assert_close(conv.weight.grad, mask * w_eff.grad, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("generator_channels", ["shared", "depthwise"])
-def test_beta_and_every_generator_parameter_learn(generator_channels):
+GENERATOR_SETTINGS = [
+    dict(generator_layers=layers, generator_kernel_size=kernel, generator_channels=channels, generator_norm_affine=norm)
+    for layers, kernel, channels, norm in itertools.product((1, 2, 3), (1, 3, 5, 7), ("shared", "depthwise"), GENERATOR_NORM_AFFINE)
+]
+
+
+def gradients(module: torch.nn.Module, x: torch.Tensor) -> dict:
+    module.zero_grad()
+    module(x).pow(2).mean().backward()
+    return {name: p.grad.detach().double().clone() for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("setting", GENERATOR_SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_every_generator_parameter_gets_a_gradient_far_above_round_off(setting, one_thread):
+    """After one step, each parameter's float32 gradient must equal its float64 gradient to 1e-3 relative: a
+    parameter that cannot learn (e.g. a conv bias that the following norm cancels) has an exactly zero gradient,
+    so its float32 "gradient" is round-off, 10⁸ times its float64 value (measured with 0.1's generator)."""
+    if setting["generator_norm_affine"] == "none" and setting["generator_kernel_size"] == 1:
+        with pytest.raises(ValueError, match="without a learnable parameter"):
+            ReparamDepthwiseConv3d(2, 7, reparam="lrbm", **setting)
+        return
     torch.manual_seed(0)
-    conv = ReparamDepthwiseConv3d(3, 9, reparam="lrbm", generator_channels=generator_channels)
-    x = torch.randn(1, 3, 12, 12, 12)
-    before = {k: v.clone() for k, v in conv.mask.state_dict().items()}
-    _step(conv, x)
-    conv.zero_grad()
-    conv(x).pow(2).mean().backward()
-    for name, p in conv.mask.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-    assert conv.mask.prior.rho.grad.abs() > 0
-    changed = [k for k, v in conv.mask.state_dict().items() if not torch.equal(v, before[k])]
-    assert "prior.rho" in changed
+    conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", **setting)
+    x = torch.randn(1, 2, 8, 8, 8)
+    _step(conv, x)  # moves the zero-initialised gain (or last conv) off zero
+    grads32 = gradients(conv, x)
+    grads64 = gradients(copy.deepcopy(conv).double(), x.double())
+    assert grads32.keys() == {n for n, _ in conv.named_parameters()} and "mask.prior.rho" in grads32
+    for name, grad in grads64.items():
+        assert grad.norm() > 0 and (grads32[name] - grad).norm() <= 1e-3 * grad.norm(), name
 
 
 def test_two_forwards_without_step_are_identical_and_weight_untouched():
@@ -107,71 +161,159 @@ def test_two_forwards_without_step_are_identical_and_weight_untouched():
     assert torch.equal(net.encoder.stages[0][0].conv.weight, w0)
 
 
+@pytest.mark.parametrize("norm", GENERATOR_NORM_AFFINE)
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("gen_kernel", [1, 3, 5, 7])
-def test_generator_ablation_settings(layers, gen_kernel):
-    conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", generator_layers=layers, generator_kernel_size=gen_kernel)
+def test_generator_ablation_settings(layers, gen_kernel, norm):
+    if norm == "none" and gen_kernel == 1:
+        return  # refused, see test_every_generator_parameter_gets_a_gradient_far_above_round_off
+    conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", generator_layers=layers, generator_kernel_size=gen_kernel, generator_norm_affine=norm)
     convs = [m for m in conv.mask.generator.modules() if isinstance(m, torch.nn.Conv3d)]
-    assert len(convs) == layers and all(c.kernel_size == (gen_kernel,) * 3 for c in convs)
+    assert len(convs) == (0 if gen_kernel == 1 else layers) and all(c.kernel_size == (gen_kernel,) * 3 for c in convs)
     torch.testing.assert_close(conv.mask(), conv.mask.prior(), rtol=0, atol=0)
 
 
-def _trained_tiny(model, steps=2):
+def _trained_tiny(model, steps=2, shape=(32, 32, 32)):
     """A couple of training steps so BN statistics and the LRBM generator are non-trivial."""
     torch.manual_seed(1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(steps):
         opt.zero_grad()
-        model(torch.randn(1, model.encoder.downsamples[0][0].in_channels, 32, 32, 32)).pow(2).mean().backward()
+        model(torch.randn(1, model.encoder.downsamples[0][0].in_channels, *shape)).pow(2).mean().backward()
         opt.step()
     return model.eval()
 
 
+def saved_and_loaded(state_dict: dict) -> dict:
+    """``state_dict`` through ``torch.save`` / ``torch.load(weights_only=True)``, as bundles load checkpoints."""
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, tolerance: float = 1e-5) -> None:
+    assert (actual - expected).abs().max() <= tolerance * expected.abs().max()
+
+
+SMALL = dict(feature_size=4, hidden_size=8, kernel_size=7)  # the smallest nets whose folding is not trivial
+SMALL_SHAPE = (16, 16, 32)  # the bottleneck (1/16) keeps two voxels for its InstanceNorm
 VARIANTS = [
-    (Rep3D, dict(reparam="lrbm", **TINY)),
-    (Rep3D, dict(reparam="lrbm", generator_channels="depthwise", **TINY)),
-    (Rep3D, dict(reparam="fixed", **TINY)),
-    (Rep3D, dict(reparam="vanilla", **TINY)),
-    (Rep3D, dict(reparam="csla", **TINY)),
-    (UXNet, dict(reparam="vanilla", feature_size=8, hidden_size=32)),
-    (UXNet, dict(reparam="lrbm", feature_size=8, hidden_size=32)),
+    (Rep3D, dict(reparam="lrbm", **SMALL)),
+    (Rep3D, dict(reparam="lrbm", generator_channels="depthwise", **SMALL)),
+    (Rep3D, dict(reparam="lrbm", generator_norm_affine="tap", **SMALL)),
+    (Rep3D, dict(reparam="lrbm", generator_norm_affine="none", **SMALL)),
+    (Rep3D, dict(reparam="fixed", **SMALL)),
+    (Rep3D, dict(reparam="vanilla", **SMALL)),
+    (Rep3D, dict(reparam="csla", **SMALL)),
+    (UXNet, dict(reparam="vanilla", **SMALL)),
+    (UXNet, dict(reparam="lrbm", **SMALL)),
 ]
+VARIANT_IDS = ["-".join([c.__name__] + [str(v) for k, v in kw.items() if k not in SMALL]) for c, kw in VARIANTS]
 
 
-@pytest.mark.parametrize("cls,kwargs", VARIANTS, ids=[f"{c.__name__}-{k['reparam']}-{k.get('generator_channels', '')}" for c, k in VARIANTS])
-def test_fold_preserves_eval_outputs_and_loads_into_deploy_net(cls, kwargs):
+@pytest.mark.parametrize("cls,kwargs", VARIANTS, ids=VARIANT_IDS)
+def test_every_variant_folds_on_load_and_refuses_mismatched_state_dicts(cls, kwargs, one_thread):
+    """Training form → its state dict → ``deploy=True`` gives the training form's eval output, and so does
+    ``fold()`` → save → load into ``deploy=True``; loads into the wrong form or configuration raise, naming both."""
     torch.manual_seed(0)
-    model = _trained_tiny(cls(2, 3, **kwargs))
-    x = torch.randn(1, 2, 32, 32, 32)
+    model = _trained_tiny(cls(2, 3, **kwargs), shape=SMALL_SHAPE)
+    x = torch.randn(1, 2, *SMALL_SHAPE)
+    training = saved_and_loaded(model.state_dict())
+    deploy = cls(2, 3, deploy=True, **kwargs).eval()
+    deploy.load_state_dict(training, strict=True)
     with torch.no_grad():
         y = model(x)
+        assert_close_relative(deploy(x), y)
         folded = fold(model)
         y_folded = folded(x)
     assert folded is model
-    assert (y_folded - y).abs().max() <= 1e-5 * y.abs().max()
+    assert_close_relative(y_folded, y)
     assert not any("mask" in name or "small_weight" in name for name in folded.state_dict())
     assert all(m.folded for m in folded.modules() if isinstance(m, ReparamDepthwiseConv3d))
-    deploy = cls(2, 3, deploy=True, **kwargs).eval()
-    deploy.load_state_dict(folded.state_dict(), strict=True)
+    deploy_from_folded = cls(2, 3, deploy=True, **kwargs).eval()
+    deploy_from_folded.load_state_dict(saved_and_loaded(folded.state_dict()), strict=True)
     with torch.no_grad():
-        torch.testing.assert_close(deploy(x), y_folded, rtol=0, atol=0)
+        torch.testing.assert_close(deploy_from_folded(x), y_folded, rtol=0, atol=0)
+
+    folded_state = saved_and_loaded(folded.state_dict())
+    with pytest.raises(RuntimeError, match=r"stages\.0\.0\.conv: the state dict holds a folded kernel .* deploy=True"):
+        cls(2, 3, **kwargs).load_state_dict(folded_state)  # a folded kernel into the training form: P or M twice
+    other = "vanilla" if kwargs["reparam"] != "vanilla" else "fixed"
+    for state in (training, folded_state):
+        with pytest.raises(RuntimeError, match=f"reparam: expected '{other}', found '{kwargs['reparam']}'"):
+            cls(2, 3, deploy=True, **dict(kwargs, reparam=other)).load_state_dict(state)
+        with pytest.raises(RuntimeError, match="kernel_size: expected 5, found 7"):
+            cls(2, 3, deploy=True, **dict(kwargs, kernel_size=5)).load_state_dict(state)
 
 
-def test_deploy_net_folds_a_training_checkpoint_while_loading():
+def test_generator_mismatch_is_named():
     torch.manual_seed(0)
-    kwargs = dict(reparam="lrbm", **TINY)
-    model = _trained_tiny(Rep3D(1, 3, **kwargs))
-    checkpoint = {k: v.clone() for k, v in model.state_dict().items()}  # unfolded, as training saves it
-    deploy = Rep3D(1, 3, deploy=True, **kwargs).eval()
-    deploy.load_state_dict(checkpoint, strict=True)
-    x = torch.randn(1, 1, 32, 32, 32)
+    checkpoint = Rep3D(1, 3, reparam="lrbm", **TINY).state_dict()
+    for option, value, found in [("generator_layers", 3, 2), ("generator_norm_affine", "tap", "'channel'")]:
+        for deploy in (False, True):
+            with pytest.raises(RuntimeError, match=f"{option}: expected {value!r}, found {found}"):
+                Rep3D(1, 3, deploy=deploy, **dict(TINY, **{option: value})).load_state_dict(checkpoint)
+
+
+def v0_1_fixture():
+    return torch.load(V0_1_FIXTURE, weights_only=True)
+
+
+@pytest.mark.parametrize("name", ["lrbm", "lrbm_depthwise", "fixed", "csla", "uxnet_lrbm", "lrbm_folded"])
+def test_state_dicts_written_by_v0_1_still_load(name):
+    """State dicts that rep3d_networks 0.1 wrote (tests/data/make_v0_1_checkpoints.py, commit b492680) give their
+    0.1 eval outputs in the training form and with ``deploy=True``; 0.1 LRBM generators are the ``"tap"`` form."""
+    fixture = v0_1_fixture()
+    variant = fixture["variants"][name]
+    cls = {"Rep3D": Rep3D, "UXNet": UXNet}[variant["class"]]
+    kwargs = dict(variant["kwargs"])
+    if kwargs["reparam"] == "lrbm":
+        with pytest.raises(RuntimeError, match="generator_norm_affine: expected 'channel', found 'tap'") if name != "lrbm_folded" else nullcontext():
+            cls(**kwargs, deploy=name == "lrbm_folded").load_state_dict(variant["state_dict"])
+        kwargs["generator_norm_affine"] = "tap"
+    stride = fixture["expected_stride"]
+    for deploy in sorted({name == "lrbm_folded", True}):
+        model = cls(**kwargs, deploy=deploy).eval()
+        with pytest.warns(UserWarning, match="read as the training form") if name == "fixed" else nullcontext():
+            model.load_state_dict(variant["state_dict"], strict=True)
+        with torch.no_grad():
+            y = model(fixture["input"])[..., :: stride[0], :: stride[1], :: stride[2]]
+        assert_close_relative(y, variant["expected"])
+        assert all(m.folded == deploy for m in model.modules() if isinstance(m, ReparamDepthwiseConv3d))
+    if name == "lrbm_folded":
+        with pytest.raises(RuntimeError, match="holds a folded kernel"):
+            cls(**kwargs).load_state_dict(variant["state_dict"])
+
+
+def test_v0_1_fixed_state_dict_saved_after_fold_loads_when_marked():
+    variant = v0_1_fixture()["variants"]["fixed"]
+    kwargs = variant["kwargs"]
+    training = Rep3D(**kwargs).eval()
+    with pytest.warns(UserWarning, match="mark_folded"):
+        training.load_state_dict(variant["state_dict"])
+    folded_v0_1 = {k: v for k, v in fold(training).state_dict().items() if not k.endswith("reparam_state")}
+    deploy = Rep3D(**kwargs, deploy=True).eval()
+    deploy.load_state_dict(mark_folded(folded_v0_1, deploy), strict=True)
+    x = v0_1_fixture()["input"]
     with torch.no_grad():
-        y = model(x)
-        torch.testing.assert_close(deploy(x), y, rtol=1e-5, atol=1e-5 * y.abs().max().item())
-    assert not any("mask" in k for k in deploy.state_dict())
-    with pytest.raises(RuntimeError, match="size mismatch|Missing|Unexpected"):
-        Rep3D(1, 3, deploy=True, **dict(kwargs, generator_layers=3)).load_state_dict(checkpoint, strict=True)
+        torch.testing.assert_close(deploy(x), training(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="already has reparam_state"):
+        mark_folded(deploy.state_dict(), deploy)
+    with pytest.raises(ValueError, match="say by their keys"):
+        mark_folded(folded_v0_1, Rep3D(**dict(kwargs, reparam="lrbm")))
+
+
+def test_state_dict_says_whether_it_is_folded():
+    model = Rep3D(1, 2, **dict(TINY, kernel_size=5))
+    states = [v for k, v in model.state_dict().items() if k.endswith(".reparam_state")]
+    assert len(states) == 8 and all(v.dtype == torch.int64 and v[1] == 0 for v in states)
+    assert all(v[1] == 1 for k, v in model.fold().state_dict().items() if k.endswith(".reparam_state"))
+    state = model.state_dict()
+    state["encoder.stages.0.0.conv.reparam_state"] = torch.tensor([9, 1, 0, 5, 0, -1, 0, 2, 7, 0])
+    with pytest.raises(RuntimeError, match="format 9 is newer"):
+        Rep3D(1, 2, deploy=True, **dict(TINY, kernel_size=5)).load_state_dict(state)
 
 
 def test_folded_model_is_scriptable():

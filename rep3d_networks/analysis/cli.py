@@ -73,12 +73,14 @@ def lr_field(
     adamw_lrs=(2e-4, 3e-4),
     weight_decay: float = 0.08,
     sgd_momentum: float = 0.0,
+    generator_norm_affine="channel",
     num_threads: int = 1,
 ) -> Dict[str, str]:
     """Per-tap update magnitude |ΔW_eff| of one depthwise K³ layer per re-parameterization and optimizer.
 
     Prints and writes the centre (distance ≤ 1) / periphery (distance ≥ 7) ratios at steps 1, steps/10 and
-    steps (lr_field.md/.json) and the radial profiles (lr_field_radial.png).
+    steps (lr_field.md/.json) and the radial profiles (lr_field_radial.png); for lrbm also the mask drift from
+    its initial value per generator norm option (lr_field_mask_drift.png).
 
     Args:
         output_dir: Folder for the results.
@@ -95,12 +97,14 @@ def lr_field(
         adamw_lrs: AdamW (large, small-branch) learning rates; Table 8 best: 2e-4,3e-4.
         weight_decay: AdamW weight decay.
         sgd_momentum: SGD momentum.
+        generator_norm_affine: Comma-separated LRBM generator norm options (channel,tap,none): one lrbm run each.
         num_threads: torch threads (0: torch's default).
     """
     use_threads(num_threads)
     task = RegressionTask(kernel_size, channels, output_size, batch_size, target, seed)
     lrs = {"sgd": as_tuple(sgd_lrs, float), "adamw": as_tuple(adamw_lrs, float)}
-    results = run_lr_field(task, steps, as_tuple(variants), as_tuple(optimizers), lrs, weight_decay, sgd_momentum)
+    norms = as_tuple(generator_norm_affine)
+    results = run_lr_field(task, steps, as_tuple(variants), as_tuple(optimizers), lrs, weight_decay, sgd_momentum, norms)
     paths = write_lr_field_report(results, Path(output_dir))
     print(paths["markdown"].read_text())
     return announce(paths)
@@ -121,6 +125,7 @@ def erf(
     generator_channels: Optional[str] = None,
     generator_layers: Optional[int] = None,
     generator_kernel_size: Optional[int] = None,
+    generator_norm_affine: Optional[str] = None,
     inputs: str = "random",
     shared_data: Optional[str] = None,
     input_size: int = 64,
@@ -135,13 +140,13 @@ def erf(
     The model is the paper's Rep3D (1 → 16 classes, feature 48, hidden 768, kernel 21, lrbm) updated by
     --config (a bundle config's network_def, or a JSON of Rep3D arguments such as convergence's
     model_config.json), then by the explicit model options. Weights: --checkpoint (a state dict as bundle
-    training saves it; folded ones are detected for lrbm/csla, say --folded for fixed), else a fresh seeded init.
+    training saves it; folded ones are detected, only a 0.1 fixed-prior one needs --folded), else a fresh seeded init.
 
     Args:
         output_dir: Folder for erf.npy, erf_planes.png, lrbm_masks.png, erf.json, erf.md.
         checkpoint: Model state dict file (optional).
         config: Bundle config or model-argument JSON (optional).
-        folded: The checkpoint is folded (only needed for reparam=fixed).
+        folded: The checkpoint is folded (only needed for reparam=fixed checkpoints of version 0.1).
         in_channels: Model option.
         out_channels: Model option.
         feature_size: Model option.
@@ -152,6 +157,7 @@ def erf(
         generator_channels: Model option: shared or depthwise.
         generator_layers: Model option.
         generator_kernel_size: Model option.
+        generator_norm_affine: Model option: channel, tap (the 0.1 form) or none.
         inputs: random (U(0,1) volumes) or ct (random crops of the real CT in shared_data).
         shared_data: The shared/data folder (default ../shared/data beside the repository).
         input_size: Edge of the input cube (a multiple of 16).
@@ -166,6 +172,7 @@ def erf(
         config, in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, hidden_size=hidden_size,
         kernel_size=kernel_size, depths=None if depths is None else as_tuple(depths, int), reparam=reparam,
         generator_channels=generator_channels, generator_layers=generator_layers, generator_kernel_size=generator_kernel_size,
+        generator_norm_affine=generator_norm_affine,
     )
     model = build_model(kwargs, checkpoint, folded, seed)
     masks = lrbm_masks(model)

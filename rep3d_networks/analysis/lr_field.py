@@ -16,6 +16,10 @@ centre/periphery difference comes from the parameterization and the optimizer, n
   ``−D`` for every variant. ``target="independent"`` draws ``W*`` like an initial kernel instead (then
   CSLA starts with a larger centre residual, because its ``3³`` branch is initialised with ``b = 1/√27``).
 * The loss is the mean squared error; the large kernel ``W`` starts identical in every variant.
+
+LRBM runs once per generator norm option (``generator_norm_affine``) and also records its *mask drift*
+``mean |M − P₀| / mean P₀`` after every step (``P₀``: the mask at initialisation, the prior with β = 1), and the
+part of ``M`` that the generator adds, ``mean |fθ(P)| / mean P``.
 """
 
 from dataclasses import asdict, dataclass
@@ -25,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from rep3d_networks.analysis.kernel_geometry import centre_periphery_ratio, radial_profile, tap_distances
-from rep3d_networks.blocks import ReparamDepthwiseConv3d
+from rep3d_networks.analysis.masks import change_from_init
+from rep3d_networks.blocks import GENERATOR_NORM_AFFINE, LRBM, ReparamDepthwiseConv3d
 from rep3d_networks.ops import dwconv3d
 from rep3d_networks.optim import csla_param_groups
 
@@ -74,10 +79,12 @@ def uniform_kernel(task: RegressionTask, seed: int) -> torch.Tensor:
     return (torch.rand(shape, generator=generator) * 2 - 1) * task.init_scale
 
 
-def build_layer(variant: str, task: RegressionTask) -> ReparamDepthwiseConv3d:
+def build_layer(variant: str, task: RegressionTask, generator_norm_affine: str = "channel") -> ReparamDepthwiseConv3d:
     """The layer of ``variant`` with the shared initial large kernel (seeded; the CSLA branch keeps its default init)."""
     torch.manual_seed(task.seed)
-    layer = ReparamDepthwiseConv3d(task.channels, task.kernel_size, reparam=variant, conv_method=task.conv_method)
+    layer = ReparamDepthwiseConv3d(
+        task.channels, task.kernel_size, reparam=variant, conv_method=task.conv_method, generator_norm_affine=generator_norm_affine
+    )
     with torch.no_grad():
         layer.weight.copy_(uniform_kernel(task, task.seed))
     return layer
@@ -126,22 +133,26 @@ def train_and_record(
     lr_small: float,
     weight_decay: float = 0.08,
     momentum: float = 0.0,
+    generator_norm_affine: str = "channel",
 ) -> Dict:
     """Train one variant with one optimizer and measure ``|ΔW_eff|`` at the steps in ``record_at``.
 
     Returns:
         ``{"variant", "optimizer", "lr_large", "lr_small", "ratio": {step: centre/periphery ratio},
         "profile": {step: radial profile of |ΔW_eff|}, "remaining_error": mean|W_eff − W*| / its value at step 0,
-        "loss": {"first", "last"}}``; ``lr_small`` is None for non-CSLA variants.
+        "loss": {"first", "last"}}``; ``lr_small`` is None for non-CSLA variants. LRBM runs add
+        ``"generator_norm_affine"``, ``"mask_drift"`` and ``"generator_offset"`` (lists over steps 1..steps, see
+        the module docstring) and ``"mask_profile"`` (radial profile of the final ``M``).
     """
-    layer = build_layer(variant, task)
+    layer = build_layer(variant, task, generator_norm_affine)
+    lrbm = layer.mask if isinstance(layer.mask, LRBM) else None
     target = target_kernel(layer, task)
     optimizer = make_optimizer(optimizer_name, layer, lr_large, lr_small, weight_decay, momentum)
     inputs = torch.Generator().manual_seed(task.seed + 2)
     shape = (task.batch_size, task.channels) + (task.input_size,) * 3
     with torch.no_grad():
         start = layer.effective_weight().detach().clone()
-    record_at, ratios, profiles, losses = set(record_at), {}, {}, []
+    record_at, ratios, profiles, losses, drift, offset = set(record_at), {}, {}, [], [], []
     for step in range(1, steps + 1):
         loss = regression_loss(layer, target, torch.randn(shape, generator=inputs), task.conv_method)
         optimizer.zero_grad()
@@ -153,9 +164,14 @@ def train_and_record(
                 update = (layer.effective_weight() - start).abs().mean(dim=(0, 1)).numpy()  # [K, K, K]
             ratios[step] = centre_periphery_ratio(update)
             profiles[step] = radial_profile(update)
+        if lrbm is not None:
+            with torch.no_grad():
+                mask, prior = lrbm().mean(dim=(0, 1)).numpy(), lrbm.prior()[0, 0].numpy()
+            drift.append(change_from_init(mask))
+            offset.append(float(abs(mask - prior).mean() / prior.mean()))
     with torch.no_grad():
         remaining = float((layer.effective_weight() - target).abs().mean() / (start - target).abs().mean())
-    return {
+    run = {
         "variant": variant,
         "optimizer": optimizer_name,
         "lr_large": lr_large,
@@ -165,6 +181,14 @@ def train_and_record(
         "remaining_error": remaining,
         "loss": {"first": losses[0], "last": losses[-1]},
     }
+    if lrbm is not None:
+        run.update(generator_norm_affine=generator_norm_affine, mask_drift=drift, generator_offset=offset, mask_profile=radial_profile(mask))
+    return run
+
+
+def run_label(run: Dict) -> str:
+    """``lrbm (channel)`` for LRBM runs, else the variant."""
+    return f"{run['variant']} ({run['generator_norm_affine']})" if "generator_norm_affine" in run else run["variant"]
 
 
 def predicted_first_step_ratio(variant: str, optimizer_name: str, lr_large: float, lr_small: float, kernel_size: int) -> float:
@@ -199,8 +223,9 @@ def run_lr_field(
     learning_rates: Optional[Dict[str, Tuple[float, float]]] = None,
     weight_decay: float = 0.08,
     momentum: float = 0.0,
+    generator_norm_affine: Tuple[str, ...] = ("channel",),
 ) -> Dict:
-    """All ``variants × optimizers`` runs on one task.
+    """All ``variants × optimizers`` runs on one task (LRBM once per ``generator_norm_affine`` option).
 
     Args:
         task: the regression task.
@@ -210,26 +235,33 @@ def run_lr_field(
         learning_rates: ``{optimizer: (lr_large, lr_small)}``; default Table 8's best values.
         weight_decay: AdamW weight decay (Table 5: 0.08).
         momentum: SGD momentum (eq. 4–6 are plain SGD: 0).
+        generator_norm_affine: LRBM generator norm options, each a subset of ``GENERATOR_NORM_AFFINE``.
 
     Returns:
         ``{"config": {...}, "runs": [train_and_record(...) + "predicted_first_step_ratio", ...]}``.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    unknown = set(variants) - set(VARIANTS) | set(optimizers) - set(OPTIMIZERS)
-    if unknown:
-        raise ValueError(f"unknown variant/optimizer {sorted(unknown)}; variants: {VARIANTS}, optimizers: {OPTIMIZERS}")
+    unknown = set(variants) - set(VARIANTS) | set(optimizers) - set(OPTIMIZERS) | set(generator_norm_affine) - set(GENERATOR_NORM_AFFINE)
+    if unknown or not generator_norm_affine:
+        raise ValueError(
+            f"unknown variant/optimizer/generator_norm_affine {sorted(unknown)}; variants: {VARIANTS}, "
+            f"optimizers: {OPTIMIZERS}, generator_norm_affine (at least one): {GENERATOR_NORM_AFFINE}"
+        )
     learning_rates = dict(TABLE8_LEARNING_RATES, **(learning_rates or {}))
     record_at = record_steps(steps)
     runs = []
     for optimizer_name in optimizers:
         lr_large, lr_small = learning_rates[optimizer_name]
         for variant in variants:
-            run = train_and_record(variant, optimizer_name, task, steps, record_at, lr_large, lr_small, weight_decay, momentum)
-            run["predicted_first_step_ratio"] = predicted_first_step_ratio(
-                variant, optimizer_name, lr_large, lr_small, task.kernel_size
-            )
-            runs.append(run)
+            for norm in generator_norm_affine if variant == "lrbm" else ("channel",):
+                run = train_and_record(
+                    variant, optimizer_name, task, steps, record_at, lr_large, lr_small, weight_decay, momentum, norm
+                )
+                run["predicted_first_step_ratio"] = predicted_first_step_ratio(
+                    variant, optimizer_name, lr_large, lr_small, task.kernel_size
+                )
+                runs.append(run)
     config = dict(
         asdict(task),
         input_size=task.input_size,
@@ -238,6 +270,7 @@ def run_lr_field(
         learning_rates={k: list(v) for k, v in learning_rates.items() if k in optimizers},
         weight_decay=weight_decay,
         sgd_momentum=momentum,
+        generator_norm_affine=list(generator_norm_affine),
         loss="mse",
         padding="valid",
         centre="distance <= 1 (7 taps)",
@@ -247,12 +280,14 @@ def run_lr_field(
 
 
 def summary_rows(results: Dict) -> List[List[str]]:
-    """Rows ``[optimizer, variant, lrs, ratio@steps..., predicted, remaining error]`` for the Markdown table."""
+    """Rows ``[optimizer, variant, lrs, ratio@steps..., predicted, remaining error, mask drift, generator offset]``
+    for the Markdown table (the last two at the last step, LRBM only)."""
     rows = []
     for run in results["runs"]:
         lrs = f"{run['lr_large']:g}" + (f" / {run['lr_small']:g}" if run["lr_small"] is not None else "")
         ratios = [f"{run['ratio'][step]:.2f}" for step in results["config"]["record_at"]]
+        drift = [f"{run[k][-1]:.3f}" if k in run else "–" for k in ("mask_drift", "generator_offset")]
         rows.append(
-            [run["optimizer"], run["variant"], lrs, *ratios, f"{run['predicted_first_step_ratio']:.2f}", f"{run['remaining_error']:.3f}"]
+            [run["optimizer"], run_label(run), lrs, *ratios, f"{run['predicted_first_step_ratio']:.2f}", f"{run['remaining_error']:.3f}", *drift]
         )
     return rows

@@ -2,6 +2,7 @@
 
 from typing import Dict, List
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,13 +28,23 @@ def lrbm_masks(model: nn.Module) -> List[Dict]:
     return masks
 
 
+def initial_mask(kernel_size: int) -> np.ndarray:
+    """``P₀ = 1 / (d + 1)``: the prior with β = 1, i.e. every LRBM mask at initialisation, ``[K, K, K]``."""
+    return 1.0 / (tap_distances(kernel_size) + 1.0)
+
+
+def change_from_init(values: np.ndarray) -> float:
+    """``mean |M − P₀| / mean P₀`` of a ``[K, K, K]`` mask: how far it moved from its initial value."""
+    initial = initial_mask(values.shape[-1])
+    return float(abs(values - initial).mean() / initial.mean())
+
+
 def mask_statistics(mask: Dict) -> Dict:
     """Centre value, centre/periphery ratio (same regions as ``lr-field``), range, radial profile and
     ``change_from_init = mean |M − P₀| / mean P₀`` (``P₀``: the prior with β = 1, i.e. ``M`` at initialisation) of one mask."""
     values = mask["mask"]
     centre = tuple(n // 2 for n in values.shape)
     profile = radial_profile(values)
-    initial = 1.0 / (tap_distances(values.shape[-1]) + 1.0)  # M at initialisation: P with β = 1
     return {
         "name": mask["name"],
         "beta": mask["beta"],
@@ -42,12 +53,11 @@ def mask_statistics(mask: Dict) -> Dict:
         "max": float(values.max()),
         "centre_periphery_ratio": centre_periphery_ratio(values),
         "negative_fraction": float((values < 0).mean()),
-        "change_from_init": float(abs(values - initial).mean() / initial.mean()),
+        "change_from_init": change_from_init(values),
         "radial_mean": profile["mean"],
     }
 
 
 def prior_statistics(kernel_size: int) -> Dict:
     """The same numbers for the fixed prior ``P = 1 / (d + 1)`` (β = 1), the LRBM mask at initialisation."""
-    prior = 1.0 / (tap_distances(kernel_size) + 1.0)
-    return mask_statistics({"name": "prior P (beta = 1)", "mask": prior, "beta": 1.0})
+    return mask_statistics({"name": "prior P (beta = 1)", "mask": initial_mask(kernel_size), "beta": 1.0})

@@ -7,6 +7,8 @@ from typing import Dict, Optional
 import torch
 from monai.bundle import ConfigParser
 
+from rep3d_networks.blocks.reparam_form import FORM_KEY, decode_form
+from rep3d_networks.fold import mark_folded
 from rep3d_networks.nets import Rep3D
 
 PAPER_MODEL = dict(in_channels=1, out_channels=16, feature_size=48, depths=(2, 2, 2, 2), kernel_size=21, hidden_size=768, reparam="lrbm")
@@ -57,7 +59,11 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 
 def is_folded(state_dict: Dict[str, torch.Tensor], reparam: str) -> Optional[bool]:
-    """Whether a state dict is folded, when its keys tell (LRBM and CSLA keep extra training keys); None for fixed/vanilla."""
+    """Whether a state dict is folded: from its ``reparam_state`` entries, else (0.1 state dicts) when its keys tell
+    (LRBM and CSLA keep extra training keys); None for 0.1 fixed/vanilla."""
+    forms = [decode_form(v, k) for k, v in state_dict.items() if k.split(".")[-1] == FORM_KEY]
+    if forms:
+        return all(form["folded"] for form in forms)
     if reparam not in ("lrbm", "csla"):
         return None
     return not any(any(part in k for part in TRAINING_ONLY_KEYS) for k in state_dict)
@@ -74,7 +80,9 @@ def paired_fresh_model(kwargs: Dict, seed: int) -> Rep3D:
     model = Rep3D(**kwargs)
     if kwargs.get("reparam", "lrbm") != "vanilla":
         torch.manual_seed(seed)
-        reference = Rep3D(**dict(kwargs, reparam="vanilla")).state_dict()
+        vanilla = Rep3D(**dict(kwargs, reparam="vanilla")).state_dict()
+        forms = {k: v for k, v in model.state_dict().items() if k.endswith(FORM_KEY)}  # the weights, in the model's form
+        reference = {**{k: v for k, v in vanilla.items() if not k.endswith(FORM_KEY)}, **forms}
         incompatible = model.load_state_dict(reference, strict=False)
         if incompatible.unexpected_keys:
             raise RuntimeError(f"{kwargs['reparam']} lacks parameters of the vanilla model: {incompatible.unexpected_keys[:3]}")
@@ -85,13 +93,16 @@ def build_model(kwargs: Dict, checkpoint: Optional[str] = None, folded: bool = F
     """Rep3D from ``kwargs``, freshly initialised with ``seed`` (:func:`paired_fresh_model`) or loaded (strictly) from ``checkpoint``.
 
     Training checkpoints (unfolded, as bundle training saves them) load into the training form, so the LRBM
-    masks can be inspected. A folded checkpoint loads into the folded form; for LRBM/CSLA this is detected
-    from its keys, for ``fixed`` it must be said with ``folded=True`` (its two forms have the same keys).
+    masks can be inspected. A folded checkpoint loads into the folded form, detected from its ``reparam_state``
+    entries; for 0.1 checkpoints (without them) of ``fixed`` it must be said with ``folded=True`` (its two forms have
+    the same keys), and the checkpoint is then marked with :func:`rep3d_networks.mark_folded`.
     """
     if checkpoint is None:
         return paired_fresh_model(kwargs, seed)
     state_dict = read_state_dict(checkpoint)
     detected = is_folded(state_dict, kwargs["reparam"])
     model = Rep3D(**kwargs, deploy=bool(folded if detected is None else detected))
+    if detected is None and folded:
+        state_dict = mark_folded(state_dict, model)
     model.load_state_dict(state_dict, strict=True)
     return model

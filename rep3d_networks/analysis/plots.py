@@ -9,10 +9,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rep3d_networks.analysis.kernel_geometry import CENTRE_MAX_DISTANCE, PERIPHERY_MIN_DISTANCE  # noqa: E402
+from rep3d_networks.analysis.kernel_geometry import CENTRE_MAX_DISTANCE, PERIPHERY_MIN_DISTANCE, radial_profile  # noqa: E402
+from rep3d_networks.analysis.lr_field import run_label  # noqa: E402
+from rep3d_networks.analysis.masks import initial_mask  # noqa: E402
 
 PLANE_NAMES = ("axis 0 (z) = centre", "axis 1 (y) = centre", "axis 2 (x) = centre")
 VARIANT_COLOURS = {"vanilla": "tab:gray", "csla": "tab:orange", "fixed": "tab:blue", "lrbm": "tab:red"}
+NORM_STYLES = {"channel": "-", "tap": "--", "none": ":"}
+NORM_COLOURS = {"channel": "tab:red", "tap": "tab:purple", "none": "tab:brown"}
 
 
 def save(fig, path: Path, dpi: int = 90) -> Path:
@@ -37,7 +41,8 @@ def plot_radial_profiles(results: Dict, path: Path) -> Path:
         for ax, optimizer in zip(row, optimizers):
             for run in (r for r in results["runs"] if r["optimizer"] == optimizer):
                 profile = run["profile"][step]
-                ax.semilogy(profile["radius"], profile["mean"], marker="o", ms=3, label=run["variant"], color=VARIANT_COLOURS.get(run["variant"]))
+                style = NORM_STYLES.get(run.get("generator_norm_affine"), "-")
+                ax.semilogy(profile["radius"], profile["mean"], style, marker="o", ms=3, label=run_label(run), color=VARIANT_COLOURS.get(run["variant"]))
             ax.axvspan(-0.5, CENTRE_MAX_DISTANCE + 0.5, color="green", alpha=0.08, label="centre (d ≤ 1)")
             ax.axvspan(PERIPHERY_MIN_DISTANCE - 0.5, max(profile["radius"]) + 0.5, color="purple", alpha=0.06, label="periphery (d ≥ 7)")
             ax.set_title(f"{optimizer}: |ΔW_eff| after {step} steps", fontsize=10)
@@ -45,6 +50,31 @@ def plot_radial_profiles(results: Dict, path: Path) -> Path:
             ax.set_ylabel("mean |ΔW_eff|")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_mask_drift(results: Dict, path: Path) -> Path:
+    """``lr-field``: LRBM mask drift ``mean |M − P₀| / mean P₀`` vs step (left) and the radial profile of the final ``M``
+    against ``P₀`` (right), one curve per generator norm option and optimizer."""
+    runs = [run for run in results["runs"] if "mask_drift" in run]
+    fig, (drift_ax, profile_ax) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    for run in runs:
+        norm = run["generator_norm_affine"]
+        style = dict(color=NORM_COLOURS.get(norm), ls="-" if run["optimizer"] == "adamw" else "--", label=f"{norm}, {run['optimizer']}")
+        drift_ax.semilogy(np.arange(1, len(run["mask_drift"]) + 1), np.maximum(run["mask_drift"], 1e-12), **style)
+        profile_ax.plot(run["mask_profile"]["radius"], run["mask_profile"]["mean"], marker="o", ms=2, **style)
+    prior = radial_profile(initial_mask(results["config"]["kernel_size"]))
+    profile_ax.plot(prior["radius"], prior["mean"], color="black", lw=1, label="P₀ = 1 / (d + 1)")
+    drift_ax.set_xlabel("step")
+    drift_ax.set_ylabel("mean |M − P₀| / mean P₀")
+    drift_ax.set_title("LRBM mask drift from its initial value", fontsize=10)
+    profile_ax.set_xlabel("distance from kernel centre (taps)")
+    profile_ax.set_ylabel("mean M in the shell")
+    profile_ax.set_title(f"mask after {results['config']['steps']} steps", fontsize=10)
+    for ax in (drift_ax, profile_ax):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, framealpha=0.9)
     fig.tight_layout()
     return save(fig, path)
 

@@ -9,9 +9,11 @@ from rep3d_networks.blocks.reparam_conv import ReparamDepthwiseConv3d
 class Rep3DBlock(nn.Module):
     """Plain Rep3D block: re-parameterized depthwise ``K³`` conv (no bias) → BatchNorm3d → GELU.
 
-    The paper describes the block twice (eq. 17: BN → DWConv → GELU; A.4: DWConv → LayerNorm → GELU); this is the
-    variant whose parameter count equals the published model (65,826,928 for 1 → 16 classes). There is no residual
-    connection, as in eq. 17–18.
+    The paper describes the block twice: eq. 17 puts a BatchNorm *before* the convolution, appendix A.4 a
+    LayerNorm after it. This block follows the authors' code (``rep3d_block``: ``dwconv`` → ``BatchNorm3d`` →
+    ``GELU``), which produced the published models. Parameter counts cannot decide between the descriptions (a
+    BatchNorm3d and a LayerNorm over ``C`` channels both have ``2C`` parameters, and before or after the conv they
+    see ``C`` channels either way). There is no residual connection, as in eq. 17–18 and the code.
 
     Args:
         channels: number of channels.

@@ -1,16 +1,32 @@
 """Depthwise large-kernel convolution whose kernel is re-parameterized during training and folded for inference."""
 
 import math
-from typing import Optional
+import re
+import warnings
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rep3d_networks.blocks.receptive_mask import LRBM, ReceptivePrior
+from rep3d_networks.blocks.receptive_mask import LRBM, ReceptivePrior, check_generator_options
+from rep3d_networks.blocks.reparam_form import (
+    FORM_KEY,
+    REPARAM_MODES,
+    decode_form,
+    describe,
+    encode_form,
+    mismatches,
+    module_form,
+)
 from rep3d_networks.ops import dwconv3d
 
-REPARAM_MODES = ("lrbm", "fixed", "vanilla", "csla")
+OWN_KEYS = ("weight", "bias", "small_weight", FORM_KEY)
+V0_1_FIXED_WARNING = (
+    "a rep3d_networks 0.1 state dict (no reparam_state entries) of reparam='fixed' kernels is read as the training "
+    "form, the form 0.1 training saved: its keys cannot tell. For one saved after fold(), load "
+    "rep3d_networks.mark_folded(state_dict, model) instead."
+)
 
 
 class ReparamDepthwiseConv3d(nn.Module):
@@ -30,9 +46,12 @@ class ReparamDepthwiseConv3d(nn.Module):
     an optimizer step give identical outputs. :meth:`fold` bakes ``W_eff`` into ``weight`` and drops the mask
     and the small branch, leaving a plain depthwise convolution (``folded = True``).
 
-    A folded module (built with ``deploy=True`` or folded in place) loads both kinds of state dict strictly: a
-    folded one as is, and a training (unfolded) one of the same ``reparam``, which it folds while loading. So one
-    training checkpoint serves training, inference with the folded network and TorchScript export.
+    The state dict says what it holds: a ``reparam_state`` entry (:mod:`~rep3d_networks.blocks.reparam_form`) with
+    the folded flag and the configuration. A folded module (``deploy=True`` or folded in place) loads a folded state
+    dict as is and folds a training one while loading, so one training checkpoint serves training, inference and
+    export. Anything else raises (``RuntimeError`` from ``load_state_dict``, naming what was expected and found): a
+    folded state dict into the training form, another ``reparam``, kernel size or generator. State dicts of
+    rep3d_networks 0.1 (no entry) are read by :meth:`_legacy_form`.
 
     Args:
         channels: number of channels ``C`` (depthwise: one ``K³`` filter per channel).
@@ -43,6 +62,7 @@ class ReparamDepthwiseConv3d(nn.Module):
         generator_channels: LRBM option, ``"shared"`` or ``"depthwise"``.
         generator_layers: LRBM generator depth.
         generator_kernel_size: LRBM generator convolution size.
+        generator_norm_affine: LRBM generator norm affine, ``"channel"``, ``"tap"`` or ``"none"``.
         conv_method: method passed to :func:`rep3d_networks.ops.dwconv3d` (``"auto"``, ``"fft"``, ``"direct"``).
         deploy: build the folded form directly (plain kernel, no mask or small branch).
     """
@@ -57,6 +77,7 @@ class ReparamDepthwiseConv3d(nn.Module):
         generator_channels: str = "shared",
         generator_layers: int = 2,
         generator_kernel_size: int = 7,
+        generator_norm_affine: str = "channel",
         conv_method: str = "auto",
         deploy: bool = False,
     ) -> None:
@@ -80,22 +101,29 @@ class ReparamDepthwiseConv3d(nn.Module):
             generator_channels=generator_channels,
             generator_layers=generator_layers,
             generator_kernel_size=generator_kernel_size,
+            generator_norm_affine=generator_norm_affine,
         )
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(channels)) if bias else None
         self.mask: Optional[nn.Module] = None
         self.small_weight: Optional[nn.Parameter] = None
-        if deploy:
-            pass
-        elif reparam == "lrbm":
-            self.mask = LRBM(kernel_size, channels, generator_channels, generator_layers, generator_kernel_size)
-        elif reparam == "fixed":
+        if reparam == "lrbm":
+            check_generator_options(generator_channels, generator_layers, generator_kernel_size, generator_norm_affine)
+        if reparam == "lrbm" and not deploy:
+            self.mask = LRBM(kernel_size, channels, generator_channels, generator_layers, generator_kernel_size, generator_norm_affine)
+        elif reparam == "fixed" and not deploy:
             self.mask = ReceptivePrior(kernel_size, learnable=False)
         elif reparam == "csla":
             if small_kernel_size < 1 or small_kernel_size % 2 == 0 or small_kernel_size > kernel_size:
                 raise ValueError(f"small_kernel_size must be odd and <= kernel_size, got {small_kernel_size}.")
-            self.small_weight = nn.Parameter(torch.empty(channels, 1, small_kernel_size, small_kernel_size, small_kernel_size))
+            if not deploy:
+                self.small_weight = nn.Parameter(torch.empty(channels, 1, small_kernel_size, small_kernel_size, small_kernel_size))
+        self.register_buffer(FORM_KEY, encode_form(self.form()))
         self.reset_parameters()
+
+    def form(self) -> Dict:
+        """What this module's state dict holds: the folded flag and the configuration (see ``reparam_form``)."""
+        return module_form(self.training_form, self.folded)
 
     def reset_parameters(self) -> None:
         """``nn.Conv3d``'s default initialisation for every branch."""
@@ -131,23 +159,113 @@ class ReparamDepthwiseConv3d(nn.Module):
         self.mask = None
         self.small_weight = None
         self.folded = True
+        self.reparam_state.copy_(encode_form(self.form()))
+
+    def _legacy_form(self, state_dict: Dict[str, torch.Tensor], prefix: str) -> Dict:
+        """The form of a rep3d_networks 0.1 state dict (no ``reparam_state`` entry), read from its keys and shapes.
+
+        * ``lrbm`` and ``csla``: folded when it lacks the training keys (``mask.*``, ``small_weight``).
+        * ``vanilla``: both forms hold the same tensors; read in this module's form.
+        * ``fixed``: the keys cannot tell; read as the training form (what 0.1 training saved: only ``fold()``
+          followed by a manual save made a folded one), with a warning; :func:`rep3d_networks.mark_folded` marks a
+          folded one.
+        * An ``lrbm`` training form had per-tap LayerNorm affines (``generator_norm_affine="tap"``) and generator
+          conv biases; the biases, which the following LayerNorm cancels exactly, are dropped from ``state_dict``.
+          Its ``1³`` generator convs (``generator_kernel_size=1``) have no counterpart today: ``ValueError``.
+        * A partial state dict without entries (e.g. weights copied between variants with ``strict=False``; PyTorch
+          does not tell modules whether a load is strict) is read by these rules too: add the target's own
+          ``reparam_state`` entries to it, as :func:`rep3d_networks.analysis.model_loading.paired_fresh_model` does.
+        """
+        where = prefix[:-1] or type(self).__name__
+        keys = [k[len(prefix) :] for k in state_dict if k.startswith(prefix)]
+        found = dict(self.training_form)
+        if "weight" in keys:
+            found["kernel_size"] = state_dict[prefix + "weight"].shape[-1]
+        found["bias"] = "bias" in keys
+        folded = self.folded
+        if any(k.startswith("mask.generator.") for k in keys):
+            found.update(reparam="lrbm", generator_norm_affine="tap", **self._v0_1_generator(state_dict, prefix + "mask.generator.layers."))
+            folded = False
+            if found["generator_kernel_size"] == 1:
+                raise ValueError(
+                    f"{where}: a rep3d_networks 0.1 LRBM with generator_kernel_size=1 cannot be loaded: its 1³ generator "
+                    "convs (which the LayerNorm after each made ineffective) have no counterpart in this version."
+                )
+            for layer in range(found["generator_layers"]):
+                state_dict.pop(f"{prefix}mask.generator.layers.{3 * layer}.bias", None)  # cancelled by the LayerNorm after it
+        elif "small_weight" in keys:
+            found.update(reparam="csla", small_kernel_size=state_dict[prefix + "small_weight"].shape[-1])
+            folded = False
+        elif self.reparam in ("lrbm", "csla"):
+            folded = True
+        elif self.reparam == "fixed":
+            warnings.warn(V0_1_FIXED_WARNING, stacklevel=4)
+            folded = False
+        return module_form(found, folded)
+
+    @staticmethod
+    def _v0_1_generator(state_dict: Dict[str, torch.Tensor], layers: str) -> Dict:
+        """Generator options of a 0.1 LRBM, from its conv weights ``layers.0``, ``layers.3``, ... (``[G, 1, k, k, k]``)."""
+        convs: List[torch.Tensor] = []
+        while f"{layers}{3 * len(convs)}.weight" in state_dict and state_dict[f"{layers}{3 * len(convs)}.weight"].dim() == 5:
+            convs.append(state_dict[f"{layers}{3 * len(convs)}.weight"])
+        if not convs:
+            return {}
+        return dict(
+            generator_channels="shared" if convs[0].shape[0] == 1 else "depthwise",
+            generator_layers=len(convs),
+            generator_kernel_size=convs[0].shape[-1],
+        )
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        """Folds a training-form (unfolded) state dict on the fly when this module is folded."""
-        training_keys = [k for k in state_dict if k.startswith(prefix + "mask.") or k == prefix + "small_weight"]
-        if self.folded and training_keys:
-            twin = ReparamDepthwiseConv3d(**self.training_form)
-            own = [
-                k
-                for k in state_dict
-                if k.startswith(prefix)
-                and (k[len(prefix) :] in ("weight", "bias", "small_weight") or k[len(prefix) :].startswith("mask."))
-            ]
-            twin.load_state_dict({k[len(prefix) :]: state_dict.pop(k) for k in own}, strict=strict)
-            twin.fold()
-            for name, value in twin.state_dict().items():
-                state_dict[prefix + name] = value
+        """Checks the ``reparam_state`` entry against this module, and folds a training state dict when folded."""
+        where = prefix[:-1] or type(self).__name__
+        try:
+            if prefix + FORM_KEY in state_dict:
+                found = decode_form(state_dict[prefix + FORM_KEY], prefix + FORM_KEY)
+            else:
+                found = self._legacy_form(state_dict, prefix)
+                state_dict[prefix + FORM_KEY] = encode_form(found)
+        except ValueError as error:
+            return self._refuse(state_dict, prefix, error_msgs, str(error))
+        expected = self.form()
+        problems = mismatches(expected, found)
+        if problems:
+            message = f"{where}: the state dict holds a {describe(found)} kernel, this module is {describe(expected)}: "
+            return self._refuse(state_dict, prefix, error_msgs, message + "; ".join(problems))
+        if found["folded"] and not self.folded:
+            return self._refuse(
+                state_dict,
+                prefix,
+                error_msgs,
+                f"{where}: the state dict holds a folded kernel (W_eff baked in, no mask or small branch) but this module "
+                "is the training form: build the network with deploy=True to load it.",
+            )
+        if self.folded and not found["folded"] and not self._fold_while_loading(state_dict, prefix, strict, where, error_msgs):
+            return self._refuse(state_dict, prefix, error_msgs, None)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def _refuse(self, state_dict, prefix: str, error_msgs: List[str], message: Optional[str]) -> None:
+        """Reports ``message`` and swaps this module's entries for its own state, so that its submodules (loaded
+        after it) add no size-mismatch noise to the one error that says what is wrong."""
+        if message:
+            error_msgs.append(message)
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            del state_dict[key]
+        state_dict.update({prefix + name: value for name, value in self.state_dict().items()})
+
+    def _fold_while_loading(self, state_dict, prefix: str, strict: bool, where: str, error_msgs: List[str]) -> bool:
+        """Replaces this module's training-form entries of ``state_dict`` by their folded form (through a twin)."""
+        own = [k for k in state_dict if k.startswith(prefix) and re.match(r"(mask\.|(%s)$)" % "|".join(OWN_KEYS), k[len(prefix) :])]
+        twin = ReparamDepthwiseConv3d(**self.training_form)
+        try:
+            twin.load_state_dict({k[len(prefix) :]: state_dict.pop(k) for k in own}, strict=strict)
+        except RuntimeError as error:
+            error_msgs.append(f"{where}: folding the training-form state dict while loading failed: {error}")
+            return False
+        twin.fold()
+        state_dict.update({prefix + name: value for name, value in twin.state_dict().items()})
+        return True
 
     def extra_repr(self) -> str:
         return (

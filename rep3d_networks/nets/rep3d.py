@@ -14,6 +14,17 @@ class Rep3D(LargeKernelEncoderDecoder):
     decoder: UNETR-style MONAI blocks (as 3D UX-Net). During training each depthwise kernel is multiplied by a
     mask (``reparam``); :meth:`fold` bakes the mask into the kernels for inference.
 
+    Where appendix A.4 and the authors' code (github.com/leeh43/Rep3D, ``rep3d_encoder.py``,
+    ``network_backbone.py``) differ, this follows the code, because the code is what produced the published models
+    and their parameter counts (``reparam="fixed"`` has exactly 65,826,928 parameters, the paper's 65.8M):
+
+    * the stem is the ``7³`` stride-2 convolution and a LayerNorm, without A.4's residual block of two ``3³`` convs;
+    * stage 4 is not followed by a downsampling convolution (A.4 lists one after every stage): its output at 1/16
+      resolution is the deepest skip, which the decoder's ``encoder5`` lifts to ``hidden_size``;
+    * the decoder's MONAI ``UnetrBasicBlock`` / ``UnetrUpBlock`` use MONAI's default LeakyReLU, not the GELU that A.4
+      names;
+    * the block is DWConv → BatchNorm → GELU (see :class:`Rep3DBlock`).
+
     Args:
         in_channels: input channels.
         out_channels: number of classes (logits).
@@ -24,13 +35,16 @@ class Rep3D(LargeKernelEncoderDecoder):
         reparam: ``"lrbm"`` (Rep3D), ``"fixed"`` (M = P), ``"vanilla"`` (M = 1) or ``"csla"`` (21³ + 3³ branch).
         generator_channels: LRBM mask per block (``"shared"``) or per channel (``"depthwise"``).
         generator_layers: LRBM generator depth (Table 9).
-        generator_kernel_size: LRBM generator convolution size.
+        generator_kernel_size: LRBM generator convolution size (Table 3; 1 leaves the convolutions out).
+        generator_norm_affine: LRBM generator norm affine: ``"channel"`` (default, keeps the mask low-rank),
+            ``"tap"`` (per-tap gain and bias, v0.1) or ``"none"``; see :mod:`rep3d_networks.blocks.receptive_mask`.
         small_kernel_size: kernel of the ``csla`` parallel branch.
         norm_name: decoder normalization (MONAI name).
         res_block: residual decoder blocks.
         conv_method: large-kernel convolution method, see :func:`rep3d_networks.ops.dwconv3d`.
-        deploy: build the folded (inference) form directly (loads folded or training checkpoints, see Rep3D). It loads a folded state dict, or a training
-            checkpoint of the same configuration, which it folds while loading.
+        deploy: build the folded (inference) form directly. It loads a folded state dict, or a training checkpoint of
+            the same configuration, which it folds while loading; any other state dict raises (see
+            :class:`~rep3d_networks.blocks.ReparamDepthwiseConv3d`).
 
     Example::
 
@@ -51,6 +65,7 @@ class Rep3D(LargeKernelEncoderDecoder):
         generator_channels: str = "shared",
         generator_layers: int = 2,
         generator_kernel_size: int = 7,
+        generator_norm_affine: str = "channel",
         small_kernel_size: int = 3,
         norm_name: Union[str, tuple] = "instance",
         res_block: bool = True,
@@ -65,6 +80,7 @@ class Rep3D(LargeKernelEncoderDecoder):
             generator_channels=generator_channels,
             generator_layers=generator_layers,
             generator_kernel_size=generator_kernel_size,
+            generator_norm_affine=generator_norm_affine,
             small_kernel_size=small_kernel_size,
             conv_method=conv_method,
         )
