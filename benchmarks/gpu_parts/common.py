@@ -40,8 +40,8 @@ class Context:
     rows_file: Path
     work_dir: Path
 
-    def record(self, check: str, result: str, status: str = OK) -> None:
-        row = {"part": self.part, "check": check, "result": result, "status": status}
+    def record(self, check: str, result: str, status: str = OK, seconds: float = 0.0) -> None:
+        row = {"part": self.part, "check": check, "result": result, "status": status, "seconds": round(seconds, 1)}
         with open(self.rows_file, "a") as rows:
             rows.write(json.dumps(row) + "\n")
         print(f"[{self.part}] {check}: {result} -> {status}", flush=True)
@@ -54,6 +54,7 @@ class Context:
         if time.time() > self.deadline:
             self.record(check, "", "skipped: part time budget spent")
             return
+        start = time.perf_counter()
         try:
             result, status = function()
         except Exception as error:  # a part reports every failure and goes on with its next check
@@ -61,7 +62,7 @@ class Context:
             result, status = "", f"failed: {type(error).__name__}: {first_line(str(error))}"
         finally:
             release_memory(self.device)
-        self.record(check, result, status)
+        self.record(check, result, status, time.perf_counter() - start)
 
     @property
     def amp_dtype(self) -> torch.dtype:

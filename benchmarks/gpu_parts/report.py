@@ -46,8 +46,8 @@ def header(dry_run: bool, command: str, seconds: float) -> List[str]:
 
 
 def table(rows: List[dict]) -> List[str]:
-    lines = ["| part | check | result | status |", "|---|---|---|---|"]
+    lines = ["| part | check | result | status | s |", "|---|---|---|---|---:|"]
     for row in rows:
-        cells = [row["part"], row["check"], row["result"], row["status"]]
+        cells = [row["part"], row["check"], row["result"], row["status"], row["seconds"]]
         lines.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
     return lines
