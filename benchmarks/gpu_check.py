@@ -19,7 +19,7 @@ own output goes to the ``.log`` beside it. On the GPU machine, after ``benchmark
 
     python benchmarks/gpu_check.py                      # CUDA: -> benchmarks/results/gpu_<date>.md
     python benchmarks/gpu_check.py --dry-run            # the same code paths on the CPU, tiny sizes, seconds
-    python benchmarks/gpu_check.py --dry-run --parts correctness smoke
+    python benchmarks/gpu_check.py --dry-run --parts correctness smoke --jobs 2   # two parts at a time
 
 The dry run uses the CPU with bfloat16 autocast where the GPU run uses float16 AMP (parts 1–4); the bundle runs of
 part 5 follow the configs, which switch AMP off without CUDA, and ``torchrun`` uses gloo there.
@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -65,19 +66,50 @@ def run_part(args) -> None:
         importlib.import_module(f"gpu_parts.{args.part}").run(ctx)
 
 
-def launch_part(name: str, limit_s: float, dry_run: bool, rows_file: Path, log) -> list:
-    """Runs one part in a new process group, kills it at ``limit_s``; returns its rows plus a row for the part."""
-    number = PARTS[name][0]
+class Schedule:
+    """Gives each part, as it starts, its share (``PARTS``) of the time left until the budget's end, so time a part
+    leaves unused goes to the parts after it."""
+
+    def __init__(self, names, budget_s: float) -> None:
+        self.end = time.time() + budget_s
+        self.waiting = list(names)
+
+    def limit(self, name: str) -> float:
+        shares = sum(PARTS[n][1] for n in self.waiting)
+        self.waiting.remove(name)
+        return (self.end - time.time()) * PARTS[name][1] / shares
+
+
+def launch_part(name: str, schedule: Schedule, dry_run: bool, work_dir: Path) -> list:
+    """Runs one part in its own process, killed at its limit; returns its rows plus a row for the whole part.
+
+    The part's output goes to ``work_dir/<name>.log``, its rows to ``work_dir/<name>.jsonl``.
+    """
+    number, rows_file, limit_s = PARTS[name][0], work_dir / f"{name}.jsonl", schedule.limit(name)
+    whole = {"part": f"{number} {name}", "check": "whole part", "result": "", "seconds": 0.0}
+    if limit_s <= 0:
+        return [dict(whole, status="failed: not started, the time budget was spent")]
     command = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--rows", str(rows_file)]
     command += ["--deadline", str(time.time() + START_FRACTION * limit_s)] + (["--dry-run"] if dry_run else [])
-    log.write(f"\n===== part {number} {name} (limit {limit_s:.0f} s) =====\n")
-    log.flush()
-    start = time.perf_counter()
     # the dry run's tiny operations run fastest, and steadiest on a busy CPU, with one thread per process
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if dry_run else None
+    start = time.perf_counter()
+    with open(work_dir / f"{name}.log", "w") as log:
+        log.write(f"\n===== part {number} {name} (limit {limit_s:.1f} s) =====\n")
+        log.flush()
+        status = run_with_limit(command, limit_s, log, env)
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
+    for row in rows:
+        row["part"] = whole["part"]
+    return rows + [dict(whole, result=f"{len(rows)} checks", status=status, seconds=round(time.perf_counter() - start, 1))]
+
+
+def run_with_limit(command: list, limit_s: float, log, env) -> str:
+    """Runs ``command`` in a new process group; at ``limit_s`` the group gets SIGTERM, then SIGKILL. Returns a status."""
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT, env=env)
     try:
-        status = "ok" if process.wait(timeout=limit_s) == 0 else f"failed: the part's process exited with {process.returncode}"
+        code = process.wait(timeout=limit_s)
+        return "ok" if code == 0 else f"failed: the part's process exited with {code}"
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -85,14 +117,7 @@ def launch_part(name: str, limit_s: float, dry_run: bool, rows_file: Path, log) 
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        status = f"failed: timed out after {limit_s:.0f} s (its limit; see the log)"
-    seconds = time.perf_counter() - start
-    rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
-    label = f"{number} {name}"
-    for row in rows:
-        row["part"] = label
-    whole = {"part": label, "check": "whole part", "result": f"{len(rows)} checks", "status": status, "seconds": round(seconds, 1)}
-    return rows + [whole]
+        return f"failed: timed out after {limit_s:.1f} s (its limit; see the log)"
 
 
 def main() -> int:
@@ -100,6 +125,7 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, few iterations (what CI runs)")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="parts to run (default: all)")
     parser.add_argument("--budget", type=float, default=sum(s for _, s in PARTS.values()), help="total seconds for the parts")
+    parser.add_argument("--jobs", type=int, default=1, help="parts run at once (dry run only: timings need 1)")
     parser.add_argument("--output", default=None, help="Markdown report (default: benchmarks/results/gpu_<date>.md; "
                         "dry run: gpu_check_dry_run.md in the temp folder); its .log goes beside it")
     parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # internal: run one part
@@ -111,18 +137,22 @@ def main() -> int:
         return 0
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("PyTorch sees no CUDA device here: run on the GPU machine, or use --dry-run on the CPU")
+    if args.jobs < 1 or (args.jobs > 1 and not args.dry_run):
+        parser.error("--jobs must be 1 for the GPU run (parts share the GPU and time it), and at least 1")
     default = Path(tempfile.gettempdir()) / "gpu_check_dry_run.md" if args.dry_run else (
         BENCHMARKS / "results" / f"gpu_{datetime.date.today()}.md")
     output = Path(args.output or default)
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    started, scale = time.perf_counter(), args.budget / sum(PARTS[name][1] for name in args.parts)
-    rows = []
-    with open(output.with_suffix(".log"), "w") as log, tempfile.TemporaryDirectory(prefix="gpu_check_rows_") as rows_dir:
-        for name in args.parts:
-            part_rows = launch_part(name, scale * PARTS[name][1], args.dry_run, Path(rows_dir) / f"{name}.jsonl", log)
-            rows += part_rows
-            print(f"part {name}: {part_rows[-1]['result']} in {part_rows[-1]['seconds']} s -> {part_rows[-1]['status']}", flush=True)
+    started, schedule = time.perf_counter(), Schedule(args.parts, args.budget)
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as work_dir, ThreadPoolExecutor(args.jobs) as pool:
+        runs = [pool.submit(launch_part, name, schedule, args.dry_run, Path(work_dir)) for name in args.parts]
+        rows = []
+        for name, run in zip(args.parts, runs):
+            rows += run.result()
+            print(f"part {name}: {rows[-1]['result']} in {rows[-1]['seconds']} s -> {rows[-1]['status']}", flush=True)
+        logs = [(Path(work_dir) / f"{name}.log").read_text() for name in args.parts]
+    output.with_suffix(".log").write_text("".join(logs))
     command = "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:])
     text = "\n".join(header(args.dry_run, command.strip(), time.perf_counter() - started) + table(rows)) + "\n"
     output.write_text(text)

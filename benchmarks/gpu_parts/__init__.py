@@ -1,7 +1,8 @@
 """The five parts of ``benchmarks/gpu_check.py``; each module has ``run(ctx)`` and ``FULL`` / ``DRY`` sizes.
 
 ``PARTS`` maps a part's name to its number in issue #13 and its share of the time budget in seconds (the default
-budget is their sum; ``--budget`` scales them): a part is killed at its limit and starts no new check after 85 % of it.
+budget is their sum). A part gets its share of the time left when it starts (``gpu_check.Schedule``), is killed at
+that limit, and starts no new check after 85 % of it.
 """
 
 PARTS = {

@@ -35,7 +35,9 @@ def run(ctx) -> None:
                 lambda: conv_agreement(ctx.device, (batch, channels, edge, kernel), dtype),
             )
     ctx.run_check("Rep3D training step: conv_method fft vs direct", lambda: training_step_agreement(ctx.device, sizes))
-    ctx.run_check("fold() keeps eval outputs; deploy net loads training and folded checkpoints", lambda: fold_and_deploy(ctx.device, sizes))
+    ctx.run_check(
+        "fold() keeps eval outputs; deploy net loads training and folded checkpoints", lambda: fold_and_deploy(ctx.device, sizes)
+    )
 
 
 def conv_agreement(device, shape, dtype):
@@ -113,7 +115,8 @@ def fold_and_deploy(device, sizes):
         scale = reference.abs().max().item()
         folded = net.fold()(x)
         errors["fold"] = (folded - reference).abs().max().item() / scale
-        for name, checkpoint in (("deploy<-training", training_checkpoint), ("deploy<-folded", round_trip(net.state_dict(), device))):
+        checkpoints = {"deploy<-training": training_checkpoint, "deploy<-folded": round_trip(net.state_dict(), device)}
+        for name, checkpoint in checkpoints.items():
             deploy = lrbm_rep3d(device, sizes, deploy=True).eval()
             deploy.load_state_dict(checkpoint, strict=True)
             errors[name] = (deploy(x) - reference).abs().max().item() / scale

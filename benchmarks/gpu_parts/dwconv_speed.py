@@ -15,7 +15,7 @@ from gpu_parts.common import OK, time_adaptive
 from rep3d_networks.ops import _choose_method, dwconv3d
 
 FULL = {"stages": STAGES, "batch": 2, "kernels": (21, 7), "repeats": 5}
-DRY = {"stages": [(4, 8), (8, 4)], "batch": 1, "kernels": (7, 3), "repeats": 2}
+DRY = {"stages": [(4, 8), (8, 4)], "batch": 1, "kernels": (7, 3), "repeats": 1}
 MODES = ("fwd", "fwd+bwd")
 
 

@@ -22,7 +22,9 @@ CT = "totalseg_ct_abdomen_3mm/example_ct.nii.gz"
 FULL = {"edge": 96, "warmup": 3, "repeats": 10, "net": {}, "bundle": {}}
 DRY = {  # the tests' smallest network, a 6 mm grid and 8 windows
     "edge": 32, "warmup": 1, "repeats": 2, "net": TINY_NET,
-    "bundle": {**SMALLEST_NETWORK, "pixdim": [6.0, 6.0, 6.0], "inferer#roi_size": [32, 32, 32], "inferer#overlap": 0.0, "num_workers": 0},
+    "bundle": {
+        **SMALLEST_NETWORK, "pixdim": [6.0, 6.0, 6.0], "inferer#roi_size": [32, 32, 32], "inferer#overlap": 0.0, "num_workers": 0,
+    },
 }
 
 
@@ -45,7 +47,8 @@ def patch(ctx, sizes, amp):
     with peak_memory(device) as peak, torch.no_grad(), torch.autocast(device.type, dtype=ctx.amp_dtype, enabled=amp):
         times = time_calls(lambda: net(x), device, sizes["warmup"], sizes["repeats"])
     torch.backends.cudnn.benchmark = False
-    return f"median {statistics.median(times):.4f} s over {len(times)} after {sizes['warmup']} warm-up; peak {gib(peak['gib'])}", OK
+    median = statistics.median(times)
+    return f"median {median:.4f} s over {len(times)} after {sizes['warmup']} warm-up; peak {gib(peak['gib'])}", OK
 
 
 def whole_volume(ctx, sizes, bundle, attempt):

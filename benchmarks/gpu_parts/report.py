@@ -24,7 +24,8 @@ def gpu_description() -> str:
         return "none (CPU dry run)"
     try:
         query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
-        name, driver, memory = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.splitlines()[0].split(", ")
+        answer = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout
+        name, driver, memory = answer.splitlines()[0].split(", ")
         return f"{name}, driver {driver}, {memory}"
     except (OSError, ValueError, IndexError, subprocess.SubprocessError) as error:
         return f"{torch.cuda.device_count()} CUDA device(s) (nvidia-smi failed: {error})"
@@ -32,7 +33,8 @@ def gpu_description() -> str:
 
 def header(dry_run: bool, command: str, seconds: float) -> List[str]:
     title = "GPU check, CPU dry run (tiny sizes: checks the code paths, measures nothing)" if dry_run else "GPU check"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    with open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
     return [
         f"# {title}",
         "",

@@ -24,7 +24,9 @@ from gpu_parts.common import OK, REPO_ROOT, first_line
 
 FULL = {"train": dict(max_iterations=20, val_interval=20), "infer": {}, "torchrun": dict(max_iterations=4, val_interval=4)}
 DRY = {  # the tests' tiny bundle runs with their smallest network
-    "train": {**TINY_TRAIN, **SMALLEST_NETWORK}, "infer": {**TINY_INFER, **SMALLEST_NETWORK}, "torchrun": {**TINY_TRAIN, **SMALLEST_NETWORK},
+    "train": {**TINY_TRAIN, **SMALLEST_NETWORK},
+    "infer": {**TINY_INFER, **SMALLEST_NETWORK},
+    "torchrun": {**TINY_TRAIN, **SMALLEST_NETWORK},
 }
 TORCHRUN_S = 240
 
@@ -33,15 +35,11 @@ def run(ctx) -> None:
     sizes = DRY if ctx.dry_run else FULL
     bundle = copy_bundle("amos_ct", ctx.work_dir / "bundles")
     data_dir = make_dataset("amos_ct", "phantom", ctx.work_dir / "data")
-    prepare_bundle(bundle, data_dir)  # writes configs/datalist_fold0.json
+    datalist = prepare_bundle(bundle, data_dir)
     ctx.run_check("amos_ct train.json on phantom data", lambda: train(ctx, sizes, bundle, data_dir))
-    ctx.run_check("amos_ct inference.json with the trained weights", lambda: infer(ctx, sizes, bundle, data_dir))
+    ctx.run_check("amos_ct inference.json with the trained weights", lambda: infer(ctx, sizes, bundle, data_dir, datalist))
     ctx.run_check(f"MONAI Label app infer on {ctx.device.type} through MONAILabelClient", lambda: app_infer(ctx))
     ctx.run_check("torchrun, 1 process, multi_gpu_train.json", lambda: torchrun(ctx, sizes, bundle, data_dir))
-
-
-def datalist_file(bundle: Path) -> Path:
-    return bundle / "configs" / "datalist_fold0.json"
 
 
 def train(ctx, sizes, bundle, data_dir):
@@ -60,12 +58,13 @@ def train(ctx, sizes, bundle, data_dir):
     return result, OK if float(loss) == float(loss) else "failed: loss is NaN"
 
 
-def infer(ctx, sizes, bundle, data_dir):
+def infer(ctx, sizes, bundle, data_dir, datalist):
     """The datalist's test images, one label each, on the image's grid."""
-    images = [str(data_dir / case["image"]) for case in json.loads(datalist_file(bundle).read_text())["test"]]
+    images = [str(data_dir / case["image"]) for case in json.loads(datalist.read_text())["test"]]
     output_dir = ctx.work_dir / "predictions"
     start = time.perf_counter()
-    run_bundle(bundle, ["inference.json"], dataset_dir=str(data_dir), datalist=images, output_dir=str(output_dir), **sizes["infer"])
+    overrides = dict(sizes["infer"], dataset_dir=str(data_dir), datalist=images, output_dir=str(output_dir))
+    run_bundle(bundle, ["inference.json"], **overrides)
     seconds = time.perf_counter() - start
     written = {path.name: path for path in output_dir.rglob("*_seg.nii.gz")}
     if not images or len(written) != len(images):
@@ -113,7 +112,10 @@ def app_infer(ctx):
         raise RuntimeError(f"{first_line(str(error))} (server log ends: {lines[-1] if lines else 'empty'})") from error
     finally:
         server.stop()
-    result = f"server up in {started:.1f} s; model device {device}; infer {seconds[0]:.1f} s (first: loads, folds), {seconds[1]:.1f} s (warm)"
+    result = (
+        f"server up in {started:.1f} s; model device {device}; "
+        f"infer {seconds[0]:.1f} s (first: loads, folds), {seconds[1]:.1f} s (warm)"
+    )
     return result, OK if device == ctx.device.type else f"failed: model device {device}"
 
 

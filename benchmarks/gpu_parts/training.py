@@ -23,10 +23,12 @@ MODELS = {  # name -> (class, full-size arguments, dry-run arguments)
     "Rep3D vanilla": (Rep3D, dict(reparam="vanilla"), dict(TINY_NET, reparam="vanilla")),
     "UXNet k=7": (UXNet, dict(kernel_size=7), {k: v for k, v in TINY_NET.items() if k != "kernel_size"}),
     # instance norm needs more than one voxel at the 1³ bottleneck of the dry run's 32³ input
-    "SwinUNETR feature_size=48": (SwinUNETR, dict(feature_size=48), dict(feature_size=12, depths=(1, 1, 1, 1), norm_name="batch")),
+    "SwinUNETR feature_size=48": (
+        SwinUNETR, dict(feature_size=48), dict(feature_size=12, depths=(1, 1, 1, 1), norm_name="batch")
+    ),
 }
 FULL = {"edge": 96, "warmup": 3, "steps": 20}
-DRY = {"edge": 32, "warmup": 1, "steps": 2}
+DRY = {"edge": 32, "warmup": 1, "steps": 1}
 
 
 def run(ctx) -> None:
