@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test quickstart
+.PHONY: install test quickstart gpu-prepare gpu-check gpu-check-dry
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,3 +17,13 @@ test: install
 
 quickstart: install
 	$(PY) -m rep3d_networks.quickstart --output_dir quickstart_output
+
+# GPU check (README "GPU check"): prepare here, run gpu_check.sh on the GPU machine, dry run on the CPU.
+gpu-prepare:
+	bash benchmarks/gpu_prepare.sh
+
+gpu-check:
+	bash benchmarks/gpu_check.sh
+
+gpu-check-dry: install
+	$(PY) benchmarks/gpu_check.py --dry-run --jobs 2

@@ -1,6 +1,7 @@
 """Helpers for tests that run the bundles through ``monai.bundle`` (tiny network, small patches)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from typing import Dict
 
 import nibabel as nib
 import numpy as np
-from monai.bundle import run
+from monai.bundle import create_workflow
 
 from rep3d_networks.data.cli import phantom, prepare, totalseg
 
@@ -57,15 +58,38 @@ def prepare_bundle(bundle: Path, data_dir: Path) -> Path:
     return bundle / "configs" / "datalist_fold0.json"
 
 
-def run_bundle(bundle: Path, configs, **override) -> None:
-    """Runs a bundle workflow in-process through ``monai.bundle.run`` (what ``python -m monai.bundle run`` calls)."""
+def run_bundle(bundle: Path, configs, **override):
+    """Runs a bundle workflow in-process as ``python -m monai.bundle run`` does (``monai.bundle.run``: create the
+    workflow, run, finalize); returns the workflow, whose ``parser`` holds the objects it ran (trainer, evaluator)."""
     files = [str(bundle / "configs" / c) for c in configs]
-    run(
+    workflow = create_workflow(
         config_file=files if len(files) > 1 else files[0],
         meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=str(bundle / "configs" / "logging.conf"),
         bundle_root=str(bundle),
         **override,
+    )
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+MULTI_GPU_TRAIN = "['configs/train.json','configs/multi_gpu_train.json']"
+MULTI_GPU_EVALUATE = "['configs/train.json','configs/evaluate.json','configs/multi_gpu_evaluate.json']"
+
+
+def torchrun_bundle(
+    bundle: Path, processes: int, overrides: dict, timeout_s: float, config_files: str = MULTI_GPU_TRAIN
+) -> subprocess.CompletedProcess:
+    """``torchrun`` of ``config_files`` (by default ``train.json`` + ``multi_gpu_train.json``) from the bundle folder
+    (nccl on GPU, gloo on CPU), one thread per process and a Python stack on any native abort; returns the finished
+    process with its output."""
+    args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={processes}",
+         "-m", "monai.bundle", "run", "--config_file", config_files, *args],
+        cwd=bundle, env=env, capture_output=True, text=True, timeout=timeout_s,
     )
 
 

@@ -2,16 +2,15 @@
 precision settings."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from bundle_helpers import BUNDLES, REPO_ROOT, TINY_TRAIN, copy_bundle, make_dataset, prepare_bundle
+from bundle_helpers import (
+    BUNDLES, MULTI_GPU_EVALUATE, REPO_ROOT, TINY_TRAIN, copy_bundle, make_dataset, prepare_bundle, torchrun_bundle,
+)
 from rep3d_networks import Rep3D
 from rep3d_networks.ops import dwconv3d
 
@@ -26,13 +25,7 @@ def test_two_process_gloo_training(tmp_path):
     data_dir = make_dataset("kits", "phantom", tmp_path / "data")
     prepare_bundle(bundle, data_dir)
     overrides = {**TINY_TRAIN, "dataset_dir": str(data_dir), "ckpt_dir": "$@bundle_root + '/models/rank' + os.environ['RANK']"}
-    args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # a Python stack on any native abort
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-         "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/multi_gpu_train.json']", *args],
-        cwd=bundle, env=env, capture_output=True, text=True, timeout=600,
-    )
+    result = torchrun_bundle(bundle, 2, overrides, timeout_s=600)
     log = f"--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-5000:]}"
     assert result.stdout.count("SupervisedTrainer - INFO - Engine run complete") == 2, log
     assert (bundle / "models" / "rank0" / "model.pt").is_file(), log
@@ -84,14 +77,7 @@ def test_two_process_gloo_evaluation(tmp_path):
     (bundle / "models").mkdir()
     torch.save(Rep3D(1, 4, feature_size=8, hidden_size=32).state_dict(), bundle / "models" / "model.pt")
     overrides = {**TINY_TRAIN, "dataset_dir": str(data_dir)}
-    args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
-    configs = "['configs/train.json','configs/evaluate.json','configs/multi_gpu_evaluate.json']"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-         "-m", "monai.bundle", "run", "--config_file", configs, *args],
-        cwd=bundle, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}, capture_output=True,
-        text=True, timeout=600,
-    )
+    result = torchrun_bundle(bundle, 2, overrides, timeout_s=600, config_files=MULTI_GPU_EVALUATE)
     log = f"--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-5000:]}"
     assert result.stdout.count("SupervisedEvaluator - INFO - Engine run complete") == 2, log
     rows = (bundle / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()[1:]
