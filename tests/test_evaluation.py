@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
+from monai.data import MetaTensor
+from monai.handlers import HausdorffDistance
 
 from bundle_helpers import (
     TINY_INFER,
@@ -24,7 +26,7 @@ from bundle_helpers import (
 from rep3d_networks import Rep3D
 from rep3d_networks.compare import main as compare_main
 from rep3d_networks.evaluation import compare_tables, read_metric_table, summary_rows
-from rep3d_networks.handlers import TrainingCurves
+from rep3d_networks.handlers import HausdorffDistanceMM, TrainingCurves
 
 A = np.array([0.80, 0.75, 0.90, 0.60, 0.85, 0.70, 0.65, 0.88])
 D = np.array([0.05, -0.02, 0.03, 0.08, 0.01, 0.06, -0.04, 0.07])  # distinct |d|, no zero: exact test
@@ -119,6 +121,34 @@ def test_summary_rows_mean_std_and_non_finite():
     assert rows[1]["dice_n"] == 2 and rows[1]["hd95_n"] == 2 and rows[1]["hd95_mean"] == pytest.approx(7.0)
     assert rows[2]["dice_mean"] == pytest.approx((0.8 + 0.6) / 2)  # mean of the class means
     assert rows[2]["dice_std"] == pytest.approx(np.std([0.7, 0.7, 0.75]))  # over cases of the per-case mean
+
+
+def cube_pair(shift: int):
+    """One-hot ``[2, 16, 16, 16]`` label and prediction: the same 6³ cube, the prediction ``shift`` voxels up in z."""
+    label, pred = torch.zeros(2, 16, 16, 16), torch.zeros(2, 16, 16, 16)
+    label[1, 5:11, 5:11, 4:10] = 1
+    pred[1, 5:11, 5:11, 4 + shift : 10 + shift] = 1
+    label[0], pred[0] = 1 - label[1], 1 - pred[1]
+    return pred, label
+
+
+def hd95(handler, pred, label) -> float:
+    """The handler's value after an evaluator-like engine whose output is ``([pred], [label])``."""
+    engine = Engine(lambda engine, batch: batch)
+    handler.attach(engine, "hd95")
+    engine.run([([pred], [label])])
+    return float(engine.state.metrics["hd95"])
+
+
+def test_hd95_handler_measures_millimetres_on_an_anisotropic_grid():
+    """On a 0.8 x 0.8 x 3 mm grid a 2-voxel shift along z is 6 mm; MONAI's own handler says 2 (voxels)."""
+    pred, label = cube_pair(shift=2)
+    affine = torch.diag(torch.tensor([0.8, 0.8, 3.0, 1.0]))
+    assert hd95(HausdorffDistance(include_background=False, percentile=95), pred, label) == pytest.approx(2.0)
+    metric = HausdorffDistanceMM(include_background=False, percentile=95)
+    assert hd95(metric, pred, MetaTensor(label, affine=affine)) == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="needs each label as a MetaTensor"):
+        hd95(metric, pred, label)
 
 
 def test_training_curves_never_stop_training(tmp_path, caplog):
