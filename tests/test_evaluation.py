@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -16,6 +17,7 @@ from monai.handlers import HausdorffDistance
 from bundle_helpers import (
     TINY_INFER,
     TINY_TRAIN,
+    check_evaluated_test_split,
     check_label_matches_image,
     copy_bundle,
     make_dataset,
@@ -171,7 +173,7 @@ def test_training_curves_never_stop_training(tmp_path, caplog):
 def test_train_then_evaluate_writes_curves_and_named_summary(tmp_path):
     bundle = copy_bundle("kits", tmp_path / "bundles")
     data_dir = make_dataset("kits", "phantom", tmp_path / "data")
-    prepare_bundle(bundle, data_dir)
+    datalist = prepare_bundle(bundle, data_dir)
     run_bundle(bundle, ["train.json"], dataset_dir=str(data_dir), **TINY_TRAIN)
     png = bundle / "eval" / "training_curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -186,17 +188,41 @@ def test_train_then_evaluate_writes_curves_and_named_summary(tmp_path):
     for metric in ["val_mean_dice", "val_hd95"]:  # both per-case tables read back (MONAI repeats "mean" in the second)
         table = read_metric_table(str(bundle / "eval" / f"{metric}_raw.csv"))
         assert table.classes == ("class0", "class1", "class2") and len(table.cases) == 1
+    check_evaluated_test_split(bundle, data_dir, datalist)
+
+
+# Class probabilities of the five fold models of ``kits`` (background, kidney, tumor, cyst), the same at every voxel.
+# Each model alone picks kidney, cyst or background, any four of them average to kidney or cyst, and only the
+# mean of all five picks tumor (0.30 against 0.27, 0.27 and 0.16).
+FOLD_PROBABILITIES = [[0.05, 0.6, 0.3, 0.05]] * 2 + [[0.05, 0.05, 0.3, 0.6]] * 2 + [[0.6, 0.05, 0.3, 0.05]]
+ENSEMBLE_CLASS = 2
+
+
+def constant_model(classes: int, probabilities, seed: int) -> dict:
+    """A random tiny Rep3D whose head ignores its features: every voxel gets ``probabilities`` after softmax."""
+    torch.manual_seed(seed)
+    state = Rep3D(1, classes, feature_size=8, hidden_size=32).state_dict()
+    state["decoder.head.conv.conv.weight"].zero_()
+    state["decoder.head.conv.conv.bias"].copy_(torch.log(torch.tensor(probabilities)))
+    return state
+
+
+def test_fold_probabilities_need_all_five_models():
+    probabilities = np.asarray(FOLD_PROBABILITIES)
+    assert np.argmax(probabilities.mean(0)) == ENSEMBLE_CLASS
+    assert all(np.argmax(p) != ENSEMBLE_CLASS for p in probabilities)
+    assert all(np.argmax(np.delete(probabilities, k, 0).mean(0)) != ENSEMBLE_CLASS for k in range(5))
 
 
 def test_five_fold_ensemble_inference(tmp_path):
+    """The ensemble averages the softmax of all five fold models (see ``FOLD_PROBABILITIES``)."""
     bundle = copy_bundle("kits", tmp_path / "bundles")
     data_dir = make_dataset("kits", "phantom", tmp_path / "data")
     datalist = prepare_bundle(bundle, data_dir)
-    for k in range(5):
-        torch.manual_seed(k)
+    for k, probabilities in enumerate(FOLD_PROBABILITIES):
         fold = bundle / "models" / f"fold{k}"
         fold.mkdir(parents=True)
-        torch.save(Rep3D(1, num_classes(bundle), feature_size=8, hidden_size=32).state_dict(), fold / "model.pt")
+        torch.save(constant_model(num_classes(bundle), probabilities, seed=k), fold / "model.pt")
     image = data_dir / json.loads(datalist.read_text())["test"][0]["image"]
     out_dir = tmp_path / "pred"
     run_bundle(bundle, ["inference.json", "inference_ensemble.json"], dataset_dir=str(data_dir), datalist=[str(image)],
@@ -204,6 +230,8 @@ def test_five_fold_ensemble_inference(tmp_path):
     written = list(out_dir.rglob("*_seg.nii.gz"))
     assert len(written) == 1, written
     check_label_matches_image(written[0], image, num_classes(bundle))
+    values = np.unique(np.asarray(nib.load(str(written[0])).dataobj))
+    assert values.tolist() == [ENSEMBLE_CLASS], values
 
     (bundle / "models" / "fold3" / "model.pt").unlink()
     with pytest.raises(Exception) as error:
