@@ -21,18 +21,15 @@ from bundle_helpers import (
     run_bundle,
 )
 
-SCHEMA = REPO_ROOT.parent / "shared" / "bundle_schema" / "meta_schema_20240725.json"
 EXPECTED_CLASSES = {"amos_ct": 16, "amos_mri": 14, "kits": 4, "msd_pancreas": 3, "msd_hepatic_vessel": 3}
 # The only keys in which the bundles' configs may differ from amos_ct's (the rest must stay in step).
 DATASET_KEYS = {"dataset_dir", "num_classes", "pixdim", "intensity_range"}
 
 
 @pytest.mark.parametrize("name", BUNDLES)
-def test_metadata_verifies_against_official_schema(name, tmp_path):
-    if not SCHEMA.is_file():
-        pytest.skip(f"bundle schema not found at {SCHEMA}")
+def test_metadata_verifies_against_official_schema(name, bundle_schema):
     meta = REPO_ROOT / "bundles" / name / "configs" / "metadata.json"
-    verify_metadata(meta_file=str(meta), filepath=str(SCHEMA))
+    verify_metadata(meta_file=str(meta), filepath=str(bundle_schema))
     content = json.loads(meta.read_text())
     pred = content["network_data_format"]["outputs"]["pred"]
     assert pred["num_channels"] == EXPECTED_CLASSES[name] == len(pred["channel_def"])
