@@ -149,7 +149,7 @@ def run(args) -> str:
         f"* Clicks sent with every call (image voxel indices): {json.dumps(clicks) if clicks else 'none (automatic)'}",
         f"* Server start until `/info/` answers: {start_s:.0f} s",
     ]
-    if overrides:
+    if overrides and not any(k.startswith("network_def#") for k in overrides):  # same network, fewer windows
         per_window = min(row[2]["infer"] for row in rows) / windows
         lines.append(
             f"* Estimate for the default settings ({'x'.join(map(str, default_shape))} voxels, {default_windows} windows): "

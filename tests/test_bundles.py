@@ -106,22 +106,6 @@ def test_train_evaluate_infer_on_real_data(name, tmp_path, shared_data):
     _train_evaluate_infer(name, "real", tmp_path, shared_data)
 
 
-def test_training_command_line_as_users_run_it(tmp_path):
-    """``python -m monai.bundle run training --config_file configs/train.json`` from the bundle folder."""
-    bundle = copy_bundle("amos_ct", tmp_path / "bundles")
-    data_dir = make_dataset("amos_ct", "phantom", tmp_path / "data")
-    prepare_bundle(bundle, data_dir)
-    args = [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in TINY_TRAIN.items()]
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
-         "--dataset_dir", str(data_dir), *args],
-        cwd=bundle, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (bundle / "models" / "model.pt").is_file()
-    assert "val_mean_dice" in result.stdout + result.stderr
-
-
 def test_missing_datalist_gives_clear_error(tmp_path):
     bundle = copy_bundle("kits", tmp_path / "bundles")
     with pytest.raises(RuntimeError) as err:  # monai.bundle wraps the error of a config expression
