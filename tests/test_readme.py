@@ -93,6 +93,5 @@ def test_clicks_command(tmp_path, shared_data):
         return label_in(tmp_path / out)
 
     clicks = ast.literal_eval(command[command.index("--clicks") + 1])  # the README's literal, as fire reads it
-    assert clicks == {"liver": [[86, 47, 20]]}
     np.testing.assert_array_equal(typed, in_process("clicked", clicks=clicks))
     assert not np.array_equal(typed, in_process("automatic"))
