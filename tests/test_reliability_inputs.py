@@ -466,9 +466,6 @@ class RssMonitor:
         self._stop.set()
         self._thread.join()
 
-    def now(self) -> int:
-        return self.process.memory_info().rss
-
 
 def pancreas_label(shared: Path, path: Path) -> Path:
     """TotalSegmentator's pancreas (7) of the sample CT as an MSD pancreas label (1)."""
