@@ -10,6 +10,10 @@ the first call (the network is loaded and folded) and warm calls. Writes a Markd
     python benchmarks/bench_app_latency.py --device cuda          # -> benchmarks/results/app_latency_cuda.md
     python benchmarks/bench_app_latency.py --override 'pixdim=[4,4,4]'   # a variant; the table records it
 
+``--clicks JSON`` times clicks on a DeepEdit model: every call sends them as 3D Slicer's MONAI Label module does
+(one key per label the server lists, ``label`` the first clicked one), e.g.
+``--model amos_ct_deepedit --clicks '{"liver": [[86, 47, 20]]}'`` (-> ``app_latency_amos_ct_deepedit_cpu.md``).
+
 ``--override KEY=JSON`` changes the bundle's ``configs/inference.json`` (a ``#``-separated id) in the scratch copy
 (``network_def#...`` keys also in ``train.json``, from which the random weights are made).
 """
@@ -33,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from bundle_helpers import copy_bundle  # noqa: E402
 from conftest import shared_data_dir  # noqa: E402
-from test_app import CT, Server, copy_app, save_random_weights, write_overrides  # noqa: E402
+from app_helpers import CT, Server, copy_app, save_random_weights, write_overrides  # noqa: E402
 
 from monailabel.client import MONAILabelClient  # noqa: E402
 
@@ -48,6 +52,11 @@ def parse_overrides(pairs):
         except json.JSONDecodeError:
             overrides[key] = value
     return overrides
+
+
+def slicer_request(labels, clicks: dict) -> dict:
+    """3D Slicer's request for a ``deepedit`` model: a (possibly empty) click list for every label, and ``label``."""
+    return {**{name: clicks.get(name, []) for name in labels}, "label": next(iter(clicks))} if clicks else {}
 
 
 def sliding_windows(bundle: Path, image: Path):
@@ -87,6 +96,7 @@ def machine_info(device: str) -> dict:
 def run(args) -> str:
     image = shared_data_dir() / CT
     overrides = parse_overrides(args.override)
+    clicks = json.loads(args.clicks) if args.clicks else {}
     with tempfile.TemporaryDirectory(prefix="bench_app_") as scratch:
         root = Path(scratch)
         bundle = copy_bundle(args.model, root / "bundles")
@@ -109,10 +119,11 @@ def run(args) -> str:
             server.wait_until_up(args.start_timeout_s)
             start_s = time.perf_counter() - started
             client = MONAILabelClient(server.url, tmpdir=str(root / "client"))
+            request = slicer_request(client.info()["labels"], clicks)
             rows = []
             for call in ["first"] + [f"warm {i + 1}" for i in range(args.warm)]:
                 begin = time.perf_counter()
-                _, params = client.infer(args.model, "ct", {})
+                _, params = client.infer(args.model, "ct", request)
                 wall = time.perf_counter() - begin
                 rows.append((call, wall, params["latencies"]))
                 print(f"{call}: {wall:.1f} s {params['latencies']}", flush=True)
@@ -126,6 +137,7 @@ def run(args) -> str:
         "Made by `python benchmarks/bench_app_latency.py"
         + "".join(f" --{k} {v}" for k, v in (("model", args.model), ("device", args.device)))
         + "".join(f" --override '{o}'" for o in args.override)
+        + (f" --clicks '{args.clicks}'" if args.clicks else "")
         + "`. Wall time of `MONAILabelClient.infer` (HTTP request to the label file received);",
         "the server's own breakdown is from the response's `latencies` (seconds). Random weights.",
         "",
@@ -134,9 +146,10 @@ def run(args) -> str:
         f"* Image: `{CT}` ({'x'.join(map(str, header.get_data_shape()))} voxels @ "
         f"{'x'.join(f'{z:g}' for z in header.get_zooms())} mm) → {'x'.join(map(str, shape))} after preprocessing",
         f"* Sliding window: roi {roi}, overlap {overlap}: {windows} window(s)",
+        f"* Clicks sent with every call (image voxel indices): {json.dumps(clicks) if clicks else 'none (automatic)'}",
         f"* Server start until `/info/` answers: {start_s:.0f} s",
     ]
-    if overrides:
+    if overrides and not any(k.startswith("network_def#") for k in overrides):  # same network, fewer windows
         per_window = min(row[2]["infer"] for row in rows) / windows
         lines.append(
             f"* Estimate for the default settings ({'x'.join(map(str, default_shape))} voxels, {default_windows} windows): "
@@ -162,11 +175,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--warm", type=int, default=2, help="warm calls after the first one")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON")
+    parser.add_argument("--clicks", default=None, metavar="JSON", help='DeepEdit clicks, e.g. {"liver": [[86, 47, 20]]}')
     parser.add_argument("--start-timeout-s", type=float, default=300)
-    parser.add_argument("--output", default=None, help="default: benchmarks/results/app_latency_<device>.md")
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/app_latency[_<model> with --clicks]_<device>.md")
     args = parser.parse_args()
     report = run(args)
-    output = Path(args.output or REPO_ROOT / "benchmarks" / "results" / f"app_latency_{args.device}.md")
+    name = f"app_latency_{args.model}_{args.device}.md" if args.clicks else f"app_latency_{args.device}.md"
+    output = Path(args.output or REPO_ROOT / "benchmarks" / "results" / name)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report)
     print(report)

@@ -1,4 +1,4 @@
-"""The MONAI Label app under test: tiny bundle copies, a real ``monailabel start_server`` subprocess, its client.
+"""The MONAI Label app under test: tiny bundle copies, the server started by README.md's command, its client.
 
 Shared by the app, DeepEdit-app and reliability tests. Bundles are shrunk so that a server runs on 2 CPU cores: a tiny
 Rep3D (width 4, 3³ kernels), a 6 mm grid and one inference window.
@@ -26,6 +26,7 @@ from monai.bundle import ConfigParser
 from monailabel.client import MONAILabelClient
 
 from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle
+from readme_helpers import fill, readme_command
 
 CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
 CT_LABELS = "totalseg_ct_abdomen_3mm/example_seg.nii.gz"
@@ -95,17 +96,27 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def launch_command(app: Path, studies: Path, conf: dict, port: int) -> list:
+    """README.md's ``python apps/rep3d/start_server.py --studies ... --conf models ...`` for the app copy ``app``
+    (``conf["models"]`` in the README's models slot, the other ``conf`` pairs and the port appended)."""
+    command = readme_command("python apps/rep3d/start_server.py")
+    models = command[command.index("models", command.index("--conf")) + 1]
+    values = {"apps/rep3d/start_server.py": str(app / "start_server.py"), "/data/ct": str(studies), models: conf["models"]}
+    command = [sys.executable, *fill(command[1:], values)]
+    for key, value in conf.items():
+        command += [] if key == "models" else ["--conf", key, value]
+    return command + ["--port", str(port)]
+
+
 class Server:
-    """``monailabel start_server`` for the app in a subprocess (own process group), with its log in a file."""
+    """The app's server started as README.md says (``start_server.py``, which binds 127.0.0.1) in a subprocess
+    (own process group), with its log in a file."""
 
     def __init__(self, app: Path, studies: Path, conf: dict, workdir: Path, env: Optional[dict] = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "server.log"
-        command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies)]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        for key, value in conf.items():
-            command += ["--conf", key, value]
+        command = launch_command(app, studies, conf, self.port)
         env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(workdir / "sessions"), **(env or {})}
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(

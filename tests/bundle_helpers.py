@@ -6,13 +6,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Set
 
 import nibabel as nib
 import numpy as np
 from monai.bundle import create_workflow
 
 from rep3d_networks.data.cli import phantom, prepare, totalseg
+from rep3d_networks.evaluation import read_metric_table
 
 BUNDLES = ["amos_ct", "amos_mri", "kits", "msd_pancreas", "msd_hepatic_vessel"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -155,3 +156,22 @@ def run_blocked(allowed: Path, module: str, *args: str, cwd: Path, timeout: int 
     package (see :data:`BLOCKED`)."""
     command = [sys.executable, "-c", BLOCKED, str(REPO_ROOT), str(allowed), module, *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def split_cases(datalist: Path, split: str) -> Set[str]:
+    """The images of one split of a datalist (paths relative to the dataset folder, as ``prepare`` writes them)."""
+    return {os.path.normpath(item["image"]) for item in json.loads(datalist.read_text())[split]}
+
+
+def evaluated_cases(bundle: Path, data_dir: Path) -> Set[str]:
+    """The images that the evaluation scored (``eval/val_mean_dice_raw.csv``), relative to ``data_dir``."""
+    table = read_metric_table(str(bundle / "eval" / "val_mean_dice_raw.csv"))
+    return {os.path.relpath(os.path.realpath(case), os.path.realpath(data_dir)) for case in table.cases}
+
+
+def check_evaluated_test_split(bundle: Path, data_dir: Path, datalist: Path) -> None:
+    """The evaluation scored exactly the test split's cases, and the test split shares none with validation."""
+    test = split_cases(datalist, "test")
+    assert test and not test & split_cases(datalist, "validation"), "validation and test must hold different cases"
+    evaluated = evaluated_cases(bundle, data_dir)
+    assert evaluated == test, f"evaluated {sorted(evaluated)}, test split {sorted(test)}"

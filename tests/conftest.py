@@ -1,7 +1,8 @@
 """Shared pytest fixtures.
 
-``shared_data`` points at the real CT/MR test volumes in ``../shared/data`` (beside the repository).
-When the folder is absent the tests that need it are skipped with a clear reason, unless
+``shared_data`` points at the real CT/MR test volumes in ``../shared/data`` (beside the repository), and
+``bundle_schema`` at MONAI's bundle metadata schema in ``../shared/bundle_schema`` (beside the data).
+When they are absent the tests that need them are skipped with a clear reason, unless
 ``REP3D_REQUIRE_SHARED_DATA=1`` (set by ``.ci/run``), which turns the skip into a failure.
 """
 
@@ -23,12 +24,24 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = shared_data_dir()
-    if not (path / "totalseg_ct_abdomen_3mm" / "example_ct_sm.nii.gz").is_file():
-        reason = f"real test data not found at {path} (expected ../shared/data beside the repository)"
+def require(path: Path, what: str) -> Path:
+    """``path`` if it is a file; otherwise a skip, or a failure under ``REP3D_REQUIRE_SHARED_DATA=1``."""
+    if not path.is_file():
+        reason = f"{what} not found at {path} (expected ../shared beside the repository)"
         if os.environ.get("REP3D_REQUIRE_SHARED_DATA") == "1":
             pytest.fail(reason + " and REP3D_REQUIRE_SHARED_DATA=1")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    require(path / "totalseg_ct_abdomen_3mm" / "example_ct_sm.nii.gz", "real test data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundle_schema() -> Path:
+    """MONAI's bundle metadata schema (``meta_schema_20240725.json``, kept offline beside the data)."""
+    return require(shared_data_dir().parent / "bundle_schema" / "meta_schema_20240725.json", "bundle schema")

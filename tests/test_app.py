@@ -19,6 +19,7 @@ import torch
 from monailabel.client.client import MONAILabelClientException
 
 from app_helpers import CT, TRAIN_S, amos_label, check_label, file_digest, save_random_weights, serve_app
+from readme_helpers import README, readme_message
 
 SERVED = {"amos_ct": True, "kits": True, "msd_pancreas": False}  # bundle -> starts with weights
 
@@ -81,8 +82,10 @@ def test_upload_label_train_and_infer_with_new_weights(served, shared_data, tmp_
     """Upload, "Submit Label", "Train", then the next "Run" uses the new checkpoint without a restart."""
     server, client, bundles, studies = served
     image = studies / "ct_sm.nii.gz"
-    client.upload_image(str(shared_data / CT), image_id="uploaded_ct")
-    client.save_label("uploaded_ct", str(amos_label(shared_data, tmp_path / "label.nii.gz")), tag="final")
+    uploaded = "a_uploaded_ct"  # sorts before "ct_sm": the "first" strategy offers it while it is unlabelled
+    client.upload_image(str(shared_data / CT), image_id=uploaded)
+    assert client.next_sample("first", {})["id"] == uploaded
+    client.save_label(uploaded, str(amos_label(shared_data, tmp_path / "label.nii.gz")), tag="final")
     assert client.next_sample("first", {})["id"] == "ct_sm"  # the labelled image is no longer offered
 
     weights = bundles / "amos_ct" / "models" / "model.pt"
@@ -115,8 +118,10 @@ def test_unknown_model_is_a_clear_error(repo_root):
     """``--conf models`` with a name that is not a bundle fails with the list of available ones."""
     bundles = load_app_module(repo_root, "lib/bundles.py")
     bundles_dir = str(repo_root / "bundles")
-    with pytest.raises(ValueError, match="available in .*amos_ct, .*amos_mri, .*kits"):
+    with pytest.raises(ValueError, match="available in .*amos_ct, .*amos_mri, .*kits") as error:
         bundles.select_bundles(bundles_dir, "amos_ct,nope")
+    for doc in (README, repo_root / "docs" / "troubleshooting.md"):  # the message as the docs quote it
+        assert readme_message("Unknown model(s)", doc).fullmatch(str(error.value)), (doc, str(error.value))
     assert list(bundles.select_bundles(bundles_dir, "kits, amos_ct")) == ["kits", "amos_ct"]
     assert list(bundles.select_bundles(bundles_dir, "all")) == bundles.available_bundles(bundles_dir)
     assert bundles.default_bundles_dir(str(repo_root / "apps" / "rep3d")) == os.path.realpath(bundles_dir)

@@ -19,7 +19,6 @@ from bundle_helpers import REPO_ROOT, check_label_matches_image, copy_bundle, ru
 from rep3d_networks.deepedit import GuidanceToImageGridd, map_points
 
 DEEPEDIT_BUNDLES = {"amos_ct_deepedit": "amos_ct", "kits_deepedit": "kits"}  # -> the bundle with the same classes
-SCHEMA = REPO_ROOT.parent / "shared" / "bundle_schema" / "meta_schema_20240725.json"
 
 
 def read_json(path: Path) -> dict:
@@ -33,14 +32,13 @@ def output_classes(bundle: str) -> dict:
 
 
 @pytest.mark.parametrize("name", DEEPEDIT_BUNDLES)
-def test_bundle_files_metadata_and_labels(name):
+def test_bundle_files_metadata_and_labels(name, bundle_schema):
     """Zoo-style files; label_names = the classes of the automatic bundle; one guidance channel per label."""
     root = REPO_ROOT / "bundles" / name
     for f in ["configs/train.json", "configs/inference.json", "configs/metadata.json", "configs/logging.conf",
               "docs/README.md", "LICENSE", "large_files.yml"]:
         assert (root / f).is_file(), f
-    if SCHEMA.is_file():
-        verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(bundle_schema))
     classes = output_classes(DEEPEDIT_BUNDLES[name])
     assert output_classes(name) == classes
     metadata = read_json(root / "configs" / "metadata.json")

@@ -6,14 +6,18 @@ import logging
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
+from monai.data import MetaTensor
+from monai.handlers import HausdorffDistance
 
 from bundle_helpers import (
     TINY_INFER,
     TINY_TRAIN,
+    check_evaluated_test_split,
     check_label_matches_image,
     copy_bundle,
     make_dataset,
@@ -24,7 +28,7 @@ from bundle_helpers import (
 from rep3d_networks import Rep3D
 from rep3d_networks.compare import main as compare_main
 from rep3d_networks.evaluation import compare_tables, read_metric_table, summary_rows
-from rep3d_networks.handlers import TrainingCurves
+from rep3d_networks.handlers import HausdorffDistanceMM, TrainingCurves
 
 A = np.array([0.80, 0.75, 0.90, 0.60, 0.85, 0.70, 0.65, 0.88])
 D = np.array([0.05, -0.02, 0.03, 0.08, 0.01, 0.06, -0.04, 0.07])  # distinct |d|, no zero: exact test
@@ -121,6 +125,34 @@ def test_summary_rows_mean_std_and_non_finite():
     assert rows[2]["dice_std"] == pytest.approx(np.std([0.7, 0.7, 0.75]))  # over cases of the per-case mean
 
 
+def cube_pair(shift: int):
+    """One-hot ``[2, 16, 16, 16]`` label and prediction: the same 6³ cube, the prediction ``shift`` voxels up in z."""
+    label, pred = torch.zeros(2, 16, 16, 16), torch.zeros(2, 16, 16, 16)
+    label[1, 5:11, 5:11, 4:10] = 1
+    pred[1, 5:11, 5:11, 4 + shift : 10 + shift] = 1
+    label[0], pred[0] = 1 - label[1], 1 - pred[1]
+    return pred, label
+
+
+def hd95(handler, pred, label) -> float:
+    """The handler's value after an evaluator-like engine whose output is ``([pred], [label])``."""
+    engine = Engine(lambda engine, batch: batch)
+    handler.attach(engine, "hd95")
+    engine.run([([pred], [label])])
+    return float(engine.state.metrics["hd95"])
+
+
+def test_hd95_handler_measures_millimetres_on_an_anisotropic_grid():
+    """On a 0.8 x 0.8 x 3 mm grid a 2-voxel shift along z is 6 mm; MONAI's own handler says 2 (voxels)."""
+    pred, label = cube_pair(shift=2)
+    affine = torch.diag(torch.tensor([0.8, 0.8, 3.0, 1.0]))
+    assert hd95(HausdorffDistance(include_background=False, percentile=95), pred, label) == pytest.approx(2.0)
+    metric = HausdorffDistanceMM(include_background=False, percentile=95)
+    assert hd95(metric, pred, MetaTensor(label, affine=affine)) == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="needs each label as a MetaTensor"):
+        hd95(metric, pred, label)
+
+
 def test_training_curves_never_stop_training(tmp_path, caplog):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
@@ -141,7 +173,7 @@ def test_training_curves_never_stop_training(tmp_path, caplog):
 def test_train_then_evaluate_writes_curves_and_named_summary(tmp_path):
     bundle = copy_bundle("kits", tmp_path / "bundles")
     data_dir = make_dataset("kits", "phantom", tmp_path / "data")
-    prepare_bundle(bundle, data_dir)
+    datalist = prepare_bundle(bundle, data_dir)
     run_bundle(bundle, ["train.json"], dataset_dir=str(data_dir), **TINY_TRAIN)
     png = bundle / "eval" / "training_curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -156,17 +188,41 @@ def test_train_then_evaluate_writes_curves_and_named_summary(tmp_path):
     for metric in ["val_mean_dice", "val_hd95"]:  # both per-case tables read back (MONAI repeats "mean" in the second)
         table = read_metric_table(str(bundle / "eval" / f"{metric}_raw.csv"))
         assert table.classes == ("class0", "class1", "class2") and len(table.cases) == 1
+    check_evaluated_test_split(bundle, data_dir, datalist)
+
+
+# Class probabilities of the five fold models of ``kits`` (background, kidney, tumor, cyst), the same at every voxel.
+# Each model alone picks kidney, cyst or background, any four of them average to kidney or cyst, and only the
+# mean of all five picks tumor (0.30 against 0.27, 0.27 and 0.16).
+FOLD_PROBABILITIES = [[0.05, 0.6, 0.3, 0.05]] * 2 + [[0.05, 0.05, 0.3, 0.6]] * 2 + [[0.6, 0.05, 0.3, 0.05]]
+ENSEMBLE_CLASS = 2
+
+
+def constant_model(classes: int, probabilities, seed: int) -> dict:
+    """A random tiny Rep3D whose head ignores its features: every voxel gets ``probabilities`` after softmax."""
+    torch.manual_seed(seed)
+    state = Rep3D(1, classes, feature_size=8, hidden_size=32).state_dict()
+    state["decoder.head.conv.conv.weight"].zero_()
+    state["decoder.head.conv.conv.bias"].copy_(torch.log(torch.tensor(probabilities)))
+    return state
+
+
+def test_fold_probabilities_need_all_five_models():
+    probabilities = np.asarray(FOLD_PROBABILITIES)
+    assert np.argmax(probabilities.mean(0)) == ENSEMBLE_CLASS
+    assert all(np.argmax(p) != ENSEMBLE_CLASS for p in probabilities)
+    assert all(np.argmax(np.delete(probabilities, k, 0).mean(0)) != ENSEMBLE_CLASS for k in range(5))
 
 
 def test_five_fold_ensemble_inference(tmp_path):
+    """The ensemble averages the softmax of all five fold models (see ``FOLD_PROBABILITIES``)."""
     bundle = copy_bundle("kits", tmp_path / "bundles")
     data_dir = make_dataset("kits", "phantom", tmp_path / "data")
     datalist = prepare_bundle(bundle, data_dir)
-    for k in range(5):
-        torch.manual_seed(k)
+    for k, probabilities in enumerate(FOLD_PROBABILITIES):
         fold = bundle / "models" / f"fold{k}"
         fold.mkdir(parents=True)
-        torch.save(Rep3D(1, num_classes(bundle), feature_size=8, hidden_size=32).state_dict(), fold / "model.pt")
+        torch.save(constant_model(num_classes(bundle), probabilities, seed=k), fold / "model.pt")
     image = data_dir / json.loads(datalist.read_text())["test"][0]["image"]
     out_dir = tmp_path / "pred"
     run_bundle(bundle, ["inference.json", "inference_ensemble.json"], dataset_dir=str(data_dir), datalist=[str(image)],
@@ -174,6 +230,8 @@ def test_five_fold_ensemble_inference(tmp_path):
     written = list(out_dir.rglob("*_seg.nii.gz"))
     assert len(written) == 1, written
     check_label_matches_image(written[0], image, num_classes(bundle))
+    values = np.unique(np.asarray(nib.load(str(written[0])).dataobj))
+    assert values.tolist() == [ENSEMBLE_CLASS], values
 
     (bundle / "models" / "fold3" / "model.pt").unlink()
     with pytest.raises(Exception) as error:

@@ -10,13 +10,14 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from bundle_helpers import REPO_ROOT
 from rep3d_networks import LRBM, Rep3D, UXNet, csla_param_groups, fold, mark_folded
 from rep3d_networks.blocks import GENERATOR_NORM_AFFINE, ReparamDepthwiseConv3d
 from rep3d_networks.blocks.receptive_mask import tap_distance
 
 TINY = dict(feature_size=8, hidden_size=32, kernel_size=21)
 V0_1_FIXTURE = Path(__file__).parent / "data" / "v0_1_checkpoints.pt"  # written by tests/data/make_v0_1_checkpoints.py
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = REPO_ROOT / "README.md"
 
 # (model, parameters for 1 -> 16 classes); each row is also a row of the README "Models" table
 PARAMETER_COUNTS = [
@@ -327,10 +328,19 @@ def test_folded_model_is_scriptable():
 
 
 def test_fold_method_and_idempotence():
-    model = Rep3D(1, 2, reparam="lrbm", **TINY)
+    """``fold()`` returns the model; a second ``fold()`` changes no weight and no output."""
+    torch.manual_seed(0)
+    model = _trained_tiny(Rep3D(1, 2, reparam="lrbm", **TINY))  # M != P: folding again would change the kernels
     n_before = count(model)
-    model.fold().fold()
-    assert count(model) < n_before
+    x = torch.randn(1, 1, 32, 32, 32)
+    assert model.fold() is model and count(model) < n_before
+    once = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        y_once = model(x)
+        assert model.fold() is model
+        torch.testing.assert_close(model(x), y_once, rtol=0, atol=0)
+    twice = model.state_dict()
+    assert twice.keys() == once.keys() and all(torch.equal(twice[k], once[k]) for k in once)
 
 
 @pytest.mark.parametrize("shape", [(33, 32, 32), (32, 32, 24), (31, 31, 31)])
@@ -360,12 +370,19 @@ def test_csla_param_groups_give_separate_learning_rates():
         csla_param_groups(Rep3D(1, 2, reparam="vanilla", **TINY), 1e-4, 3e-4)
 
 
-def test_network_builds_from_bundle_config():
-    parser = ConfigParser({"network_def": {"_target_": "rep3d_networks.Rep3D", "in_channels": 1, "out_channels": 4, **TINY}})
+@pytest.mark.parametrize("config,folded", [("train.json", False), ("inference.json", True)])
+def test_network_builds_from_bundle_config(config, folded):
+    """``network_def`` of a bundle's config (narrowed to a CPU-sized width) builds its Rep3D: 16 AMOS classes,
+    LRBM masks for training, folded kernels for inference."""
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundles" / "amos_ct" / "configs" / config))
+    parser.update({f"network_def#{key}": value for key, value in TINY.items()})
     net = parser.get_parsed_content("network_def")
     assert isinstance(net, Rep3D)
+    convs = [m for m in net.modules() if isinstance(m, ReparamDepthwiseConv3d)]
+    assert convs and all(c.folded is folded and (c.mask is None) is folded for c in convs)
     with torch.no_grad():
-        assert net.eval()(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 4, 32, 32, 32)
+        assert net.eval()(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 16, 32, 32, 32)
 
 
 def test_fft_and_direct_conv_give_same_loss_and_gradients():

@@ -13,15 +13,24 @@ class HausdorffDistanceMM(HausdorffDistance):
 
     MONAI's handler calls the metric without ``spacing``, so distances come out in voxels of the resampled grid
     (anisotropic for e.g. 1.5 x 1.5 x 2.0 mm). This one reads the spacing of every reference label from its
-    affine (``MetaTensor.pixdim``) and computes each image on its own, so the values are in millimetres. Images
-    that are not ``MetaTensor`` fall back to unit spacing. Arguments as :class:`monai.handlers.HausdorffDistance`.
+    affine (``MetaTensor.pixdim``) and computes each image on its own, so the values are in millimetres. A label
+    without an affine (not a ``MetaTensor``) is an error: its distances could only be given in voxels. Arguments
+    as :class:`monai.handlers.HausdorffDistance`.
     """
 
     @reinit__is_reduced
     def update(self, output: Sequence) -> None:
-        """Accumulates the distances of one batch; ``output`` is ``(y_pred, y)`` (batch-first or lists)."""
+        """Accumulates the distances of one batch; ``output`` is ``(y_pred, y)`` (batch-first or lists).
+
+        Raises:
+            ValueError: ``output`` is not a pair, or a label is not a ``MetaTensor``.
+        """
         if len(output) != 2:
             raise ValueError(f"output must have length 2, got {len(output)}.")
         for pred, label in zip(*output):
-            spacing = label.pixdim.tolist() if isinstance(label, MetaTensor) else None
-            self.metric_fn(torch.as_tensor(pred)[None], torch.as_tensor(label)[None], spacing=spacing)
+            if not isinstance(label, MetaTensor):
+                raise ValueError(
+                    f"HausdorffDistanceMM needs each label as a MetaTensor (its affine gives the voxel spacing), "
+                    f"got {type(label).__name__}: keep the labels' metadata up to the metric."
+                )
+            self.metric_fn(torch.as_tensor(pred)[None], torch.as_tensor(label)[None], spacing=label.pixdim.tolist())
