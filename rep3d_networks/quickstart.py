@@ -150,6 +150,9 @@ def main(
     shutil.copytree(repo_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
     prepare(BUNDLE, str(data_dir), str(bundle / "configs"), seed=seed)
 
+    affine = ConfigParser.load_config_file(str(bundle / "configs" / "train.json"))["train"]["random_transforms"][2]["_target_"]
+    if affine != "RandAffined":
+        raise ValueError(f"{bundle}/configs/train.json: train#random_transforms#2 is {affine}, the quickstart expects RandAffined")
     common = dict(dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, **SMALL_NETWORK)
     interval = max(1, int(iterations) // 6)
     train = dict(
