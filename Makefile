@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test quickstart gpu-prepare gpu-check gpu-check-dry
+.PHONY: install test quickstart real-ct-model gpu-prepare gpu-check gpu-check-dry
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,7 @@ gpu-check:
 
 gpu-check-dry: install
 	$(PY) benchmarks/gpu_check.py --dry-run --jobs 2
+
+# A small Rep3D trained at 3 mm on the real CT in ../shared/data (see docs/real_ct_model.md: not yet a working model).
+real-ct-model: install
+	$(PY) -m rep3d_networks.real_ct --output_dir real_ct_output

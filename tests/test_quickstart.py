@@ -1,26 +1,60 @@
-"""The README's quickstart command, end to end on a phantom (issue #4)."""
+"""The README's quickstart command, end to end on a phantom (issues #4, #14)."""
 
 import subprocess
 import sys
 
 from PIL import Image
 
+from rep3d_networks import Rep3D
+
 
 def test_quickstart_runs_end_to_end(tmp_path):
     out = tmp_path / "quickstart"
     result = subprocess.run(
-        # the README command with fewer training iterations (30 by default) to keep CI short
-        [sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out), "--iterations", "10"],
+        # the README command with fewer training iterations and a smaller phantom to keep CI short
+        [sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out), "--iterations", "12", "--num_cases", "6", "--size", "32"],
         capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    # the settings that differ from the paper recipe are printed, with the paper's value and the quickstart's
+    assert "learning_rate: 0.0001 in the paper recipe, 0.01 here" in result.stdout
+    assert "roi_size: [96, 96, 96] in the paper recipe, [32, 32, 32] here" in result.stdout
+    assert "max_iterations: 60000 in the paper recipe, 12 here" in result.stdout
     table = (out / "results.md").read_text()
+    assert table.startswith("# Quickstart results (12 iterations, 1 held-out phantom case(s), seed 0,")
     assert "| spleen |" in table and "| mean (classes without background) |" in table
     dice = [float(line.split("|")[2].split("±")[0]) for line in table.splitlines() if "±" in line]
     assert len(dice) == 16 and all(0.0 <= d <= 1.0 for d in dice)  # 15 organs + the mean
+    assert (out / "bundle" / "models" / "model.pt").is_file()  # the best checkpoint evaluate.json loaded
     with Image.open(out / "overlay.png") as png:
         assert png.size[0] > 100 and png.size[1] > 100
     assert list((out / "predictions").rglob("*_seg.nii.gz"))
     # a second run into the same folder refuses instead of overwriting the user's results
     again = subprocess.run([sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out)], capture_output=True, text=True)
+    assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_real_ct_model_command(tmp_path, shared_data, repo_root, monkeypatch):
+    """``python -m rep3d_networks.real_ct`` on a tiny setting: results table, checkpoint, inference, MONAI Label app load."""
+    out = tmp_path / "real_ct"
+    command = [sys.executable, "-m", "rep3d_networks.real_ct", "--output_dir", str(out), "--shared_data", str(shared_data)]
+    result = subprocess.run(command + ["--iterations", "4", "--num_cases", "3", "--num_validations", "1"], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "pixdim: [1.5, 1.5, 2.0] in the paper recipe, [3.0, 3.0, 3.0] here" in result.stdout
+    results = (out / "results.md").read_text()
+    assert results.startswith("# Small Rep3D on the real CT (4 iterations, seed 0)")
+    assert "| liver |" in results and "| mean (classes without background) |" in results and "one person" in results
+    bundle = out / "bundles" / "amos_ct"
+    assert (bundle / "models" / "model.pt").is_file()
+    assert list((out / "predictions").rglob("*_seg.nii.gz"))  # inference.json of the copy loaded the checkpoint
+    # the MONAI Label app's infer task loads the copy's inference.json and checkpoint strictly, as the server would
+    monkeypatch.syspath_prepend(str(repo_root / "apps" / "rep3d"))
+    from lib.infer import Rep3DInferTask
+
+    task = Rep3DInferTask(str(bundle), {}, "cpu")
+    assert task.info()["trained"]
+    network = task._get_network("cpu", {})
+    small = Rep3D(1, 16, feature_size=8, hidden_size=32, deploy=True)  # the width the command trains, folded
+    assert [tuple(p.shape) for p in network.parameters()] == [tuple(p.shape) for p in small.parameters()]
+    again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode != 0 and "already exists" in again.stderr

@@ -38,23 +38,29 @@ class Organ:
 
 
 def abdominal_organs() -> Tuple[Organ, ...]:
-    """The 15 AMOS organs in painting order (later organs are drawn over earlier ones)."""
+    """The 15 AMOS organs in painting order (later organs are drawn over earlier ones).
+
+    Positions follow an axial CT of the upper abdomen and pelvis; CT values are portal-venous HU. The small
+    organs (adrenal glands, esophagus, gallbladder, duodenum, prostate/uterus) are drawn about twice their
+    true size relative to the body, so that at the phantom's 32-48 voxel resolution each is several voxels
+    thick (a 2 mm adrenal limb would be sub-voxel and unlearnable); neighbours differ by >= 40 HU or by side.
+    """
     return (
-        Organ("liver", 6, (-0.38, 0.02, 0.45), (0.36, 0.40, 0.34), 60, 450),
-        Organ("spleen", 1, (0.52, 0.28, 0.48), (0.15, 0.20, 0.22), 50, 380),
-        Organ("stomach", 7, (0.30, -0.18, 0.50), (0.22, 0.16, 0.20), 25, 280),
-        Organ("right kidney", 2, (-0.36, 0.38, 0.02), (0.13, 0.13, 0.24), 150, 540),
-        Organ("left kidney", 3, (0.36, 0.38, 0.06), (0.13, 0.13, 0.24), 150, 540),
-        Organ("aorta", 8, (0.06, 0.30, 0.0), (0.065, 0.065, 0.0), 200, 680, tube_z_range=(-0.60, 0.90)),
-        Organ("inferior vena cava", 9, (-0.13, 0.28, 0.0), (0.075, 0.065, 0.0), 130, 620, tube_z_range=(-0.60, 0.75)),
-        Organ("pancreas", 10, (0.08, 0.08, 0.22), (0.30, 0.075, 0.085), 45, 480),
-        Organ("duodenum", 13, (-0.16, -0.02, 0.08), (0.07, 0.07, 0.16), 35, 320),
-        Organ("gallbladder", 4, (-0.26, -0.30, 0.26), (0.085, 0.085, 0.13), 10, 120),
-        Organ("right adrenal gland", 11, (-0.24, 0.36, 0.34), (0.045, 0.045, 0.07), 30, 400),
-        Organ("left adrenal gland", 12, (0.24, 0.34, 0.36), (0.045, 0.045, 0.07), 30, 400),
-        Organ("esophagus", 5, (0.06, 0.22, 0.0), (0.05, 0.05, 0.0), 40, 300, tube_z_range=(0.75, 1.0)),
-        Organ("bladder", 14, (0.0, -0.22, -0.76), (0.20, 0.16, 0.15), 5, 150, in_mri_field_of_view=False),
-        Organ("prostate/uterus", 15, (0.0, 0.06, -0.86), (0.085, 0.085, 0.075), 40, 350, in_mri_field_of_view=False),
+        Organ("liver", 6, (-0.38, 0.00, 0.42), (0.36, 0.40, 0.36), 105, 450),
+        Organ("spleen", 1, (0.52, 0.26, 0.46), (0.16, 0.21, 0.24), 125, 380),
+        Organ("stomach", 7, (0.30, -0.22, 0.50), (0.22, 0.17, 0.22), 15, 280),
+        Organ("right kidney", 2, (-0.40, 0.36, 0.00), (0.15, 0.15, 0.26), 175, 540),
+        Organ("left kidney", 3, (0.40, 0.36, 0.04), (0.15, 0.15, 0.26), 175, 540),
+        Organ("aorta", 8, (0.07, 0.30, 0.0), (0.095, 0.095, 0.0), 230, 680, tube_z_range=(-0.60, 0.80)),
+        Organ("inferior vena cava", 9, (-0.15, 0.27, 0.0), (0.10, 0.085, 0.0), 150, 620, tube_z_range=(-0.60, 0.70)),
+        Organ("pancreas", 10, (0.14, 0.04, 0.18), (0.26, 0.10, 0.11), 85, 480),
+        Organ("duodenum", 13, (-0.20, -0.08, 0.04), (0.11, 0.11, 0.17), 35, 320),
+        Organ("gallbladder", 4, (-0.30, -0.34, 0.24), (0.12, 0.11, 0.15), -5, 120),
+        Organ("right adrenal gland", 11, (-0.22, 0.38, 0.40), (0.11, 0.10, 0.15), 45, 400),
+        Organ("left adrenal gland", 12, (0.24, 0.38, 0.40), (0.11, 0.10, 0.15), 45, 400),
+        Organ("esophagus", 5, (0.05, 0.18, 0.0), (0.10, 0.10, 0.0), 50, 300, tube_z_range=(0.80, 1.0)),
+        Organ("bladder", 14, (0.0, -0.20, -0.70), (0.24, 0.18, 0.18), 5, 150, in_mri_field_of_view=False),
+        Organ("prostate/uterus", 15, (0.0, 0.12, -0.84), (0.13, 0.12, 0.12), 70, 350, in_mri_field_of_view=False),
     )
 
 
