@@ -103,6 +103,31 @@ def test_upload_label_train_and_infer_with_new_weights(served, shared_data, tmp_
     assert not np.array_equal(before_label, after_label)
 
 
+def test_training_progress_reaches_slicer_while_training_runs(served, shared_data, tmp_path):
+    """What 3D Slicer's training monitor reads while ``/train/`` says RUNNING: ``/info/`` ``train_stats`` of the
+    model (``epoch``, ``total_epochs``, ``best_metric``; ``total_time`` once done), plus Dice per label."""
+    server, client, bundles, _ = served
+    client.upload_image(str(shared_data / CT), image_id="progress_ct")
+    client.save_label("progress_ct", str(amos_label(shared_data, tmp_path / "label.nii.gz")), tag="final")
+    client.train_start("amos_ct", {"max_iterations": 4, "val_interval": 2, "device": "cpu"})
+    seen, deadline = [], time.monotonic() + TRAIN_S
+    while (status := client.train_status())["status"] in ("SUBMITTED", "RUNNING"):
+        assert time.monotonic() < deadline, f"training still running after {TRAIN_S} s:\n{server.log_tail()}"
+        if status["status"] == "RUNNING":
+            seen.append(client.info().get("train_stats", {}).get("amos_ct") or {})
+        time.sleep(0.5)
+    assert status["status"] == "DONE", f"{status}\n{server.log_tail()}"
+    running = [s for s in seen if s and "total_time" not in s]
+    assert running, f"no progress while training ran: {seen}"
+    assert all(s["total_epochs"] == 2 and 0 <= s["epoch"] <= 2 for s in running)
+    final = client.info()["train_stats"]["amos_ct"]
+    assert final["epoch"] == final["total_epochs"] == 2 and "total_time" in final
+    assert isinstance(final["best_metric"], float) and final["best_metric"] == final["eval"]["best_metric"]
+    labels = channel_names(bundles / "amos_ct")
+    assert list(final["label_dice"]) == [name for name, _ in sorted(labels.items(), key=lambda item: item[1])]
+    assert all(v is None or 0.0 <= v <= 1.0 for v in final["label_dice"].values())
+
+
 def load_app_module(repo_root: Path, relative_path: str):
     """Imports one file of the app by path (the app's ``lib`` package is not installed)."""
     spec = importlib.util.spec_from_file_location(f"rep3d_app_{Path(relative_path).stem}", repo_root / "apps/rep3d" / relative_path)
