@@ -67,6 +67,18 @@ def test_infer_returns_label_in_input_geometry(served, model):
     assert params["label_names"] == channel_names(bundles / model)
 
 
+def test_sliding_window_options_per_request(served):
+    """Slicer's options of a model list the bundle's ``displayable_configs``; a request's values reach the inferer."""
+    server, client, _, studies = served
+    config = client.info()["models"]["amos_ct"]["config"]
+    assert config["sw_overlap"] == 0.0 and config["sw_batch_size"] == 1  # the tiny bundles' values
+    check_label(client.infer("amos_ct", "ct_sm", {"sw_overlap": 0.25, "sw_batch_size": 2})[0], studies / "ct_sm.nii.gz", 16)
+    with pytest.raises(MONAILabelClientException):
+        client.infer("amos_ct", "ct_sm", {"sw_overlap": 1.0})
+    assert "overlap must be >= 0 and < 1, got 1.0" in server.log_text()  # MONAI's sliding window got the request's value
+    check_label(client.infer("amos_ct", "ct_sm", {})[0], studies / "ct_sm.nii.gz", 16)  # defaults again
+
+
 def test_untrained_model_refuses_inference_until_weights_appear(served):
     server, client, bundles, studies = served
     with pytest.raises(MONAILabelClientException, match="untrained"):

@@ -268,7 +268,10 @@ def inference(data: DatasetSpec) -> Config:
         "dataset": target("Dataset", data="$[{'image': os.path.normpath(i)} for i in @datalist]",
                           transform="@preprocessing"),
         "dataloader": target("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
-        "inferer": target("SlidingWindowInferer", roi_size=[96, 96, 96], sw_batch_size=4, overlap=0.5),
+        # per request in MONAI Label (Slicer's options of the model); on the command line --inferer#overlap etc.
+        "displayable_configs": {"sw_overlap": 0.5, "sw_batch_size": 4},
+        "inferer": target("SlidingWindowInferer", roi_size=[96, 96, 96], sw_batch_size="@displayable_configs#sw_batch_size",
+                          overlap="@displayable_configs#sw_overlap", progress=True),
         "postprocessing": target("Compose", transforms=inference_postprocessing()),
         "handlers": [
             target("CheckpointLoader", _disabled_="$str(@load_pretrain).lower() in ('false', '0', 'no')",

@@ -1,10 +1,11 @@
 """The inference output stage: labels on each input's grid at O(voxels) memory, written inside ``output_dir``."""
 
 import os
-from typing import Hashable, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import Invertd, MapTransform
 
 LABEL_INTERP = ("bilinear", "nearest")
@@ -27,6 +28,20 @@ def output_root(inputs: Sequence[str], default: str) -> str:
     return os.path.commonpath(parents) if parents else default
 
 
+def single_precision(operations: Any) -> Any:
+    """A copy of an applied-operations stack whose resampling runs in float32 (``Spacingd`` records float64).
+
+    An inverse resampling builds its sampling grid in the recorded dtype: 3 values per output voxel, 24 bytes in
+    float64, 12 in float32.
+    """
+    if isinstance(operations, (list, tuple)):
+        return [single_precision(op) for op in operations]
+    if isinstance(operations, Mapping):
+        return {k: v.replace("float64", "float32") if k == "dtype" and isinstance(v, str) else single_precision(v)
+                for k, v in operations.items()}
+    return operations
+
+
 class InvertToLabelsd(MapTransform):
     """Class probabilities on the network's grid → one label map (``uint8``) on the input's grid.
 
@@ -39,6 +54,8 @@ class InvertToLabelsd(MapTransform):
       ``argmax`` (first class on ties, as ``argmax``). MONAI has no channel-streaming inverse, hence this loop.
     * ``interp="nearest"``: ``argmax`` on the network grid, then the label map alone is inverted with nearest
       neighbour (one resampling instead of one per class; labels differ from ``"bilinear"`` along boundaries).
+
+    The inverse resampling runs in float32 (:func:`single_precision`), whatever the preprocessing recorded.
 
     Args:
         keys: the prediction key(s), channel-first probabilities (e.g. after ``Activationsd(softmax=True)``).
@@ -66,11 +83,17 @@ class InvertToLabelsd(MapTransform):
             raise ValueError(f"interp must be one of {LABEL_INTERP}, got {interp!r}")
         self.interp = interp
         self.dtype = dtype
+        self.orig_keys = orig_keys
         self.invert = Invertd(keys=keys, transform=transform, orig_keys=orig_keys, nearest_interp=interp == "nearest",
                               to_tensor=True, allow_missing_keys=allow_missing_keys)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
+        for orig_key in [self.orig_keys] if isinstance(self.orig_keys, str) else self.orig_keys:
+            image = d.get(orig_key)
+            if isinstance(image, MetaTensor):  # same voxels, float32 resampling
+                d[orig_key] = MetaTensor(image.as_tensor(), meta=image.meta,
+                                         applied_operations=single_precision(image.applied_operations))
         for key in self.key_iterator(d):
             probabilities = d[key]
             if probabilities.shape[0] - 1 > torch.iinfo(self.dtype).max:
