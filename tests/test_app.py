@@ -73,9 +73,10 @@ def test_sliding_window_options_per_request(served):
     config = client.info()["models"]["amos_ct"]["config"]
     assert config["sw_overlap"] == 0.0 and config["sw_batch_size"] == 1  # the tiny bundles' values
     check_label(client.infer("amos_ct", "ct_sm", {"sw_overlap": 0.25, "sw_batch_size": 2})[0], studies / "ct_sm.nii.gz", 16)
-    with pytest.raises(MONAILabelClientException):
+    assert "SlidingWindowInferer => {'roi_size': [64, 64, 16], 'sw_batch_size': 2, 'overlap': 0.25" in server.log_text()
+    with pytest.raises(MONAILabelClientException):  # MONAI's sliding window refuses it
         client.infer("amos_ct", "ct_sm", {"sw_overlap": 1.0})
-    assert "overlap must be >= 0 and < 1, got 1.0" in server.log_text()  # MONAI's sliding window got the request's value
+    assert "SlidingWindowInferer => {'roi_size': [64, 64, 16], 'sw_batch_size': 1, 'overlap': 1.0" in server.log_text()
     check_label(client.infer("amos_ct", "ct_sm", {})[0], studies / "ct_sm.nii.gz", 16)  # defaults again
 
 
