@@ -68,6 +68,19 @@ def test_infer_returns_label_in_input_geometry(served, model):
     assert params["label_names"] == channel_names(bundles / model)
 
 
+def test_sliding_window_options_per_request(served):
+    """Slicer's options of a model list the bundle's ``displayable_configs``; a request's values reach the inferer."""
+    server, client, _, studies = served
+    config = client.info()["models"]["amos_ct"]["config"]
+    assert config["sw_overlap"] == 0.0 and config["sw_batch_size"] == 1  # the tiny bundles' values
+    check_label(client.infer("amos_ct", "ct_sm", {"sw_overlap": 0.25, "sw_batch_size": 2})[0], studies / "ct_sm.nii.gz", 16)
+    assert "SlidingWindowInferer => {'roi_size': [64, 64, 16], 'sw_batch_size': 2, 'overlap': 0.25" in server.log_text()
+    with pytest.raises(MONAILabelClientException):  # MONAI's sliding window refuses it
+        client.infer("amos_ct", "ct_sm", {"sw_overlap": 1.0})
+    assert "SlidingWindowInferer => {'roi_size': [64, 64, 16], 'sw_batch_size': 1, 'overlap': 1.0" in server.log_text()
+    check_label(client.infer("amos_ct", "ct_sm", {})[0], studies / "ct_sm.nii.gz", 16)  # defaults again
+
+
 def test_untrained_model_refuses_inference_until_weights_appear(served):
     server, client, bundles, studies = served
     with pytest.raises(MONAILabelClientException, match="untrained"):
@@ -104,6 +117,31 @@ def test_upload_label_train_and_infer_with_new_weights(served, shared_data, tmp_
     after_label = check_label(client.infer("amos_ct", "ct_sm", {})[0], image, 16)
     assert "Reload model from cache" in server.log_text()
     assert not np.array_equal(before_label, after_label)
+
+
+def test_training_progress_reaches_slicer_while_training_runs(served, shared_data, tmp_path):
+    """What 3D Slicer's training monitor reads while ``/train/`` says RUNNING: ``/info/`` ``train_stats`` of the
+    model (``epoch``, ``total_epochs``, ``best_metric``; ``total_time`` once done), plus Dice per label."""
+    server, client, bundles, _ = served
+    client.upload_image(str(shared_data / CT), image_id="progress_ct")
+    client.save_label("progress_ct", str(amos_label(shared_data, tmp_path / "label.nii.gz")), tag="final")
+    client.train_start("amos_ct", {"max_iterations": 4, "val_interval": 2, "device": "cpu"})
+    seen, deadline = [], time.monotonic() + TRAIN_S
+    while (status := client.train_status())["status"] in ("SUBMITTED", "RUNNING"):
+        assert time.monotonic() < deadline, f"training still running after {TRAIN_S} s:\n{server.log_tail()}"
+        if status["status"] == "RUNNING":
+            seen.append(client.info().get("train_stats", {}).get("amos_ct") or {})
+        time.sleep(0.5)
+    assert status["status"] == "DONE", f"{status}\n{server.log_tail()}"
+    running = [s for s in seen if s and "total_time" not in s]
+    assert running, f"no progress while training ran: {seen}"
+    assert all(s["total_epochs"] == 2 and 0 <= s["epoch"] <= 2 for s in running)
+    final = client.info()["train_stats"]["amos_ct"]
+    assert final["epoch"] == final["total_epochs"] == 2 and "total_time" in final
+    assert isinstance(final["best_metric"], float) and final["best_metric"] == final["eval"]["best_metric"]
+    labels = channel_names(bundles / "amos_ct")
+    assert list(final["label_dice"]) == [name for name, _ in sorted(labels.items(), key=lambda item: item[1])]
+    assert all(v is None or 0.0 <= v <= 1.0 for v in final["label_dice"].values())
 
 
 def load_app_module(repo_root: Path, relative_path: str):

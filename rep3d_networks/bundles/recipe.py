@@ -212,6 +212,30 @@ def evaluate() -> Config:
     }
 
 
+OUTPUT_KEYS = {"max_voxels": 300000000, "label_interp": "bilinear", "save_probabilities": False}
+"""``inference.json`` keys of the input budget and output stage (see :func:`inference_postprocessing`)."""
+UNLESS_PROBABILITIES = "$str(@save_probabilities).lower() not in ('true', '1', 'yes')"
+
+
+def inference_postprocessing() -> List[Config]:
+    """Labels on each input's grid at O(voxels) memory (``InvertToLabelsd``, ``label_interp`` bilinear or nearest);
+    with ``save_probabilities`` also every class's probability on the input grid (float32, 4 × classes bytes per
+    voxel). The first transform is the softmax (``inference_ensemble.json`` replaces it by the fold mean)."""
+    save = dict(output_dir="@output_dir", output_ext="@output_ext", resample=False, separate_folder=False,
+                data_root_dir="$output_root(@datalist, @dataset_dir)")
+    return [
+        target("Activationsd", keys="pred", softmax=True),
+        target("CopyItemsd", _disabled_=UNLESS_PROBABILITIES, keys="pred", names="probabilities"),
+        target("Invertd", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", transform="@preprocessing",
+               orig_keys="image", nearest_interp=False, to_tensor=True),
+        target("SaveImaged", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", output_postfix="prob",
+               output_dtype="$np.float32", **save),
+        target("rep3d_networks.reliability.InvertToLabelsd", keys="pred", transform="@preprocessing", orig_keys="image",
+               interp="@label_interp"),
+        target("SaveImaged", keys="pred", output_postfix="@output_postfix", output_dtype="@output_dtype", **save),
+    ]
+
+
 def inference(data: DatasetSpec) -> Config:
     """``inference.json``: the folded network, sliding window, labels saved in each input's geometry."""
     return {
@@ -227,14 +251,15 @@ def inference(data: DatasetSpec) -> Config:
         "load_pretrain": True,
         "num_workers": 4,
         **{k: v for k, v in dataset_keys(data).items() if k != "dataset_dir"},
+        **OUTPUT_KEYS,
         "amp": "$torch.cuda.is_available()",
         "device": DEVICE,
         "network_def": network_def(deploy=True),
         "network": "$@network_def.to(@device)",
         "preprocessing": target("Compose", transforms=[
-            target("rep3d_networks.reliability.LoadVolumed", keys="image", image_only=True),
+            target("rep3d_networks.reliability.LoadVolumed", keys="image", image_only=True, max_voxels="@max_voxels"),
             target("EnsureChannelFirstd", keys="image"),
-            target("rep3d_networks.reliability.ValidateVolumed", keys="image", label_key=None),
+            target("rep3d_networks.reliability.ValidateVolumed", keys="image", label_key=None, max_voxels="@max_voxels"),
             target("Orientationd", keys="image", axcodes="RAS"),
             target("Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
             *intensity_transforms(),
@@ -243,16 +268,11 @@ def inference(data: DatasetSpec) -> Config:
         "dataset": target("Dataset", data="$[{'image': os.path.normpath(i)} for i in @datalist]",
                           transform="@preprocessing"),
         "dataloader": target("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
-        "inferer": target("SlidingWindowInferer", roi_size=[96, 96, 96], sw_batch_size=4, overlap=0.5),
-        "postprocessing": target("Compose", transforms=[
-            target("Activationsd", keys="pred", softmax=True),
-            target("Invertd", keys="pred", transform="@preprocessing", orig_keys="image", nearest_interp=False,
-                   to_tensor=True),
-            target("AsDiscreted", keys="pred", argmax=True),
-            target("SaveImaged", keys="pred", output_dir="@output_dir", output_postfix="@output_postfix",
-                   output_ext="@output_ext", output_dtype="@output_dtype", resample=False, separate_folder=False,
-                   data_root_dir="$output_root(@datalist, @dataset_dir)"),
-        ]),
+        # per request in MONAI Label (Slicer's options of the model); on the command line --inferer#overlap etc.
+        "displayable_configs": {"sw_overlap": 0.5, "sw_batch_size": 4},
+        "inferer": target("SlidingWindowInferer", roi_size=[96, 96, 96], sw_batch_size="@displayable_configs#sw_batch_size",
+                          overlap="@displayable_configs#sw_overlap", progress=True),
+        "postprocessing": target("Compose", transforms=inference_postprocessing()),
         "handlers": [
             target("CheckpointLoader", _disabled_="$str(@load_pretrain).lower() in ('false', '0', 'no')",
                    load_path="$@bundle_root + '/models/model.pt'", load_dict={"model": "@network"}, strict=True),

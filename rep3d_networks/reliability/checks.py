@@ -52,6 +52,49 @@ def check_volume(data, path: str, channels: Optional[int] = 1) -> None:
     check_finite(data, path)
 
 
+SPACING_RANGE_MM = (0.01, 50.0)
+"""Voxel sizes (mm) outside this range are header errors (e.g. metres or micrometres written as mm)."""
+
+
+def voxel_spacing(affine) -> np.ndarray:
+    """Voxel size (mm) along each array axis: the lengths of the affine's columns."""
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def check_geometry(
+    affine, shape: Sequence[int], path: str, max_voxels: Optional[int] = None,
+    spacing_range: Sequence[float] = SPACING_RANGE_MM,
+) -> None:
+    """A plausible voxel spacing and, if ``max_voxels`` is set, at most that many voxels; cheap, run before heavy work.
+
+    Args:
+        affine: voxel-to-world affine (mm); None skips the spacing check.
+        shape: spatial shape.
+        path: the file (for the message).
+        max_voxels: the voxel budget (e.g. the bundles' ``max_voxels``), or None for no limit.
+        spacing_range: ``(smallest, largest)`` accepted voxel size in mm.
+
+    Raises:
+        VolumeError: a voxel size outside ``spacing_range``, or more voxels than ``max_voxels``.
+    """
+    if affine is not None:
+        spacing = voxel_spacing(affine)
+        low, high = spacing_range
+        if not np.all((spacing >= low) & (spacing <= high)):
+            raise VolumeError(
+                path, f"has voxel spacing {' x '.join(f'{s:.3g}' for s in spacing)} mm, outside the plausible "
+                f"{low:g}..{high:g} mm: the header's spacing is wrong (e.g. written in metres or micrometres); fix the "
+                "header (pixdim / spacing) and save the file again."
+            )
+    voxels = int(np.prod([int(n) for n in shape], dtype=np.int64))
+    if max_voxels is not None and voxels > int(max_voxels):
+        raise VolumeError(
+            path, f"has {shape_text(shape)} = {voxels:,} voxels, more than the limit of {int(max_voxels):,} voxels "
+            "(the bundle's `max_voxels`): crop or downsample the volume, or raise `max_voxels` if the machine has "
+            "the memory for it."
+        )
+
+
 def check_finite(data, path: str) -> None:
     """No NaN or infinite voxel values.
 

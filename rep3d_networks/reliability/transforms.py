@@ -1,12 +1,19 @@
 """MONAI dictionary transforms for the bundles' preprocessing: loading and validating input volumes."""
 
 import os
-from typing import Hashable, Mapping, Optional
+from typing import Any, Hashable, Mapping, Optional
 
+import nibabel as nib
 from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform
 
-from rep3d_networks.reliability.checks import check_label_values, check_same_grid, check_volume, warn_if_empty
+from rep3d_networks.reliability.checks import (
+    check_geometry,
+    check_label_values,
+    check_same_grid,
+    check_volume,
+    warn_if_empty,
+)
 from rep3d_networks.reliability.errors import VolumeError
 from rep3d_networks.reliability.loading import describe_load_error
 
@@ -17,14 +24,39 @@ def source_name(data, default: str) -> str:
     return str(meta.get("filename_or_obj") or default)
 
 
+def nifti_header_geometry(path) -> Optional[tuple]:
+    """``(affine, shape)`` from a NIfTI file's header alone (nothing decompressed beyond it), or None."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).endswith((".nii", ".nii.gz")) or not os.path.isfile(path):
+        return None
+    try:
+        header = nib.load(str(path))
+    except Exception:  # left to the reader, whose error is explained by describe_load_error
+        return None
+    return header.affine, header.shape
+
+
 class LoadVolumed(LoadImaged):
     """``LoadImaged`` whose read errors name the file and the problem (empty, truncated, corrupt, not an image).
 
-    Same arguments and output as :class:`monai.transforms.LoadImaged`. When reading fails, the key whose file
-    cannot be read is found and a :class:`VolumeError` ``"<file>: <problem>"`` is raised from the reader's error.
+    Same arguments and output as :class:`monai.transforms.LoadImaged`, plus ``max_voxels``. When reading fails, the
+    key whose file cannot be read is found and a :class:`VolumeError` ``"<file>: <problem>"`` is raised from the
+    reader's error. A NIfTI file's header is checked before its data are read (:func:`check_geometry`: plausible
+    voxel spacing, at most ``max_voxels`` voxels), so an oversized volume is refused without loading it.
+
+    Args:
+        max_voxels: voxel budget per file, or None for no limit.
+        args, kwargs: as :class:`monai.transforms.LoadImaged`.
     """
 
+    def __init__(self, *args: Any, max_voxels: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_voxels = max_voxels
+
     def __call__(self, data, reader=None):
+        for key in self.key_iterator(dict(data)):
+            geometry = nifti_header_geometry(data[key])
+            if geometry is not None:
+                check_geometry(geometry[0], geometry[1], str(data[key]), self.max_voxels)
         try:
             return super().__call__(data, reader)
         except Exception as error:
@@ -45,7 +77,8 @@ class ValidateVolumed(MapTransform):
     Put it right after ``EnsureChannelFirstd``. Every key must be one 3D volume with ``channels`` channels and
     finite values; ``label_key`` must hold integer class ids in ``0 .. num_classes - 1`` (an empty label is
     allowed and logged) and lie on the grid of every other key (same shape and affine up to the storage axis
-    order, within ``tolerance`` voxel). Errors are :class:`VolumeError` naming the file(s) and the problem.
+    order, within ``tolerance`` voxel). Every key must have a plausible voxel spacing and at most ``max_voxels``
+    voxels (:func:`check_geometry`; also checked by :class:`LoadVolumed` from NIfTI headers). Errors are :class:`VolumeError` naming the file(s) and the problem.
 
     Args:
         keys: keys of the volumes to check (e.g. ``["image", "label"]``).
@@ -53,6 +86,7 @@ class ValidateVolumed(MapTransform):
         num_classes: number of classes of the model (background included), or None to skip the range check.
         channels: channels the model takes (the images'; labels always have one).
         tolerance: allowed label/image grid misplacement as a fraction of the image's smallest voxel size.
+        max_voxels: voxel budget per volume, or None for no limit.
         allow_missing_keys: do not raise for missing keys.
     """
 
@@ -63,9 +97,11 @@ class ValidateVolumed(MapTransform):
         num_classes: Optional[int] = None,
         channels: int = 1,
         tolerance: float = 0.1,
+        max_voxels: Optional[int] = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.max_voxels = max_voxels
         self.label_key = label_key
         self.num_classes = num_classes
         self.channels = channels
@@ -76,6 +112,7 @@ class ValidateVolumed(MapTransform):
         present = list(self.key_iterator(d))
         for key in present:
             path = source_name(d[key], str(key))
+            check_geometry(getattr(d[key], "affine", None), d[key].shape[1:], path, self.max_voxels)
             if key == self.label_key:
                 check_volume(d[key], path, channels=1)
                 check_label_values(d[key], path, self.num_classes)

@@ -31,8 +31,9 @@ class Rep3DInferTask(BundleInferTask):
     An image the bundle's preprocessing refuses (``ValidateVolumed``: 2D, multi-channel, NaN, unreadable...) is
     reported to the client as an ``INVALID_INPUT`` error with the file and the problem (HTTP 400 from the app).
 
-    Labels are written as ``uint8`` in the input image's geometry (the bundle's ``Invertd`` plus MONAI Label's
-    ``Restored``).
+    Labels are written as ``uint8`` in the input image's geometry (the bundle's ``InvertToLabelsd`` plus MONAI
+    Label's ``Restored``). The bundle's ``displayable_configs`` (sliding-window ``sw_overlap`` and
+    ``sw_batch_size``) are per-request options, listed in the model's config for Slicer.
 
     Args:
         bundle: path of the bundle folder.
@@ -62,6 +63,10 @@ class Rep3DInferTask(BundleInferTask):
             description=metadata.get("description", ""),
             load_strict=True,
         )
+        for key in self.const.key_displayable_configs():  # as upstream: per-request options (Slicer's Options)
+            if self.bundle_config.get(key):
+                self.displayable_configs = self.bundle_config.get_parsed_content(key, instantiate=True)
+                self._config.update(self.displayable_configs)
         self.version = metadata.get("version")
         self.valid = True
         logger.info(f"Serving untrained bundle {bundle}: inference is refused until {weights_path(bundle)} exists")

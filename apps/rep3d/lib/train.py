@@ -1,18 +1,106 @@
 """Training task: fine-tunes one Rep3D bundle on the labels saved in the datastore (``BundleTrainTask``)."""
 
+import json
 import logging
-from typing import Any, Dict
+import math
+import os
+import tempfile
+import time
+from typing import Any, Dict, Mapping, Optional
 
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
+from monailabel.tasks.train.handler import prepare_stats
+
+from rep3d_networks.evaluation.summary import class_names_from_meta
 
 from lib.bundles import has_weights
 from lib.device import device_choices
 
 logger = logging.getLogger(__name__)
 
+STATS_FILE = os.path.join("models", "train_stats.json")
+"""Where a training run of the app writes its progress, in the bundle folder (read by ``Rep3DTrainTask.stats``)."""
+
 ITERATION_KEYS = ("max_iterations", "val_interval")
 """Top-level ``train.json`` keys, counted in iterations, that a train request may set."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with tensors as lists and NaN / infinity as None (the server's JSON responses refuse them)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return json_safe(np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value).tolist())
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+class TrainingStats:
+    """Writes a training run's progress to a JSON file while it runs, for MONAI Label's ``/info`` ``train_stats``.
+
+    The content is MONAI Label's own ``prepare_stats`` (``epoch``, ``total_epochs``, ``best_metric``,
+    ``current_time`` while running and ``total_time`` at the end, the metrics of both engines), which the 3D Slicer
+    plugin reads for its training progress and accuracy bars, plus ``label_dice``: ``{class name: Dice}`` of the
+    latest validation (from the key metric's per-case details). The file is written at the start, after every
+    validation and epoch, and at the end; atomically (temporary file, then ``os.replace``), so a reader never
+    sees half of it. Failures are logged and never stop training.
+
+    Args:
+        path: the JSON file.
+        evaluator: the validation engine (``"@validate#evaluator"``).
+        meta: bundle metadata (``"@_meta_"``), for the class names.
+        include_background: whether the key metric includes channel 0.
+    """
+
+    def __init__(self, path: str, evaluator: Optional[Engine] = None, meta: Optional[Mapping] = None,
+                 include_background: bool = False) -> None:
+        self.path = path
+        self.evaluator = evaluator
+        self.meta = meta
+        self.include_background = include_background
+        self.start_ts = time.time()
+        self.trainer: Optional[Engine] = None
+
+    def attach(self, engine: Engine) -> None:
+        self.trainer = engine
+        for event in (Events.STARTED, Events.EPOCH_COMPLETED, Events.COMPLETED):
+            engine.add_event_handler(event, self.write)
+        if self.evaluator is not None:
+            self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    def label_dice(self) -> Dict[str, Optional[float]]:
+        """``{class name: mean Dice over the validation cases}`` of the latest validation (empty before one)."""
+        state = getattr(self.evaluator, "state", None)
+        details = (getattr(state, "metric_details", None) or {}).get(getattr(state, "key_metric_name", None))
+        if details is None:
+            return {}
+        values = torch.as_tensor(details).detach().float().cpu().numpy()
+        values = values.reshape(values.shape[0], -1)
+        with np.errstate(all="ignore"):
+            means = np.nanmean(np.where(np.isfinite(values), values, np.nan), axis=0)
+        names = class_names_from_meta(self.meta, len(means), self.include_background)
+        return dict(zip(names, means.tolist()))
+
+    def write(self, _engine: Optional[Engine] = None) -> None:
+        try:
+            stats = prepare_stats(self.start_ts, self.trainer, self.evaluator)
+            stats["label_dice"] = self.label_dice()
+            folder = os.path.dirname(self.path) or "."
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as stream:
+                json.dump(json_safe(stats), stream, allow_nan=False)
+            os.replace(stream.name, self.path)
+        except Exception as error:  # progress is a side output: never stop training because of it
+            logger.warning(f"TrainingStats: writing {self.path} failed ({type(error).__name__}: {error})")
 
 
 class Rep3DTrainTask(BundleTrainTask):
@@ -29,6 +117,8 @@ class Rep3DTrainTask(BundleTrainTask):
     * With too few labels for a validation split, validation runs on the training images, so that the bundle's
       key-metric ``CheckpointSaver`` still writes ``models/model.pt`` (which inference then reloads).
     * ``pretrained: false`` works (upstream calls ``os.path.exists(None)``) and the checkpoint loads strictly.
+    * ``stats()`` (the ``train_stats`` of ``/info``, which 3D Slicer shows as training progress and accuracy) is
+      written while training runs by :class:`TrainingStats`, added to the bundle's ``train#handlers``.
     * Single process only (no ``multi_gpu`` option): upstream's ``torchrun`` path writes its overrides to a config
       file that the iteration overrides (added in ``run_single_gpu``) would not reach; ``multi_gpu_train.json``
       is not used.
@@ -50,6 +140,25 @@ class Rep3DTrainTask(BundleTrainTask):
             info["description"] = f"UNTRAINED (no models/model.pt yet). {self.description}"
         return info
 
+    def stats(self) -> Dict[str, Any]:
+        """The latest progress of this bundle's training (``{}`` before the first run), see :class:`TrainingStats`."""
+        path = os.path.join(self.bundle_path, STATS_FILE)
+        try:
+            with open(path) as stream:
+                return json.load(stream)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            logger.warning(f"Cannot read training progress {path}: {error}")
+            return {}
+
+    def _update_overrides(self, overrides: Dict[str, Any]) -> None:
+        handlers = overrides.get(self.const.key_train_handlers())
+        handlers = list(handlers if handlers is not None else self.bundle_config.get(self.const.key_train_handlers(), []))
+        handlers.append({"_target_": f"{__name__}.TrainingStats", "path": os.path.join(self.bundle_path, STATS_FILE),
+                         "evaluator": "@validate#evaluator", "meta": "@_meta_"})
+        overrides[self.const.key_train_handlers()] = handlers
+
     def config(self) -> Dict[str, Any]:
         options = super().config()
         options.pop("max_epochs", None)
@@ -60,6 +169,9 @@ class Rep3DTrainTask(BundleTrainTask):
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore):
         request = {"device": self.device, **request, "multi_gpu": False}
+        stale = os.path.join(self.bundle_path, STATS_FILE)
+        if os.path.exists(stale):  # the previous run's progress is not this run's
+            os.remove(stale)
         return super().__call__(request, datastore)
 
     def _partition_datalist(self, datalist, request, shuffle=False):
