@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,3 +46,12 @@ def shared_data() -> Path:
 def bundle_schema() -> Path:
     """MONAI's bundle metadata schema (``meta_schema_20240725.json``, kept offline beside the data)."""
     return require(shared_data_dir().parent / "bundle_schema" / "meta_schema_20240725.json", "bundle schema")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on 2 shared cores a second thread mostly waits (see ``rep3d_networks.ops``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,20 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from rep3d_networks.analysis import cli
 from rep3d_networks.analysis.lr_field import RegressionTask, run_lr_field
 
 TINY_TASK = dict(steps=3, channels=2, output_size=4, kernel_size=15)
 
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_lr_field_command_runs_lrbm_once_per_generator_norm_option(tmp_path, one_thread):

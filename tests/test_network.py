@@ -38,14 +38,6 @@ def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run faster on one thread on shared CPUs (two threads stall, see ``rep3d_networks.ops``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("name,kwargs,expected", PARAMETER_COUNTS, ids=[row[0] for row in PARAMETER_COUNTS])
 def test_parameter_counts_and_readme_models_table(name, kwargs, expected):

@@ -410,14 +410,6 @@ def served(tmp_path_factory, shared_data, repo_root):
         yield Served(server, studies, root)
 
 
-@pytest.fixture
-def single_thread():
-    """One torch thread: on 2 shared cores a second thread mostly waits (see ``rep3d_networks.ops``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_table_size(capsys):
     with capsys.disabled():
@@ -428,7 +420,7 @@ def test_table_size(capsys):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input(case, request, bundle, phantom, shared_data, tmp_path, single_thread):
+def test_bad_input(case, request, bundle, phantom, shared_data, tmp_path, one_thread):
     env = Env(bundle, phantom, shared_data, tmp_path, lambda: request.getfixturevalue("served"))
     outcome = case.run(env).replace(str(tmp_path) + os.sep, "")
     print(f"| {case.id} | {outcome[:160]} |")
