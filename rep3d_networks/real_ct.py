@@ -25,7 +25,7 @@ from monai.bundle import ConfigParser
 
 from rep3d_networks.analysis.convergence_data import default_shared_data
 from rep3d_networks.data.cli import prepare, totalseg
-from rep3d_networks.quickstart import BUNDLE, SMALL_NETWORK, inference_preprocessing, recipe_differences, repo_bundle_dir, run_bundle
+from rep3d_networks.quickstart import BUNDLE, SMALL_NETWORK, recipe_differences, repo_bundle_dir, run_bundle
 
 PIXDIM = [3.0, 3.0, 3.0]  # the shared CT's own spacing: no resampling
 PATCH = [64, 64, 16]  # 19 cm x 19 cm x 4.8 cm; the slabs are ~18 slices thick
@@ -33,13 +33,10 @@ INFERENCE_OVERRIDES = {**SMALL_NETWORK, "pixdim": PIXDIM, "inferer#roi_size": PA
 
 
 def write_inference_overrides(bundle: Path) -> None:
-    """Sets :data:`INFERENCE_OVERRIDES` and the training's body crop (see
-    :func:`rep3d_networks.quickstart.inference_preprocessing`) in ``bundle/configs/inference.json`` (a copy,
-    never the repository's)."""
+    """Sets :data:`INFERENCE_OVERRIDES` in ``bundle/configs/inference.json`` (a copy, never the repository's)."""
     path = bundle / "configs" / "inference.json"
-    crop = inference_preprocessing(bundle)
     parser = ConfigParser(ConfigParser.load_config_file(str(path)))
-    for key, value in {**INFERENCE_OVERRIDES, "preprocessing#transforms": crop}.items():
+    for key, value in INFERENCE_OVERRIDES.items():
         parser[key] = value
     ConfigParser.export_config_file(parser.get(), str(path), indent=4)
 

@@ -103,7 +103,10 @@ def inference(base: Config, data: DatasetSpec) -> Config:
     config = with_keys(base, "num_workers", {**class_keys(data), "clicks": {}})
     config["imports"] = [i for i in base["imports"] if i != "$import copy"]  # no ensemble overlay
     config["network_def"] = {**base["network_def"], "in_channels": IN_CHANNELS}
-    transforms = inserted(base["preprocessing"]["transforms"], "rep3d_networks.reliability.ValidateVolumed", [
+    # no body crop: clicks arrive as indices of the input's grid, and MONAI's guidance transforms follow a change of
+    # spacing but not the offset of a crop
+    base_transforms = [t for t in base["preprocessing"]["transforms"] if t["_target_"] != "CropForegroundd"]
+    transforms = inserted(base_transforms, "rep3d_networks.reliability.ValidateVolumed", [
         target("AddGuidanceFromPointsDeepEditd", ref_image="image", guidance="guidance", label_names="@label_names")])
     transforms = inserted(transforms, "ScaleIntensityRangePercentilesd", [
         target("rep3d_networks.deepedit.GuidanceToImageGridd", keys="guidance", ref_image="image"), guidance_signal()])

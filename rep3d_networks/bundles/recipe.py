@@ -228,6 +228,7 @@ def inference_postprocessing() -> List[Config]:
         target("CopyItemsd", _disabled_=UNLESS_PROBABILITIES, keys="pred", names="probabilities"),
         target("Invertd", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", transform="@preprocessing",
                orig_keys="image", nearest_interp=False, to_tensor=True),
+        target("Lambdad", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", func="$background_outside_crop"),
         target("SaveImaged", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", output_postfix="prob",
                output_dtype="$np.float32", **save),
         target("rep3d_networks.reliability.InvertToLabelsd", keys="pred", transform="@preprocessing", orig_keys="image",
@@ -240,7 +241,8 @@ def inference(data: DatasetSpec) -> Config:
     """``inference.json``: the folded network, sliding window, labels saved in each input's geometry."""
     return {
         "imports": ["$import glob", "$import os", "$import numpy as np", "$import copy",
-                    "$from rep3d_networks.reliability import output_root"],
+                    "$from rep3d_networks.reliability import output_root",
+                    "$from rep3d_networks.reliability import background_outside_crop"],
         "bundle_root": ".",
         "output_dir": "$@bundle_root + '/eval'",
         "dataset_dir": dataset_keys(data)["dataset_dir"],
@@ -263,6 +265,9 @@ def inference(data: DatasetSpec) -> Config:
             target("Orientationd", keys="image", axcodes="RAS"),
             target("Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
             *intensity_transforms(),
+            # the body crop of training and evaluation: without it the network sees windows of air it never saw
+            # (on the quickstart phantom inferred Dice fell from 0.90 to 0.55); the output stage inverts it
+            target("CropForegroundd", keys="image", source_key="image", allow_smaller=True),
             target("EnsureTyped", keys="image"),
         ]),
         "dataset": target("Dataset", data="$[{'image': os.path.normpath(i)} for i in @datalist]",

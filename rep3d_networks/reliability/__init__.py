@@ -7,6 +7,7 @@
 * :class:`AtomicCheckpointSaver`, :class:`ResumeCheckpointLoader`, :func:`resume_checkpoint`: checkpoints written
   atomically, and the bundles' ``--resume`` option;
 * :class:`InvertToLabelsd`: the inference output stage, labels on the input grid at O(voxels) memory;
+* :func:`background_outside_crop`: saved probabilities outside the inference body crop are background;
 * :func:`output_root`: inference labels are written inside ``output_dir`` whatever the inputs' folders.
 
 See ``docs/troubleshooting.md`` for every message and its fix.
@@ -27,7 +28,7 @@ from rep3d_networks.reliability.checks import (
 )
 from rep3d_networks.reliability.errors import VolumeError, find_volume_error, volume_error_message
 from rep3d_networks.reliability.loading import describe_load_error, load_volume
-from rep3d_networks.reliability.outputs import InvertToLabelsd, output_root
+from rep3d_networks.reliability.outputs import InvertToLabelsd, background_outside_crop, output_root
 from rep3d_networks.reliability.transforms import LoadVolumed, ValidateVolumed
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "ValidateVolumed",
     "VolumeError",
+    "background_outside_crop",
     "check_finite",
     "check_geometry",
     "check_label_values",

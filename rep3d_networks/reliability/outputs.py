@@ -42,6 +42,13 @@ def single_precision(operations: Any) -> Any:
     return operations
 
 
+def background_outside_crop(probabilities: torch.Tensor) -> torch.Tensor:
+    """Inverted class probabilities (channel first) whose voxels outside the inference body crop are zero in every
+    channel: the mass missing from 1 goes to the background channel (the crop removes only air), in place."""
+    probabilities[0] += (1 - probabilities.sum(dim=0)).clamp_min(0)
+    return probabilities
+
+
 class InvertToLabelsd(MapTransform):
     """Class probabilities on the network's grid → one label map (``uint8``) on the input's grid.
 
