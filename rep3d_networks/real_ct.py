@@ -1,7 +1,8 @@
 """A small Rep3D trained on the real CT in ``../shared/data``: ``python -m rep3d_networks.real_ct --output_dir real_ct_output``.
 
-1. cuts the shared abdomen-pelvis CT (3 mm, TotalSegmentator labels mapped to the AMOS classes) into z-slabs in the
-   AMOS22 layout (``rep3d_networks.data totalseg``) and splits them train/validation/test (``prepare``),
+1. cuts the shared abdomen-pelvis CT (3 mm, TotalSegmentator labels mapped to the AMOS classes) into disjoint z-slabs
+   in the AMOS22 layout (``rep3d_networks.data totalseg``) and splits them with
+   :func:`rep3d_networks.data.splits.class_aware_split` (the held-out slabs hold only organs that training slabs hold),
 2. trains a scratch copy of ``bundles/amos_ct`` at 3 mm with a small Rep3D (``monai.bundle run``, train.json with
    command-line overrides), evaluates the best checkpoint on the held-out test slab(s) (evaluate.json),
 3. writes the overrides into the copy's ``inference.json`` (:data:`INFERENCE_OVERRIDES`), so that
@@ -20,15 +21,22 @@ import time
 from pathlib import Path
 
 import fire
+import nibabel as nib
+import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
 from rep3d_networks.analysis.convergence_data import default_shared_data
-from rep3d_networks.data.cli import prepare, totalseg
-from rep3d_networks.quickstart import BUNDLE, SMALL_NETWORK, recipe_differences, repo_bundle_dir, run_bundle
+from rep3d_networks.data.cli import totalseg
+from rep3d_networks.data.datalist import build_datalist, datalist_filename, write_json_files
+from rep3d_networks.data.layouts import dataset_base_dir, find_cases
+from rep3d_networks.data.specs import get_dataset_spec
+from rep3d_networks.data.splits import class_aware_split
+from rep3d_networks.quickstart import AFFINE_PROB, BUNDLE, SMALL_NETWORK, recipe_differences, repo_bundle_dir, run_bundle
 
 PIXDIM = [3.0, 3.0, 3.0]  # the shared CT's own spacing: no resampling
-PATCH = [64, 64, 16]  # 19 cm x 19 cm x 4.8 cm; the slabs are ~18 slices thick
+PATCH = [64, 64, 16]  # 19 cm x 19 cm x 4.8 cm
+SLAB_SLICES = 14  # 8 slabs of 14 slices tile the CT's 112 slices without overlap (no held-out voxel is trained on)
 INFERENCE_OVERRIDES = {**SMALL_NETWORK, "pixdim": PIXDIM, "inferer#roi_size": PATCH}
 
 
@@ -41,12 +49,38 @@ def write_inference_overrides(bundle: Path) -> None:
     ConfigParser.export_config_file(parser.get(), str(path), indent=4)
 
 
+def write_class_aware_datalist(data_dir: Path, configs: Path) -> dict:
+    """Writes ``configs/datalist_fold0.json`` with :func:`class_aware_split` of the slabs under ``data_dir``.
+
+    Raises:
+        ValueError: If two slabs overlap in z (a held-out slab would share voxels with a training slab).
+    """
+    spec = get_dataset_spec(BUNDLE)
+    cases = find_cases(spec, data_dir)
+    ranges, classes = {}, {}
+    for case in cases:
+        label = nib.load(str(case.label))
+        start = int(round(label.affine[2, 3] / label.header.get_zooms()[2]))
+        ranges[case.case_id] = (start, start + label.shape[2])
+        classes[case.case_id] = {int(c) for c in np.unique(np.asarray(label.dataobj)) if c > 0}
+    ordered = sorted(ranges.items(), key=lambda item: item[1])
+    for (first, (_, stop)), (second, (start, _)) in zip(ordered, ordered[1:]):
+        if start < stop:
+            raise ValueError(f"slabs {first} and {second} overlap in z ({stop - start} slices): use fewer --num_cases")
+    split = class_aware_split(classes)
+    metadata = {"dataset": BUNDLE, "fold": 0, "split": "class-aware: held-out slabs hold only organs of the training slabs",
+                "slab_slices": {case: list(r) for case, r in ranges.items()}, "class_names": list(spec.class_names)}
+    datalist = build_datalist(cases, split, dataset_base_dir(spec, data_dir), metadata)
+    write_json_files({configs / datalist_filename(0): datalist}, overwrite=True)
+    return datalist
+
+
 def main(
     output_dir: str = "real_ct_output",
     shared_data: str = None,
     iterations: int = 3000,
     learning_rate: float = 1e-2,
-    num_cases: int = 6,
+    num_cases: int = 8,
     num_validations: int = 10,
     seed: int = 0,
     num_threads: int = 1,
@@ -59,9 +93,9 @@ def main(
         shared_data: the shared data folder (default ``$REP3D_SHARED_DATA`` or ``../shared/data``).
         iterations: training iterations.
         learning_rate: AdamW learning rate.
-        num_cases: z-slabs cut from the CT (6 gives 4 training, 1 validation and 1 test slab).
+        num_cases: disjoint z-slabs cut from the CT (one validation and one test slab, the others train).
         num_validations: validations (best-checkpoint selection) during training, evenly spaced.
-        seed: split and training seed.
+        seed: training seed (the split follows from the slabs' classes).
         num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps torch's default).
     """
     start = time.perf_counter()
@@ -74,15 +108,16 @@ def main(
     shared = Path(shared_data) if shared_data is not None else default_shared_data()
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
-    data_dir = Path(totalseg(BUNDLE, str(shared), str(out / "data"), num_cases=num_cases, seed=seed))
+    data_dir = Path(totalseg(BUNDLE, str(shared), str(out / "data"), num_cases=num_cases, min_slab_slices=SLAB_SLICES))
     shutil.copytree(repo_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
-    prepare(BUNDLE, str(data_dir), str(bundle / "configs"), seed=seed)
+    datalist = write_class_aware_datalist(data_dir, bundle / "configs")
 
     interval = max(1, int(iterations) // max(1, int(num_validations)))
     train = dict(
         dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, pixdim=PIXDIM, roi_size=PATCH, learning_rate=float(learning_rate),
         max_iterations=int(iterations), val_interval=interval, checkpoint_interval=int(iterations),
         initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"], **SMALL_NETWORK,
+        **{"train#random_transforms#2#prob": AFFINE_PROB},
     )
     differences = recipe_differences(bundle, train)
     print("[real_ct] settings that differ from the paper recipe (bundles/amos_ct/configs/train.json):")
@@ -95,7 +130,6 @@ def main(
     run_bundle(bundle, ["train.json", "evaluate.json"], **train)
 
     write_inference_overrides(bundle)
-    datalist = json.loads((bundle / "configs" / "datalist_fold0.json").read_text())
     test_images = [str(data_dir / item["image"]) for item in datalist["test"]]
     pred_dir = out / "predictions"
     print(f"[real_ct] inference (folded network, {bundle / 'configs' / 'inference.json'}) on {len(test_images)} test slab(s)")

@@ -29,7 +29,7 @@ from rep3d_networks.data import (
     write_phantom_dataset,
     write_totalseg_dataset,
 )
-from rep3d_networks.data.splits import fixed_split, fixed_split_sizes, kfold_splits
+from rep3d_networks.data.splits import class_aware_split, fixed_split, fixed_split_sizes, kfold_splits
 
 DATASETS = dataset_names()
 SMALL = {"num_cases": 6, "size": 32}  # fast phantoms for the in-process tests
@@ -183,6 +183,33 @@ def test_split_sizes():
     assert len({c for f in folds for c in f.test}) == 50  # disjoint test sets
     with pytest.raises(ValueError, match="at least 5 cases"):
         kfold_splits(["a", "b", "c", "d"], 5, seed=0)
+
+
+# the shared CT's 8 disjoint slabs (pelvis s0-s2, empty s3, abdomen s4-s7): held-out slabs only hold trained organs
+PELVIS_TO_ABDOMEN = {"s0": {14, 15}, "s1": {14}, "s2": {14}, "s3": set(), "s4": {2, 6, 8, 9},
+                     "s5": {1, 2, 3, 6, 7, 8, 9, 10, 13}, "s6": {1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13},
+                     "s7": {1, 2, 3, 6, 7, 8, 9, 10, 11, 12}}
+CLASS_AWARE_CASES = [
+    (PELVIS_TO_ABDOMEN, ("s5",), ("s7",)),  # s6 alone has the gallbladder (4): it must train
+    ({"a": {1}, "b": {1, 2}, "c": {1, 2}}, ("a",), ("b",)),  # ties: the id that sorts first
+    ({"a": {1}, "b": {2}, "c": {3}, "d": {1, 2}}, ("b",), ("a",)),
+]
+
+
+@pytest.mark.parametrize("classes, validation, test", CLASS_AWARE_CASES)
+def test_class_aware_split(classes, validation, test):
+    split = class_aware_split(classes)
+    assert (split.validation, split.test) == (validation, test)
+    assert sorted(split.training + split.validation + split.test) == sorted(classes)
+    seen = set().union(*(classes[case] for case in split.training))
+    assert classes[test[0]] | classes[validation[0]] <= seen
+
+
+def test_class_aware_split_refuses_what_cannot_be_covered():
+    with pytest.raises(ValueError, match="no validation/test pair"):
+        class_aware_split({"a": {1}, "b": {2}, "c": {3}})
+    with pytest.raises(ValueError, match="at least 3 cases"):
+        class_aware_split({"a": {1}, "b": {1}})
 
 
 # ---------------------------------------------------------------- bad layouts

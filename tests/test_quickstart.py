@@ -38,7 +38,7 @@ def test_real_ct_model_command(tmp_path, shared_data, repo_root, monkeypatch):
     """``python -m rep3d_networks.real_ct`` on a tiny setting: results table, checkpoint, inference, MONAI Label app load."""
     out = tmp_path / "real_ct"
     command = [sys.executable, "-m", "rep3d_networks.real_ct", "--output_dir", str(out), "--shared_data", str(shared_data)]
-    result = subprocess.run(command + ["--iterations", "4", "--num_cases", "3", "--num_validations", "1"], capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(command + ["--iterations", "4", "--num_validations", "1"], capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "pixdim: [1.5, 1.5, 2.0] in the paper recipe, [3.0, 3.0, 3.0] here" in result.stdout
     results = (out / "results.md").read_text()
