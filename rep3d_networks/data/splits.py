@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -109,3 +109,34 @@ def kfold_splits(case_ids: Sequence[str], num_folds: int, seed: int) -> List[Spl
             raise ValueError(f"fold {fold} has no training case; use more cases or fewer folds")
         splits.append(Split(tuple(sorted(training)), tuple(sorted(validation)), tuple(sorted(test))))
     return splits
+
+
+def class_aware_split(classes_per_case: Mapping[str, Iterable[int]]) -> Split:
+    """One validation and one test case whose classes the training cases all hold (slabs of one volume).
+
+    A seeded random split of a few z-slabs can hold out the only slabs holding some organ (the pelvic slabs of the
+    shared CT), so that nothing is learnt that the held-out slabs could measure. This split picks the test case with
+    the most classes, then the validation case with the most classes, such that every class of either is present in
+    at least one remaining (training) case; ties go to the case id that sorts first.
+
+    Args:
+        classes_per_case: Foreground class ids present in each case.
+
+    Raises:
+        ValueError: If fewer than 3 cases are given or no such pair exists.
+    """
+    classes = {case: frozenset(int(c) for c in values) for case, values in classes_per_case.items()}
+    if len(classes) < 3:
+        raise ValueError(f"a train/validation/test split needs at least 3 cases, found {len(classes)}")
+    best = None
+    for test in sorted(classes):
+        for validation in sorted(set(classes) - {test}):
+            training = [case for case in sorted(classes) if case not in (test, validation)]
+            seen = frozenset().union(*(classes[case] for case in training))
+            if (classes[test] | classes[validation]) <= seen:
+                score = (len(classes[test]), len(classes[validation]))
+                if best is None or score > best[0]:
+                    best = (score, Split(tuple(training), (validation,), (test,)))
+    if best is None:
+        raise ValueError(f"no validation/test pair whose classes all appear in the training cases: {dict(classes)}")
+    return best[1]
