@@ -1,7 +1,8 @@
 """The analysis commands of issues #8 and #14 (``python -m rep3d_networks.analysis``), at tiny settings.
 
-The ``lr-field`` CLI and two tiny ``convergence`` studies run in background processes (started with the module's
-first test) while the in-process tests run, and are checked by the last tests of the file.
+The ``lr-field`` CLI runs in a background process (started with the module's first test) while the in-process
+tests run, and is checked by the last test of the file; two tiny ``convergence`` studies run side by side in two
+processes started by the first test that needs them.
 """
 
 import json
@@ -65,9 +66,9 @@ def finish(process, timeout=300) -> str:
 TINY_STUDY = ["--seeds", "0", "--phantom_cases", "4", "--phantom_size", "32", "--workers", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def convergence_processes(tmp_path_factory, lr_field_process):
-    """Two tiny studies through the CLI, in the background: (1) every model on the phantom, one iteration;
+@pytest.fixture(scope="module")
+def convergence_processes(tmp_path_factory):
+    """Two tiny studies through the CLI, side by side: (1) every model on the phantom, one iteration;
     (2) LRBM on the real CT slabs (if present) with the timing phase, two worker processes, a plateau rule that
     must stop the run at its second validation, and the docs block filled in a copy of docs/reproduction.md."""
     every_model = tmp_path_factory.mktemp("every_model")

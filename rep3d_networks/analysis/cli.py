@@ -13,6 +13,7 @@ Examples::
 
 import os
 import platform
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -20,7 +21,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from rep3d_networks.analysis.convergence import (
-    MODELS, StudySettings, fitting_cap, measure_timing, model_parameters, run_study, time_plan,
+    MODELS, StudySettings, describe, fitting_cap, measure_timing, model_parameters, run_study, time_plan, worker_pool,
 )
 from rep3d_networks.analysis.convergence_data import PHANTOM_CASES, PHANTOM_SIZE, default_shared_data, write_study_data
 from rep3d_networks.analysis.convergence_report import DOCS_BEGIN, fill_docs, plan_markdown, write_study_report
@@ -223,7 +224,7 @@ def convergence(
     roi_size=32,
     learning_rate: float = 1e-2,
     val_overlap: float = 0.25,
-    time_budget_hours: float = 2.0,
+    time_budget_hours: float = 1.9,
     timing_iterations: int = 10,
     plan_only: bool = False,
     workers: int = 2,
@@ -238,8 +239,8 @@ def convergence(
 
     Every run is the amos_ct bundle's training (train.json parsed in-process, network_def replaced; see
     rep3d_networks.analysis.convergence). First the seconds per iteration and per validation of every model are
-    measured (timing_iterations each, in `workers` processes) and the iteration cap is lowered to fit
-    time_budget_hours (time_plan.md); then every dataset × seed × model runs until the plateau rule or the cap.
+    measured (timing_iterations each, in `workers` processes) and the iteration cap is lowered so that the runs fit
+    what is left of time_budget_hours (time_plan.md); then every dataset × seed × model runs until the plateau rule or the cap.
     Writes convergence.md/.json, convergence_<dataset>.png, runs/<dataset>/<model>_seed<k>/ (result.json, the
     bundle's models/model.pt and eval/; Rep3D runs also model_config.json for the erf command). A run whose
     result.json holds the same settings is kept, so an interrupted study resumes.
@@ -257,7 +258,7 @@ def convergence(
         roi_size: Training patch and sliding-window size: one int or three (multiples of 32).
         learning_rate: AdamW learning rate.
         val_overlap: Sliding-window overlap of the validation.
-        time_budget_hours: Wall-clock budget of the runs at the cap (0: no timing, keep max_iterations).
+        time_budget_hours: Wall-clock budget of the whole command, runs at the cap (0: no timing, keep max_iterations).
         timing_iterations: Iterations per model in the timing measurement.
         plan_only: Measure and write the time plan, train nothing else.
         workers: Runs in parallel processes.
@@ -268,6 +269,7 @@ def convergence(
         docs_file: Also write the results between the convergence-study markers of this file (docs/reproduction.md).
         device: cpu or cuda.
     """
+    start = time.perf_counter()
     use_threads(num_threads)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -281,21 +283,28 @@ def convergence(
     )
     parameters = model_parameters(settings.models, settings.width)
     for name, count in parameters.items():
-        print(f"[convergence] {name}: {MODELS[name][0].replace(' w', f' {settings.width}')}: {count:,} parameters", flush=True)
+        print(f"[convergence] {name}: {describe(name, settings.width)}: {count:,} parameters", flush=True)
     machine = machine_note(workers, num_threads)
     data = {name: write_study_data(name, out / "data", shared_data, phantom_cases, phantom_size) for name in settings.datasets}
-    if time_budget_hours > 0 or plan_only:
-        timing = measure_timing(settings, data, out, workers, num_threads, timing_iterations)
-        cap = fitting_cap(timing, settings, workers, time_budget_hours) if time_budget_hours > 0 else settings.max_iterations
-        note = f"Measured with {timing_iterations} iterations per model; {machine}."
-        plan = time_plan(timing, replace(settings, max_iterations=cap), workers)
-        write_json(out / "time_plan.json", {"timing": timing, "plan": plan, "cap": cap, "budget_hours": time_budget_hours, "machine": machine})
-        (out / "time_plan.md").write_text(plan_markdown(plan, note))
-        print((out / "time_plan.md").read_text(), flush=True)
-        if plan_only:
-            return announce({"time_plan": out / "time_plan.md"})
-        settings = replace(settings, max_iterations=cap)
-    records = run_study(settings, data, out, workers, num_threads)
+    pool = worker_pool(workers)
+    try:
+        if time_budget_hours > 0 or plan_only:
+            timing = measure_timing(settings, data, out, pool, num_threads, timing_iterations)
+            left = time_budget_hours - (time.perf_counter() - start) / 3600  # the budget covers data, timing and runs
+            cap = fitting_cap(timing, settings, workers, left) if time_budget_hours > 0 else settings.max_iterations
+            note = (f"Measured with {timing_iterations} iterations per model in {(time.perf_counter() - start) / 60:.1f} min "
+                    f"(data and timing; left of the budget: {max(0.0, left):.2f} h); {machine}.")
+            plan = time_plan(timing, replace(settings, max_iterations=cap), workers)
+            write_json(out / "time_plan.json", {"timing": timing, "plan": plan, "cap": cap, "budget_hours": time_budget_hours, "machine": machine})
+            (out / "time_plan.md").write_text(plan_markdown(plan, note))
+            print((out / "time_plan.md").read_text(), flush=True)
+            if plan_only:
+                return announce({"time_plan": out / "time_plan.md"})
+            settings = replace(settings, max_iterations=cap)
+        records = run_study(settings, data, out, pool, num_threads)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     results = {"settings": asdict(settings), "machine": machine, "parameters": parameters, "runs": records,
                "data": {name: d.split for name, d in data.items()}}
     paths = write_study_report(results, out)

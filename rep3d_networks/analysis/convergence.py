@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from ignite.engine import Engine, Events
@@ -88,14 +88,19 @@ def swin_width(width: int) -> int:
 
 
 MODELS: Dict[str, Tuple[str, Callable[[int, int], torch.nn.Module]]] = {
-    "lrbm": ("Rep3D LRBM (feature w, hidden 4w, 21³)", build_rep3d("lrbm")),
+    "lrbm": ("Rep3D LRBM (feature_size {w}, hidden_size {h}, 21³)", build_rep3d("lrbm")),
     "fixed": ("Rep3D fixed prior", build_rep3d("fixed")),
     "vanilla": ("Rep3D vanilla (plain 21³)", build_rep3d("vanilla")),
     "csla": ("Rep3D CSLA (21³ + 3³ branch)", build_rep3d("csla")),
-    "uxnet": ("3D UX-Net k=7 (feature w, hidden 4w)", seeded(lambda w: UXNet(1, NUM_CLASSES, kernel_size=7, feature_size=w, hidden_size=4 * w))),
-    "segresnet": ("MONAI SegResNet (init_filters w)", seeded(build_segresnet)),
-    "swinunetr": ("MONAI SwinUNETR (feature_size: multiple of 12 ≥ w, BatchNorm)", seeded(build_swinunetr)),
+    "uxnet": ("3D UX-Net k=7 (feature_size {w}, hidden_size {h})", seeded(lambda w: UXNet(1, NUM_CLASSES, kernel_size=7, feature_size=w, hidden_size=4 * w))),
+    "segresnet": ("MONAI SegResNet (init_filters {w})", seeded(build_segresnet)),
+    "swinunetr": ("MONAI SwinUNETR (feature_size {s}, BatchNorm)", seeded(build_swinunetr)),
 }
+
+
+def describe(name: str, width: int) -> str:
+    """The model's description at ``width``."""
+    return MODELS[name][0].format(w=width, h=4 * width, s=swin_width(width))
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -232,15 +237,15 @@ def train_run(settings: StudySettings, data: StudyData, model_name: str, seed: i
     record = {"dataset": data.name, "model": model_name, "seed": seed, "parameters": parameter_count(model),
               "iterations": [], "dice": [], "loss": [], "train_seconds": [], "validation_seconds": 0.0}
     attach_curve(trainer, evaluator, record, f"{data.name} {model_name} seed {seed}")
-    plateau = attach_plateau_rule(trainer, evaluator, settings.patience, settings.min_delta)
+    attach_plateau_rule(trainer, evaluator, settings.patience, settings.min_delta)
     start = time.perf_counter()
     trainer.run()
     record["wall_seconds"] = time.perf_counter() - start
     record["iterations_run"] = trainer.state.iteration
     record["stopped_by"] = "plateau" if trainer.state.iteration < settings.max_iterations else "max_iterations"
-    record["plateau_counter"] = plateau._handler.counter if hasattr(plateau, "_handler") else None
     record["threads"] = torch.get_num_threads()
-    record["checkpoint"] = str(run_dir / "models" / "model.pt")
+    record["checkpoint"] = str(run_dir / "models" / "model.pt")  # the bundle's best-Dice checkpoint
+    record["settings"] = asdict(settings)
     write_json(run_dir / "result.json", record)
     return record
 
@@ -255,10 +260,7 @@ def run_or_load(settings: StudySettings, data: StudyData, model_name: str, seed:
         if record.get("settings") == json.loads(json.dumps(asdict(settings))):
             print(f"[convergence] {data.name} {model_name} seed {seed}: kept {result}", flush=True)
             return record
-    record = train_run(settings, data, model_name, seed, output_dir)
-    record["settings"] = asdict(settings)
-    write_json(result, record)
-    return record
+    return train_run(settings, data, model_name, seed, output_dir)
 
 
 def run_plan(settings: StudySettings, data: Dict[str, StudyData]) -> List[Tuple[StudyData, str, int]]:
@@ -266,23 +268,27 @@ def run_plan(settings: StudySettings, data: Dict[str, StudyData]) -> List[Tuple[
     return [(data[d], m, s) for d in settings.datasets for s in settings.seeds for m in settings.models]
 
 
-def run_study(settings: StudySettings, data: Dict[str, StudyData], output_dir: Path, workers: int, num_threads: int) -> List[Dict]:
-    """All runs of :func:`run_plan`: in this process (``workers`` 1) or in ``workers`` spawned processes.
+def worker_pool(workers: int) -> Optional[ProcessPoolExecutor]:
+    """``workers`` spawned processes for :func:`run_study` (started on demand), or None for this process."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers > 1 else None
+
+
+def run_study(settings: StudySettings, data: Dict[str, StudyData], output_dir: Path, pool: Optional[ProcessPoolExecutor], num_threads: int) -> List[Dict]:
+    """All runs of :func:`run_plan`: in this process (``pool`` None) or in the processes of ``pool``.
 
     Raises:
         RuntimeError: Naming every run that failed (the others still finish and are kept).
     """
     plan = run_plan(settings, data)
-    if workers <= 1:
+    if pool is None:
         return [run_or_load(settings, d, m, s, output_dir, num_threads) for d, m, s in plan]
     failures, records = [], []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [(d.name, m, s, pool.submit(run_or_load, settings, d, m, s, output_dir, num_threads)) for d, m, s in plan]
-        for name, model, seed, future in futures:
-            try:
-                records.append(future.result())
-            except Exception:  # noqa: BLE001 - reported below with the run's name
-                failures.append(f"{name} {model} seed {seed}:\n{traceback.format_exc()}")
+    futures = [(d.name, m, s, pool.submit(run_or_load, settings, d, m, s, output_dir, num_threads)) for d, m, s in plan]
+    for name, model, seed, future in futures:
+        try:
+            records.append(future.result())
+        except Exception:  # noqa: BLE001 - reported below with the run's name
+            failures.append(f"{name} {model} seed {seed}:\n{traceback.format_exc()}")
     if failures:
         raise RuntimeError("convergence runs failed:\n" + "\n".join(failures))
     return records
@@ -293,17 +299,17 @@ def model_parameters(models: Sequence[str], width: int) -> Dict[str, int]:
     return {name: parameter_count(MODELS[name][1](width, 0)) for name in models}
 
 
-def measure_timing(settings: StudySettings, data: Dict[str, StudyData], output_dir: Path, workers: int, num_threads: int,
-                   iterations: int = 10) -> Dict[str, Dict[str, Dict[str, float]]]:
+def measure_timing(settings: StudySettings, data: Dict[str, StudyData], output_dir: Path, pool: Optional[ProcessPoolExecutor],
+                   num_threads: int, iterations: int = 10) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Seconds per training iteration and per validation of every model, measured as the study runs them.
 
-    Each model trains ``iterations`` iterations (seed 0, validations at the half and at the end) in ``workers``
-    processes, so the runs compete for the cores as in the study. Seconds per iteration are taken over the second
+    Each model trains ``iterations`` iterations (seed 0, validations at the half and at the end) in the study's
+    ``pool``, so the runs compete for the cores as in the study. Seconds per iteration are taken over the second
     half (after the warm-up).
     """
     half = max(1, iterations // 2)
     short = replace(settings, seeds=(0,), max_iterations=2 * half, val_interval=half, patience=10**6)
-    records = run_study(short, data, output_dir / "timing", workers, num_threads)
+    records = run_study(short, data, output_dir / "timing", pool, num_threads)
     timing: Dict[str, Dict[str, Dict[str, float]]] = {}
     for r in records:
         timing.setdefault(r["dataset"], {})[r["model"]] = {
