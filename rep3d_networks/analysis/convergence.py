@@ -7,20 +7,24 @@ transforms, ``DiceCELoss``, AdamW, ``ReduceLROnPlateau``, sliding-window validat
 rather than ``python -m monai.bundle run`` because (1) a model object can be passed as ``network_def``, so the Rep3D
 variants of one seed start from the same shared weights (:func:`rep3d_networks.analysis.model_loading.paired_fresh_model`),
 which a config cannot express, and (2) the run attaches two handlers of its own to the bundle's engines: a clock
-(training seconds, validation excluded) with the Dice curve, and the plateau rule.
+(training seconds, validation excluded) with the Dice curve, and the plateau rule. Besides the quickstart's overrides
+(width, 32³ patch, lr 1e-2, no workers; no random affine on the phantom) a run validates with a sliding-window
+overlap of 0.25 instead of 0.5 and without the bundle's per-validation PNG: on a CPU validation is a large share of
+the time.
 
 Plateau rule (:func:`attach_plateau_rule`): MONAI's ``EarlyStopHandler`` (ignite's ``EarlyStopping``) with
 ``cumulative_delta``: a run stops when ``patience`` validations in a row have not raised the validation Dice by more
 than ``min_delta`` above the last value that did; otherwise at ``max_iterations``. The stop reason is recorded.
 
 Pairing: for one seed, ``monai.utils.set_determinism(seed)`` is called after the model is built, so every model
-of that seed sees the same crops in the same order (Rep3D's forward draws no random numbers).
+of that seed whose forward draws no random numbers (Rep3D, UX-Net, SegResNet) sees the same crops in the same order.
 
 Matched small widths (:data:`MODELS`): every model gets the same first-stage width ``width`` (the quickstart's 8):
 Rep3D and UX-Net ``feature_size=width, hidden_size=4·width`` (stages 8-16-32-64, bottleneck 32), SegResNet
 ``init_filters=width`` (8-16-32-64), SwinUNETR ``feature_size`` = the smallest multiple of 12 ≥ width (it requires
 one; 12-24-48-96-192) with ``norm_name="batch"`` (its default InstanceNorm cannot train on the 1³ bottleneck of a
-32³ patch, and a 64³ patch would cost 8 times as much). The parameter counts differ (they are printed and tabulated): Rep3D's 21³ kernels dominate.
+32³ patch, and a 64³ patch would cost 8 times as much). The parameter counts differ (they are printed and
+tabulated): Rep3D's 21³ kernels dominate.
 """
 
 import json
