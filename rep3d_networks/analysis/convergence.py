@@ -149,7 +149,8 @@ def bundle_overrides(settings: StudySettings, data: StudyData, run_dir: Path) ->
         "bundle_root": str(run_dir), "dataset_dir": str(data.dataset_dir), "datalist": str(data.datalist),
         "roi_size": list(settings.roi_size), "learning_rate": float(settings.learning_rate),
         "max_iterations": int(settings.max_iterations), "val_interval": int(settings.val_interval),
-        "checkpoint_interval": int(settings.max_iterations), "num_workers": 0, "cache_rate": 1.0,
+        # no resume checkpoint (model + optimizer state) in any run: a study resumes run by run, not within one
+        "checkpoint_interval": int(settings.max_iterations) + 1, "num_workers": 0, "cache_rate": 1.0,
         "device": f"$torch.device('{settings.device}')", "validate#inferer#overlap": float(settings.val_overlap),
     }
     if recipe.pixdim is not None:
