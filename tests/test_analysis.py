@@ -1,15 +1,18 @@
-"""The analysis commands of issue #8 (``python -m rep3d_networks.analysis``), at tiny settings.
+"""The analysis commands of issues #8 and #14 (``python -m rep3d_networks.analysis``), at tiny settings.
 
-The ``lr-field`` CLI runs in a background process (started with the module's first test) while the
-in-process tests run, and is checked by the last test of the file.
+The ``lr-field`` CLI runs in a background process (started with the module's first test) while the in-process
+tests run, and is checked by the last test of the file; two tiny ``convergence`` studies run side by side in two
+processes started by the first test that needs them.
 """
 
 import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -17,8 +20,11 @@ from PIL import Image
 
 from rep3d_networks import Rep3D
 from rep3d_networks.analysis import cli
-from rep3d_networks.analysis.convergence import ConvergenceSettings, paired_model
-from rep3d_networks.analysis.convergence_data import write_dataset
+from ignite.engine import Engine, Events
+
+from rep3d_networks.analysis.convergence import MODELS, StudySettings, attach_plateau_rule, fitting_cap, time_plan
+from rep3d_networks.analysis.convergence_data import write_study_data
+from rep3d_networks.analysis.convergence_report import DOCS_BEGIN, DOCS_END, fill_docs, statement, summary, grouped_runs
 from rep3d_networks.analysis.erf import erf_summary
 from rep3d_networks.analysis.kernel_geometry import centre_periphery_ratio, radial_profile, tap_distances
 from rep3d_networks.analysis.model_loading import build_model, is_folded, model_kwargs, read_state_dict
@@ -45,6 +51,40 @@ def lr_field_process(tmp_path_factory):
     if process.poll() is None:
         process.kill()
         process.communicate()
+
+
+def start(command):
+    return subprocess.Popen([sys.executable, "-m", "rep3d_networks.analysis", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process, timeout=300) -> str:
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-4000:]
+    return stdout
+
+
+TINY_STUDY = ["--seeds", "0", "--phantom_cases", "4", "--phantom_size", "32", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def convergence_processes(tmp_path_factory):
+    """Two tiny studies through the CLI, side by side: (1) every model on the phantom, one iteration;
+    (2) LRBM on the real CT slabs (if present) with the timing phase, two worker processes, a plateau rule that
+    must stop the run at its second validation, and the docs block filled in a copy of docs/reproduction.md."""
+    every_model = tmp_path_factory.mktemp("every_model")
+    every = start(["convergence", "--output_dir", str(every_model), "--datasets", "phantom", "--max_iterations", "1",
+                   "--val_interval", "1", "--time_budget_hours", "0", *TINY_STUDY])
+    ct_out = tmp_path_factory.mktemp("ct_plateau")
+    docs = ct_out / "reproduction.md"
+    docs.write_text((Path(__file__).resolve().parents[1] / "docs" / "reproduction.md").read_text())
+    ct = start(["convergence", "--output_dir", str(ct_out / "study"), "--datasets", "ct", "--models", "lrbm",
+                "--max_iterations", "4", "--val_interval", "1", "--patience", "1", "--min_delta", "1.0",
+                "--time_budget_hours", "1", "--timing_iterations", "2", "--docs_file", str(docs), *TINY_STUDY[:-1], "2"])
+    yield {"every": (every, every_model), "ct": (ct, ct_out)}
+    for process in (every, ct):
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def test_centre_periphery_ratio_and_radial_profile():
@@ -103,43 +143,152 @@ def test_erf_of_a_fresh_model_from_a_bundle_config(tmp_path, repo_root):
     assert np.load(paths["erf_npy"]).shape == (32, 32, 32)
 
 
-def test_convergence_then_erf_of_its_checkpoint(tmp_path, shared_data):
-    out = tmp_path / "convergence"
-    paths = cli.convergence(
-        str(out), iterations=2, seeds="0,1", crop=32, shared_data=str(shared_data), **TINY_MODEL
-    )
-    result = json.loads(Path(paths["json"]).read_text())
-    assert result["data"]["source"] == "totalseg" and len(result["runs"]) == 6
-    for run in result["runs"]:
-        assert run["iterations"] == [1, 2] and all(0 <= d <= 1 for d in run["dice"])
-        assert all(t > 0 for t in run["train_seconds"]) and math.isfinite(run["loss"][-1])
-    table = Path(paths["markdown"]).read_text().split("Per run:")[0]
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
-    assert [r.split("|")[1].strip() for r in rows] == ["vanilla", "fixed", "lrbm"]
-    assert all(r.split("|")[2].strip() == "2" for r in rows)  # seed count
-    assert_png(paths["png"])
+def plateau_stop(scores, patience, min_delta):
+    """The iteration at which a trainer validated once per iteration with ``scores`` is stopped by the plateau rule."""
+    stream = iter(scores)
+    trainer, evaluator = Engine(lambda engine, batch: None), Engine(lambda engine, batch: None)
+    evaluator.add_event_handler(Events.STARTED, lambda engine: engine.state.metrics.update(val_mean_dice=next(stream)))
+    attach_plateau_rule(trainer, evaluator, patience, min_delta)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: evaluator.run([0]))
+    trainer.run([0] * len(scores), max_epochs=1)
+    return trainer.state.iteration
 
+
+@pytest.mark.parametrize(
+    "scores, patience, stopped_at",
+    [
+        ([0.1, 0.2, 0.3, 0.4, 0.5], 2, 5),  # rising: never stops
+        ([0.1, 0.5, 0.502, 0.503, 0.504, 0.9], 3, 5),  # three gains <= 0.005 above 0.5: stops before 0.9
+        ([0.6, 0.5, 0.4, 0.3], 3, 4),  # falling
+        ([0.5, 0.504, 0.5075, 0.511, 0.9], 2, 5),  # creeping: 0.5075 beats the reference 0.5 by > 0.005
+        ([0.5, 0.504, 0.508, 0.509, 0.5095, 0.9], 2, 5),  # 0.508 resets; 0.509 and 0.5095 do not beat it: stop
+        ([0.3], 1, 1),
+    ],
+)
+def test_plateau_rule_stops_a_run(scores, patience, stopped_at):
+    assert plateau_stop(scores, patience, 0.005) == stopped_at
+
+
+def fake_run(model, seed, dice, dataset="phantom"):
+    iterations = [50 * (i + 1) for i in range(len(dice))]
+    return {"dataset": dataset, "model": model, "seed": seed, "parameters": 10, "iterations": iterations, "dice": dice,
+            "train_seconds": [10.0 * i for i in iterations], "iterations_run": iterations[-1], "stopped_by": "plateau"}
+
+
+@pytest.mark.parametrize(
+    "curves, winner, table7",
+    [
+        ({"lrbm": [0.5, 0.7, 0.8, 0.8], "fixed": [0.4, 0.6, 0.7, 0.7], "vanilla": [0.3, 0.5, 0.6, 0.6]}, "lrbm", "holds at every point"),
+        ({"lrbm": [0.3, 0.5, 0.6, 0.6], "fixed": [0.4, 0.6, 0.7, 0.7], "vanilla": [0.5, 0.7, 0.8, 0.8]}, "vanilla", "does not hold at any point"),
+        ({"lrbm": [0.5, 0.5, 0.6, 0.6], "fixed": [0.4, 0.6, 0.7, 0.7], "vanilla": [0.3, 0.5, 0.6, 0.6]}, "fixed", "holds at 1 of 4 points"),
+    ],
+)
+def test_statement_is_written_from_the_numbers(curves, winner, table7):
+    records = [fake_run(m, seed, [d + 0.01 * seed for d in dice]) for m, dice in curves.items() for seed in (0, 1)]
+    rows = summary(records)["phantom"]
+    text = statement("phantom", rows, grouped_runs(records)["phantom"])
+    assert f"highest mean best Dice: {winner}" in text and table7 in text
+    lrbm = next(r for r in rows if r["model"] == "lrbm")
+    assert lrbm["iterations_to_90"] == [150, 150] and lrbm["seconds_to_90"] == [1500.0, 1500.0]  # first Dice >= 0.9 x best
+
+
+@pytest.mark.parametrize("budget_hours, workers, cap", [(10.0, 1, 1000), (1.0, 1, 750), (1.0, 2, 1000), (0.3, 1, 200), (0.01, 1, None)])
+def test_time_plan_picks_the_largest_cap_that_fits(budget_hours, workers, cap):
+    # 2 seeds x (cap x (1.5 + 0.5) s + cap / 50 x (10 + 5) s) = 4.6 s x cap, shared by the workers
+    settings = StudySettings(datasets=("phantom",), models=("lrbm", "segresnet"), seeds=(0, 1), max_iterations=1000, val_interval=50)
+    timing = {"phantom": {"lrbm": {"seconds_per_iteration": 1.5, "seconds_per_validation": 10.0},
+                          "segresnet": {"seconds_per_iteration": 0.5, "seconds_per_validation": 5.0}}}
+    if cap is None:
+        with pytest.raises(ValueError, match="not even 50 iterations"):
+            fitting_cap(timing, settings, workers, budget_hours)
+        return
+    assert fitting_cap(timing, settings, workers, budget_hours) == cap
+    plan = time_plan(timing, replace(settings, max_iterations=cap), workers)
+    assert plan["hours"] == pytest.approx(4.6 * cap / 3600 / workers) and plan["hours"] <= budget_hours
+    assert [row[:4] for row in plan["rows"]] == [["phantom", "lrbm", 2, cap], ["phantom", "segresnet", 2, cap]]
+
+
+def test_settings_refuse_unknown_models_and_patches_swinunetr_cannot_take():
+    with pytest.raises(ValueError, match="unet3d"):
+        StudySettings(models=("lrbm", "unet3d"))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        StudySettings(roi_size=(48, 48, 32))
+
+
+def test_rep3d_variants_of_a_seed_start_from_the_same_shared_weights():
+    vanilla, lrbm = (MODELS[name][1](8, 3).state_dict() for name in ("vanilla", "lrbm"))
+    for key in ("encoder.stages.0.0.conv.weight", "decoder.head.conv.conv.weight"):
+        torch.testing.assert_close(vanilla[key], lrbm[key], rtol=0, atol=0)
+    other_seed = MODELS["vanilla"][1](8, 4).state_dict()
+    assert not torch.equal(vanilla["encoder.stages.0.0.conv.weight"], other_seed["encoder.stages.0.0.conv.weight"])
+
+
+def test_ct_data_needs_the_shared_ct(tmp_path):
+    with pytest.raises(FileNotFoundError, match="example_ct.nii.gz"):
+        write_study_data("ct", tmp_path, str(tmp_path / "no_shared_data"), 4, 32)
+
+
+def test_ct_slabs_are_disjoint_and_held_out_organs_are_trained(tmp_path, shared_data):
+    data = write_study_data("ct", tmp_path, str(shared_data), 4, 32)
+    datalist = json.loads(data.datalist.read_text())
+    slabs = datalist["metadata"]["slab_slices"]
+    assert len(slabs) == 4 and all(stop - start == 28 for start, stop in slabs.values())
+    classes = {}
+    for key in ("training", "validation"):
+        classes[key] = set().union(*({int(c) for c in np.unique(np.asarray(nib.load(str(data.dataset_dir / i["label"])).dataobj)) if c}
+                                     for i in datalist[key]))
+    assert classes["validation"] and classes["validation"] <= classes["training"]
+
+
+def test_docs_block_is_present_and_refused_when_missing(repo_root, tmp_path):
+    text = (repo_root / "docs" / "reproduction.md").read_text()
+    assert text.count(DOCS_BEGIN) == 1 and text.count(DOCS_END) == 1
+    block = text.split(DOCS_BEGIN)[1].split(DOCS_END)[0]
+    assert "not been run yet" in block or "#### phantom" in block  # the placeholder or the generated results
+    (tmp_path / "other.md").write_text("# no markers\n")
+    with pytest.raises(ValueError, match="needs one line"):
+        fill_docs({"summary": {}}, {}, tmp_path / "other.md")
+
+
+def test_convergence_cli_every_model(convergence_processes):
+    process, out = convergence_processes["every"]
+    stdout = finish(process)
+    for name in MODELS:
+        assert f"[convergence] {name}: " in stdout and "parameters" in stdout  # parameter counts printed
+    result = json.loads((out / "convergence.json").read_text())
+    assert [row["model"] for row in result["summary"]["phantom"]] == list(MODELS)
+    assert len(result["runs"]) == len(MODELS) and all(r["iterations"] == [1] and 0 <= r["dice"][0] <= 1 for r in result["runs"])
+    assert result["parameters"]["lrbm"] > result["parameters"]["segresnet"] > 0
+    table = (out / "convergence.md").read_text()
+    for name in MODELS:
+        assert f"| {name} | {result['parameters'][name]:,} | 1 |" in table
+    assert "highest mean best Dice" in table
+    assert_png(out / "convergence_phantom.png")
+
+
+def test_convergence_cli_timing_plateau_docs_and_erf(convergence_processes, shared_data, tmp_path):
+    process, out = convergence_processes["ct"]
+    finish(process)
+    study = out / "study"
+    plan = json.loads((study / "time_plan.json").read_text())
+    assert plan["cap"] == 4 and plan["timing"]["ct"]["lrbm"]["seconds_per_iteration"] > 0
+    assert "| ct | lrbm | 1 | 4 |" in (study / "time_plan.md").read_text()
+    run = json.loads((study / "runs" / "ct" / "lrbm_seed0" / "result.json").read_text())
+    assert run["stopped_by"] == "plateau" and run["iterations"] == [1, 2] and run["iterations_run"] == 2
+    assert all(t > 0 for t in run["train_seconds"]) and math.isfinite(run["loss"][-1])
+    docs = (out / "reproduction.md").read_text()
+    block = docs.split(DOCS_BEGIN)[1].split(DOCS_END)[0]
+    assert "#### ct" in block and "| lrbm |" in block and "not been run yet" not in block
+    assert_png(out / "figures" / "convergence_ct.png")
+    assert docs.split(DOCS_END)[1] == (Path(__file__).resolve().parents[1] / "docs" / "reproduction.md").read_text().split(DOCS_END)[1]
+
+    run_dir = study / "runs" / "ct" / "lrbm_seed0"
     erf_paths = cli.erf(
-        str(tmp_path / "erf"), checkpoint=str(out / "checkpoints" / "lrbm_seed0.pt"), config=paths["model_config"],
+        str(tmp_path / "erf"), checkpoint=str(run_dir / "models" / "model.pt"), config=str(run_dir / "model_config.json"),
         inputs="ct", shared_data=str(shared_data), input_size=32, num_inputs=1,
     )
     assert_png(erf_paths["lrbm_masks_png"])
     assert "checkpoint" in json.loads(Path(erf_paths["json"]).read_text())["weights"]
-
-
-def test_variants_of_a_seed_start_from_the_same_shared_weights():
-    settings = ConvergenceSettings(iterations=4, **TINY_MODEL)
-    assert settings.eval_points == [1, 3, 4]  # 1/6, 1/3, 2/3 and all of the iterations, rounded
-    vanilla, lrbm = paired_model(settings, "vanilla", 3).state_dict(), paired_model(settings, "lrbm", 3).state_dict()
-    for key in ("encoder.stages.0.0.conv.weight", "decoder.head.conv.conv.weight"):
-        torch.testing.assert_close(vanilla[key], lrbm[key], rtol=0, atol=0)
-    other_seed = paired_model(settings, "vanilla", 4).state_dict()
-    assert not torch.equal(vanilla["encoder.stages.0.0.conv.weight"], other_seed["encoder.stages.0.0.conv.weight"])
-
-
-def test_convergence_data_falls_back_to_the_phantom(tmp_path):
-    folder, source = write_dataset(tmp_path, str(tmp_path / "no_shared_data"), num_cases=3, phantom_size=32, seed=0)
-    assert source == "phantom" and len(list((folder / "imagesTr").glob("*.nii.gz"))) == 3
 
 
 def test_lr_field_cli_outputs(lr_field_process):

@@ -4,21 +4,27 @@ Examples::
 
     python -m rep3d_networks.analysis lr-field --output_dir out/lr_field
     python -m rep3d_networks.analysis erf --output_dir out/erf_fresh
-    python -m rep3d_networks.analysis erf --output_dir out/erf_trained \\
-        --checkpoint out/convergence/checkpoints/lrbm_seed0.pt --config out/convergence/model_config.json
+    python -m rep3d_networks.analysis erf --output_dir out/erf_trained --config out/convergence/runs/ct/lrbm_seed0/model_config.json \\
+        --checkpoint out/convergence/runs/ct/lrbm_seed0/models/model.pt
     python -m rep3d_networks.analysis erf --output_dir out/erf_bundle --config bundles/amos_ct/configs/train.json \\
         --checkpoint bundles/amos_ct/models/model.pt
     python -m rep3d_networks.analysis convergence --output_dir out/convergence
 """
 
+import os
+import platform
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
 
-from rep3d_networks.analysis.convergence import ConvergenceSettings, run_convergence
-from rep3d_networks.analysis.convergence_data import default_shared_data, write_dataset
-from rep3d_networks.analysis.convergence_report import write_convergence_report
+from rep3d_networks.analysis.convergence import (
+    MODELS, StudySettings, describe, fitting_cap, measure_timing, model_parameters, run_study, time_plan, worker_pool,
+)
+from rep3d_networks.analysis.convergence_data import PHANTOM_CASES, PHANTOM_SIZE, default_shared_data, write_study_data
+from rep3d_networks.analysis.convergence_report import DOCS_BEGIN, fill_docs, plan_markdown, write_study_report
 from rep3d_networks.analysis.erf import ct_inputs, effective_receptive_field, erf_summary, random_inputs
 from rep3d_networks.analysis.erf_report import write_erf_report
 from rep3d_networks.analysis.lr_field import OPTIMIZERS, VARIANTS, RegressionTask, run_lr_field
@@ -198,74 +204,112 @@ def erf(
     return announce(paths)
 
 
+def machine_note(workers: int, num_threads: int) -> str:
+    """CPU, processes, threads and the load average when the study started (the cores may be shared)."""
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, {workers} process(es) × "
+            f"{num_threads or torch.get_num_threads()} thread(s), load average at the start {load}")
+
+
 def convergence(
     output_dir: str,
-    variants=("vanilla", "fixed", "lrbm"),
+    datasets=("phantom", "ct"),
+    models=tuple(MODELS),
     seeds=(0, 1, 2),
-    iterations: int = 240,
-    eval_at=None,
-    crop=32,
-    num_samples: int = 2,
-    feature_size: int = 8,
-    hidden_size: int = 32,
-    kernel_size: int = 21,
-    learning_rate: float = 1e-3,
-    weight_decay: float = 0.08,
-    num_cases: int = 4,
-    val_case: int = 2,
-    shared_data: Optional[str] = None,
-    phantom_size: int = 64,
-    device: str = "cpu",
+    max_iterations: int = 1000,
+    val_interval: int = 50,
+    patience: int = 4,
+    min_delta: float = 0.005,
+    width: int = 8,
+    roi_size=32,
+    learning_rate: float = 1e-2,
+    val_overlap: float = 0.25,
+    time_budget_hours: float = 1.9,
+    timing_iterations: int = 10,
+    plan_only: bool = False,
+    workers: int = 2,
     num_threads: int = 1,
-    save_checkpoints: bool = True,
+    shared_data: Optional[str] = None,
+    phantom_cases: int = PHANTOM_CASES,
+    phantom_size: int = PHANTOM_SIZE,
+    docs_file: Optional[str] = None,
+    device: str = "cpu",
 ) -> Dict[str, str]:
-    """Tiny-scale Table 7: validation Dice of Rep3D variants at fixed iterations, several seeds each.
+    """Convergence study: validation Dice against iterations and seconds, run to a plateau, several models and seeds.
 
-    Data: the real CT in shared_data cut into num_cases z-slabs by the totalseg data command (labels are
-    TotalSegmentator predictions mapped to AMOS), or the phantom when the shared data is absent; slab
-    val_case validates, the others train. Writes convergence.md/.json/.png, model_config.json and, with
-    save_checkpoints, checkpoints/<variant>_seed<k>.pt (usable by the erf command).
+    Every run is the amos_ct bundle's training (train.json parsed in-process, network_def replaced; see
+    rep3d_networks.analysis.convergence). First the seconds per iteration and per validation of every model are
+    measured (timing_iterations each, in `workers` processes) and the iteration cap is lowered so that the runs fit
+    what is left of time_budget_hours (time_plan.md); then every dataset × seed × model runs until the plateau rule or the cap.
+    Writes convergence.md/.json, convergence_<dataset>.png, runs/<dataset>/<model>_seed<k>/ (result.json, the
+    bundle's models/model.pt and eval/; Rep3D runs also model_config.json for the erf command). A run whose
+    result.json holds the same settings is kept, so an interrupted study resumes.
 
     Args:
-        output_dir: Folder for the results, the dataset (data/) and the checkpoints.
-        variants: Comma-separated subset of vanilla,fixed,lrbm,csla.
+        output_dir: Folder for everything.
+        datasets: Comma-separated subset of phantom,ct.
+        models: Comma-separated subset of lrbm,fixed,vanilla,csla,uxnet,segresnet,swinunetr.
         seeds: Comma-separated seeds.
-        iterations: Training iterations per run.
-        eval_at: Comma-separated iterations at which to validate (default: 1/6, 1/3, 2/3 and all of iterations, as Table 7's 10k/20k/40k/60k).
-        crop: Training crop and sliding-window size: one int or three (multiples of 16).
-        num_samples: Crops per iteration (the batch).
-        feature_size: Rep3D first-stage width.
-        hidden_size: Rep3D bottleneck width.
-        kernel_size: Large kernel size.
+        max_iterations: Iteration cap per run (lowered to fit time_budget_hours).
+        val_interval: Iterations between validations.
+        patience: Plateau rule: validations in a row without a Dice gain above min_delta before a run stops.
+        min_delta: Plateau rule: the Dice gain that counts as an improvement.
+        width: First-stage width of every model (SwinUNETR: the next multiple of 12).
+        roi_size: Training patch and sliding-window size: one int or three (multiples of 32).
         learning_rate: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        num_cases: Number of z-slabs.
-        val_case: Index of the validation slab.
-        shared_data: The shared/data folder (default ../shared/data beside the repository).
-        phantom_size: Phantom edge length when the shared data is absent.
+        val_overlap: Sliding-window overlap of the validation.
+        time_budget_hours: Wall-clock budget of the whole command, runs at the cap (0: no timing, keep max_iterations).
+        timing_iterations: Iterations per model in the timing measurement.
+        plan_only: Measure and write the time plan, train nothing else.
+        workers: Runs in parallel processes.
+        num_threads: torch threads per process (0: torch's default).
+        shared_data: The shared/data folder (default ../shared/data beside the repository), for the ct dataset.
+        phantom_cases: Phantom cases (the quickstart's 20).
+        phantom_size: Phantom edge in voxels (the quickstart's 40).
+        docs_file: Also write the results between the convergence-study markers of this file (docs/reproduction.md).
         device: cpu or cuda.
-        num_threads: torch threads (0: torch's default).
-        save_checkpoints: Save each run's final state dict.
     """
+    start = time.perf_counter()
     use_threads(num_threads)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = ConvergenceSettings(
-        variants=as_tuple(variants), seeds=as_tuple(seeds, int), iterations=int(iterations),
-        eval_at=() if eval_at is None else as_tuple(eval_at, int), crop=as_crop(crop), num_samples=num_samples,
-        feature_size=feature_size, hidden_size=hidden_size, kernel_size=kernel_size, learning_rate=learning_rate,
-        weight_decay=weight_decay, device=device,
+    docs = Path(docs_file) if docs_file else None
+    if docs is not None and DOCS_BEGIN not in docs.read_text():
+        raise ValueError(f"{docs}: has no line {DOCS_BEGIN!r} to write the results after")
+    settings = StudySettings(
+        datasets=as_tuple(datasets), models=as_tuple(models), seeds=as_tuple(seeds, int), max_iterations=int(max_iterations),
+        val_interval=int(val_interval), patience=int(patience), min_delta=float(min_delta), width=int(width),
+        roi_size=as_crop(roi_size), learning_rate=float(learning_rate), val_overlap=float(val_overlap), device=device,
     )
-    dataset_dir, source = write_dataset(out / "data", shared_data, num_cases, phantom_size, seed=0)
-    print(f"[analysis] dataset ({source}): {dataset_dir}", flush=True)
-    checkpoint_dir = out / "checkpoints" if save_checkpoints else None
-    if checkpoint_dir is not None:
-        checkpoint_dir.mkdir(exist_ok=True)
-    results = run_convergence(settings, dataset_dir, val_case, checkpoint_dir)
-    results["data"].update(source=source, dataset_dir=str(dataset_dir))
-    model_config = {k: v for k, v in settings.model_kwargs("lrbm").items() if k != "reparam"}
-    paths = write_convergence_report(results, out)
-    paths["model_config"] = write_json(out / "model_config.json", model_config)
+    parameters = model_parameters(settings.models, settings.width)
+    for name, count in parameters.items():
+        print(f"[convergence] {name}: {describe(name, settings.width)}: {count:,} parameters", flush=True)
+    machine = machine_note(workers, num_threads)
+    data = {name: write_study_data(name, out / "data", shared_data, phantom_cases, phantom_size) for name in settings.datasets}
+    pool = worker_pool(workers)
+    try:
+        if time_budget_hours > 0 or plan_only:
+            timing = measure_timing(settings, data, out, pool, num_threads, timing_iterations)
+            left = time_budget_hours - (time.perf_counter() - start) / 3600  # the budget covers data, timing and runs
+            cap = fitting_cap(timing, settings, workers, left) if time_budget_hours > 0 else settings.max_iterations
+            note = (f"Measured with {timing_iterations} iterations per model in {(time.perf_counter() - start) / 60:.1f} min "
+                    f"(data and timing; left of the budget: {max(0.0, left):.2f} h); {machine}.")
+            plan = time_plan(timing, replace(settings, max_iterations=cap), workers)
+            write_json(out / "time_plan.json", {"timing": timing, "plan": plan, "cap": cap, "budget_hours": time_budget_hours, "machine": machine})
+            (out / "time_plan.md").write_text(plan_markdown(plan, note))
+            print((out / "time_plan.md").read_text(), flush=True)
+            if plan_only:
+                return announce({"time_plan": out / "time_plan.md"})
+            settings = replace(settings, max_iterations=cap)
+        records = run_study(settings, data, out, pool, num_threads)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    results = {"settings": asdict(settings), "machine": machine, "parameters": parameters, "runs": records,
+               "data": {name: d.split for name, d in data.items()}}
+    paths = write_study_report(results, out)
+    if docs is not None:
+        paths["docs"] = fill_docs(results, paths, docs)
     print(paths["markdown"].read_text())
     return announce(paths)
 

@@ -1,22 +1,69 @@
-"""Data of the ``convergence`` command: a tiny AMOS-layout dataset split train/validation by z-slab, and its MONAI transforms.
+"""Data of the ``convergence`` study: the quickstart's phantom and the real CT slabs, each with its datalist.
 
-With the shared real CT (``../shared/data``) the dataset is written by the ``totalseg`` data command: the
-one abdomen–pelvis CT (3 mm) cut into ``num_cases`` z-slabs, labels = TotalSegmentator *predictions* mapped
-to the AMOS classes. With ``num_cases=4`` the slabs are disjoint (slices 0–27, 28–55, 56–83, 84–111, inferior
-to superior); the validation slab is held out whole, so training never sees its voxels, but all slabs come
-from one person. Without the shared data the synthetic phantom is used instead.
+* ``phantom``: the quickstart's synthetic abdominal CT (:mod:`rep3d_networks.data.phantom`, 20 cases of 40³ voxels
+  at the bundle's 1.5 × 1.5 × 2 mm, all 15 AMOS organs), split by ``prepare`` (seed 0: 16 training, 2 validation,
+  2 test cases).
+* ``ct``: the one abdomen–pelvis CT of ``../shared/data`` at its own 3 mm, cut by the ``totalseg`` data command into
+  4 disjoint z-slabs of 28 slices (labels: TotalSegmentator *predictions* mapped to AMOS), split with
+  :func:`rep3d_networks.data.splits.class_aware_split`, so that every organ of a held-out slab is also in a training
+  slab (a seeded random split once held out both pelvic slabs and gave Dice 0).
+
+In both, the study's curves are measured on the validation *and* test cases of the split (no model is selected
+on them, so there is no reason to keep the test cases apart, and more held-out organs make a steadier curve).
+All CT slabs come from one person: the real-CT Dice values measure learning dynamics, not accuracy.
 """
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
-from monai import transforms as mt
+import nibabel as nib
+import numpy as np
 
-from rep3d_networks.data.cli import phantom, totalseg
+from rep3d_networks.data.cli import phantom, prepare, totalseg
+from rep3d_networks.data.datalist import build_datalist, write_json_files
+from rep3d_networks.data.layouts import dataset_base_dir, find_cases
+from rep3d_networks.data.specs import get_dataset_spec
+from rep3d_networks.data.splits import class_aware_split
 
-CT_WINDOW = (-175.0, 250.0)  # AMOS CT clipping (A.2)
+BUNDLE = "amos_ct"
 SHARED_CT = "totalseg_ct_abdomen_3mm/example_ct.nii.gz"
+PHANTOM_CASES, PHANTOM_SIZE = 20, 40  # the quickstart's phantom (rep3d_networks.quickstart.main defaults)
+CT_SLABS, CT_SLAB_SLICES = 4, 28  # 4 x 28 slices tile the CT's 112 slices without overlap; 28 pads to a 32-deep patch
+
+
+@dataclass(frozen=True)
+class StudyRecipe:
+    """How one dataset differs from the bundle's train.json (``None``: the bundle's value)."""
+
+    name: str
+    pixdim: Optional[Tuple[float, float, float]]
+    affine_prob: Optional[float]
+    why: str
+
+
+RECIPES: Dict[str, StudyRecipe] = {
+    "phantom": StudyRecipe(
+        "phantom", None, 0.0,
+        "the quickstart's phantom at the bundle's 1.5 × 1.5 × 2 mm; RandAffined off as in the quickstart (the phantom cases vary enough)",
+    ),
+    "ct": StudyRecipe(
+        "ct", (3.0, 3.0, 3.0), None,
+        "the shared CT at its own 3 mm (no resampling); the bundle's RandAffined (p 0.5) kept, as 2 training slabs vary little",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """A written dataset: its folder (the bundle's ``dataset_dir``), its datalist and its split."""
+
+    name: str
+    dataset_dir: Path
+    datalist: Path
+    split: Dict[str, list]
 
 
 def default_shared_data() -> Path:
@@ -24,59 +71,73 @@ def default_shared_data() -> Path:
     return Path(os.environ.get("REP3D_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
-def write_dataset(output_dir: Path, shared_data: Optional[str], num_cases: int, phantom_size: int, seed: int) -> Tuple[Path, str]:
-    """Write the dataset under ``output_dir``: from the real CT when ``shared_data`` has it, else the phantom.
-
-    Returns:
-        ``(dataset folder, "totalseg" | "phantom")``.
-    """
-    shared = Path(shared_data) if shared_data is not None else default_shared_data()
-    if (shared / SHARED_CT).is_file():
-        folder = totalseg("amos_ct", str(shared), str(output_dir), num_cases=num_cases, seed=seed, overwrite=True)
-        return Path(folder), "totalseg"
-    folder = phantom("amos_ct", str(output_dir), num_cases=num_cases, size=phantom_size, seed=seed, overwrite=True)
-    return Path(folder), "phantom"
+def held_out_datalist(datalist: Dict) -> Dict:
+    """The datalist with the test cases moved into ``validation`` (the study measures its curves on both)."""
+    merged = dict(datalist, validation=list(datalist["validation"]) + list(datalist["test"]), test=[])
+    merged["metadata"] = dict(datalist.get("metadata", {}), study="validation = validation + test of the split")
+    return merged
 
 
-def slab_split(dataset_dir: Path, val_case: int) -> Tuple[List[Dict[str, str]], List[Dict[str, str]]]:
-    """``(train, validation)`` items ``{"image", "label", "name"}``: case ``val_case`` (in name order) validates, the rest train.
+def split_names(datalist: Dict) -> Dict[str, list]:
+    return {key: [Path(item["image"]).name for item in datalist[key]] for key in ("training", "validation")}
+
+
+def write_phantom_data(output_dir: Path, num_cases: int = PHANTOM_CASES, size: int = PHANTOM_SIZE) -> StudyData:
+    """The quickstart's phantom under ``output_dir/phantom`` and its study datalist."""
+    folder = Path(phantom(BUNDLE, str(output_dir / "phantom"), num_cases=num_cases, size=size, seed=0, overwrite=True))
+    configs = output_dir / "phantom_split"
+    prepare(BUNDLE, str(folder), str(configs), seed=0, overwrite=True)
+    datalist = held_out_datalist(json.loads((configs / "datalist_fold0.json").read_text()))
+    path = write_json_files({output_dir / "phantom_datalist.json": datalist}, overwrite=True)[0]
+    return StudyData("phantom", folder, path, split_names(datalist))
+
+
+def slab_classes(dataset_dir: Path) -> Tuple[Dict[str, Tuple[int, int]], Dict[str, set]]:
+    """``({case: (first slice, stop)}, {case: foreground classes})`` of the slabs under ``dataset_dir``.
 
     Raises:
-        ValueError: if there are fewer than two cases or ``val_case`` is out of range.
+        ValueError: If two slabs overlap in z (a held-out slab would share voxels with a training slab).
     """
-    images = sorted((dataset_dir / "imagesTr").glob("*.nii.gz"))
-    items = [{"image": str(p), "label": str(dataset_dir / "labelsTr" / p.name), "name": p.name} for p in images]
-    if len(items) < 2 or not -len(items) <= val_case < len(items):
-        raise ValueError(f"need >= 2 cases and a valid val_case, got {len(items)} cases in {dataset_dir} and val_case={val_case}")
-    validation = [items[val_case]]
-    return [item for item in items if item is not validation[0]], validation
+    ranges, classes = {}, {}
+    for case in find_cases(get_dataset_spec(BUNDLE), dataset_dir):
+        label = nib.load(str(case.label))
+        start = int(round(label.affine[2, 3] / label.header.get_zooms()[2]))
+        ranges[case.case_id] = (start, start + label.shape[2])
+        classes[case.case_id] = {int(c) for c in np.unique(np.asarray(label.dataobj)) if c > 0}
+    ordered = sorted(ranges.items(), key=lambda item: item[1])
+    for (first, (_, stop)), (second, (start, _)) in zip(ordered, ordered[1:]):
+        if start < stop:
+            raise ValueError(f"{dataset_dir}: slabs {first} and {second} overlap in z ({stop - start} slices)")
+    return ranges, classes
 
 
-def base_transforms() -> List[mt.Transform]:
-    """Load, channel first, RAS, CT window to [0, 1] (native 3 mm spacing, no resampling)."""
-    keys = ["image", "label"]
-    return [
-        mt.LoadImaged(keys=keys, image_only=True),
-        mt.EnsureChannelFirstd(keys=keys),
-        mt.Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        mt.ScaleIntensityRanged(keys="image", a_min=CT_WINDOW[0], a_max=CT_WINDOW[1], b_min=0.0, b_max=1.0, clip=True),
-    ]
+def write_ct_data(output_dir: Path, shared_data: Path) -> StudyData:
+    """The shared CT's disjoint slabs under ``output_dir/ct`` and their class-aware study datalist.
+
+    Raises:
+        FileNotFoundError: If ``shared_data`` lacks the CT (before any work).
+    """
+    if not (shared_data / SHARED_CT).is_file():
+        raise FileNotFoundError(f"{shared_data / SHARED_CT} not found: pass --shared_data (the shared/data folder) or leave out the ct dataset")
+    folder = Path(totalseg(BUNDLE, str(shared_data), str(output_dir / "ct"), num_cases=CT_SLABS, min_slab_slices=CT_SLAB_SLICES, overwrite=True))
+    ranges, classes = slab_classes(folder)
+    spec = get_dataset_spec(BUNDLE)
+    metadata = {"dataset": BUNDLE, "split": "class-aware (rep3d_networks.data.splits.class_aware_split)",
+                "slab_slices": {case: list(r) for case, r in ranges.items()}}
+    datalist = build_datalist(find_cases(spec, folder), class_aware_split(classes), dataset_base_dir(spec, folder), metadata)
+    datalist = held_out_datalist(datalist)
+    path = write_json_files({output_dir / "ct_datalist.json": datalist}, overwrite=True)[0]
+    return StudyData("ct", dataset_base_dir(spec, folder), path, split_names(datalist))
 
 
-def train_transforms(crop: Sequence[int], num_samples: int) -> mt.Compose:
-    """Base transforms, then ``num_samples`` random crops (half centred on foreground) and the paper's intensity shift."""
-    keys = ["image", "label"]
-    return mt.Compose(
-        base_transforms()
-        + [
-            mt.SpatialPadd(keys=keys, spatial_size=crop),
-            mt.RandCropByPosNegLabeld(
-                keys=keys, label_key="label", spatial_size=crop, pos=1, neg=1, num_samples=num_samples, image_key="image", image_threshold=0
-            ),
-            mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
-        ]
-    )
+def write_study_data(name: str, output_dir: Path, shared_data: Optional[str], phantom_cases: int, phantom_size: int) -> StudyData:
+    """Write dataset ``name`` (``phantom`` or ``ct``) under ``output_dir``.
 
-
-def validation_transforms() -> mt.Compose:
-    return mt.Compose(base_transforms())
+    Raises:
+        ValueError: For another name.
+    """
+    if name == "phantom":
+        return write_phantom_data(output_dir, phantom_cases, phantom_size)
+    if name == "ct":
+        return write_ct_data(output_dir, Path(shared_data) if shared_data else default_shared_data())
+    raise ValueError(f"dataset must be one of {sorted(RECIPES)}, got {name!r}")

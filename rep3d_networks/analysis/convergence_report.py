@@ -1,59 +1,214 @@
-"""Files of the ``convergence`` command: ``convergence.json``, ``convergence.md`` and ``convergence.png``."""
+"""Files of the ``convergence`` study: ``convergence.json``, ``convergence.md`` (table + statement) and per-dataset figures.
 
+The statement of which model wins and whether Table 7's order holds is written from the numbers
+(:func:`statement`); :func:`fill_docs` puts the Markdown between :data:`DOCS_BEGIN` and :data:`DOCS_END` of a
+document (``docs/reproduction.md``) and copies the figures beside it.
+"""
+
+import shutil
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from rep3d_networks.analysis.convergence import NUM_CLASSES, curves, per_run_rows, summary_rows
-from rep3d_networks.analysis.plots import plot_convergence
-from rep3d_networks.analysis.reports import markdown_table, write_json
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rep3d_networks.analysis.convergence import MODELS, REP3D_VARIANTS  # noqa: E402
+from rep3d_networks.analysis.plots import VARIANT_COLOURS  # noqa: E402
+from rep3d_networks.analysis.reports import markdown_table, mean_std, write_json  # noqa: E402
+
+DOCS_BEGIN = "<!-- convergence-study:begin (written by python -m rep3d_networks.analysis convergence --docs_file) -->"
+DOCS_END = "<!-- convergence-study:end -->"
+TABLE7_ORDER = ("lrbm", "fixed", "vanilla")  # Table 7: full LRBM > fixed prior > vanilla at 10k/20k/40k/60k iterations
+TABLE7_FRACTIONS = (1 / 6, 1 / 3, 2 / 3, 1.0)
+COLOURS = {**VARIANT_COLOURS, "uxnet": "tab:green", "segresnet": "tab:purple", "swinunetr": "tab:brown"}
 
 
-def convergence_markdown(results: Dict) -> str:
-    """Settings, the Table 7-style summary and the per-run table, with the caveats."""
-    s, data = results["settings"], results["data"]
-    source = data["source"]
-    labels = (
-        "TotalSegmentator **model predictions** (not expert labels) mapped to the AMOS classes"
-        if source == "totalseg"
-        else "synthetic phantom labels"
-    )
-    crop = "×".join(str(c) for c in s["crop"])
-    return "\n".join(
-        [
-            "# Convergence of Rep3D variants (tiny-scale Table 7)",
+def reach_point(run: Dict, fraction: float = 0.9) -> Tuple[int, float]:
+    """``(iteration, training seconds)`` of the first validation with Dice ≥ ``fraction`` × the run's best."""
+    best = max(run["dice"])
+    index = next(i for i, d in enumerate(run["dice"]) if d >= fraction * best)
+    return run["iterations"][index], run["train_seconds"][index]
+
+
+def dice_at(run: Dict, iteration: int) -> float:
+    """The run's Dice at the last validation ≤ ``iteration`` (a run stopped by the plateau rule keeps its last value)."""
+    values = [d for i, d in zip(run["iterations"], run["dice"]) if i <= iteration]
+    return values[-1] if values else float("nan")
+
+
+def grouped_runs(records: Sequence[Dict]) -> Dict[str, Dict[str, List[Dict]]]:
+    """``{dataset: {model: [runs by seed]}}`` in the order of :data:`MODELS`."""
+    grouped: Dict[str, Dict[str, List[Dict]]] = {}
+    for record in records:
+        grouped.setdefault(record["dataset"], {}).setdefault(record["model"], []).append(record)
+    return {d: {m: sorted(runs[m], key=lambda r: r["seed"]) for m in MODELS if m in runs} for d, runs in grouped.items()}
+
+
+def model_row(name: str, runs: List[Dict]) -> Dict:
+    """Per-model numbers over seeds."""
+    reach = [reach_point(r) for r in runs]
+    return {
+        "model": name, "parameters": runs[0]["parameters"], "seeds": [r["seed"] for r in runs],
+        "final": [r["dice"][-1] for r in runs], "best": [max(r["dice"]) for r in runs],
+        "iterations_to_90": [p[0] for p in reach], "seconds_to_90": [p[1] for p in reach],
+        "iterations_run": [r["iterations_run"] for r in runs], "train_seconds": [r["train_seconds"][-1] for r in runs],
+        "stopped_by_plateau": sum(r["stopped_by"] == "plateau" for r in runs),
+    }
+
+
+def summary(records: Sequence[Dict]) -> Dict[str, List[Dict]]:
+    return {dataset: [model_row(m, runs) for m, runs in models.items()] for dataset, models in grouped_runs(records).items()}
+
+
+def table(rows: List[Dict]) -> str:
+    header = ["model", "parameters", "seeds", "final Dice", "best Dice", "iterations to 90 % of best", "seconds to 90 % of best",
+              "iterations run", "train seconds", "stopped by plateau"]
+    body = [
+        [r["model"], f"{r['parameters']:,}", len(r["seeds"]), mean_std(r["final"]), mean_std(r["best"]),
+         mean_std(r["iterations_to_90"], 0), mean_std(r["seconds_to_90"], 0), mean_std(r["iterations_run"], 0),
+         mean_std(r["train_seconds"], 0), f"{r['stopped_by_plateau']}/{len(r['seeds'])}"]
+        for r in rows
+    ]
+    return markdown_table(header, body)
+
+
+def spread(values: Sequence[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def table7_check(models: Dict[str, List[Dict]]) -> Optional[str]:
+    """Whether LRBM > fixed > vanilla (mean Dice over seeds) at the first validations at or after 1/6, 1/3, 2/3 and all
+    of the shortest of their runs (Table 7's 10k/20k/40k/60k of 60k)."""
+    if not all(m in models for m in TABLE7_ORDER):
+        return None
+    horizon = min(r["iterations_run"] for m in TABLE7_ORDER for r in models[m])
+    validated = sorted({i for m in TABLE7_ORDER for r in models[m] for i in r["iterations"] if i <= horizon})
+    points = sorted({next(i for i in validated if i >= f * horizon - 1e-9) for f in TABLE7_FRACTIONS})
+    means = {m: [float(np.nanmean([dice_at(r, p) for r in models[m]])) for p in points] for m in TABLE7_ORDER}
+    holds = [means["lrbm"][i] > means["fixed"][i] > means["vanilla"][i] for i in range(len(points))]
+    values = "; ".join(f"{p} it: " + " / ".join(f"{means[m][i]:.3f}" for m in TABLE7_ORDER) for i, p in enumerate(points))
+    verdict = "holds at every point" if all(holds) else f"holds at {sum(holds)} of {len(points)} points" if any(holds) else "does not hold at any point"
+    return f"Table 7's order (LRBM > fixed prior > vanilla) {verdict} (mean Dice LRBM / fixed / vanilla at {values})."
+
+
+def statement(dataset: str, rows: List[Dict], models: Dict[str, List[Dict]]) -> str:
+    """Which model wins (mean best Dice, with a tie when within the seeds' spread) and whether Table 7's order holds."""
+    ranked = sorted(rows, key=lambda r: np.mean(r["best"]), reverse=True)
+    first = ranked[0]
+    ties = [r["model"] for r in ranked[1:] if np.mean(first["best"]) - np.mean(r["best"]) <= max(spread(first["best"]), spread(r["best"]))]
+    order = " > ".join(f"{r['model']} {np.mean(r['best']):.3f}" for r in ranked)
+    lines = [f"**{dataset}**: highest mean best Dice: {first['model']} ({mean_std(first['best'])})"
+             + (f", within one seed standard deviation of {', '.join(ties)}" if ties else ", ahead of every other model by more than one seed standard deviation")
+             + f". Order by mean best Dice: {order}."]
+    fastest = min(rows, key=lambda r: np.mean(r["seconds_to_90"]))
+    lines.append(f"Fastest to 90 % of its own best Dice in training seconds: {fastest['model']} ({mean_std(fastest['seconds_to_90'], 0)} s).")
+    rep3d = [r for r in ranked if r["model"] in REP3D_VARIANTS]
+    if len(rep3d) > 1:
+        lines.append("Rep3D variants by mean best Dice: " + " > ".join(r["model"] for r in rep3d) + ".")
+    check = table7_check(models)
+    if check:
+        lines.append(check)
+    return " ".join(lines)
+
+
+def plot_dataset(dataset: str, models: Dict[str, List[Dict]], path: Path) -> Path:
+    """Dice against iterations (left) and against training seconds (right): one thin line per seed, the seed mean bold."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, runs in models.items():
+        colour = COLOURS.get(name)
+        for run in runs:
+            axes[0].plot(run["iterations"], run["dice"], color=colour, alpha=0.3, lw=0.8)
+            axes[1].plot(run["train_seconds"], run["dice"], color=colour, alpha=0.3, lw=0.8)
+        grid = sorted({i for r in runs for i in r["iterations"]})
+        mean = [float(np.nanmean([dice_at(r, i) for r in runs])) for i in grid]
+        axes[0].plot(grid, mean, color=colour, lw=2, label=f"{name} (n={len(runs)})")
+        seconds = np.linspace(0, max(r["train_seconds"][-1] for r in runs), 60)
+        mean_s = [float(np.nanmean([np.interp(s, r["train_seconds"], r["dice"], left=np.nan) for r in runs])) for s in seconds]
+        axes[1].plot(seconds, mean_s, color=colour, lw=2, label=name)
+    axes[0].set_xlabel("iteration")
+    axes[1].set_xlabel("training seconds (validation excluded)")
+    for ax in axes:
+        ax.set_ylabel("validation Dice (mean over organs)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"convergence study, {dataset} (thin: seeds; bold: mean, a stopped run keeps its last value)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def study_markdown(results: Dict, figure_names: Dict[str, str]) -> str:
+    """Settings, per-dataset tables, figures and the generated statements."""
+    s = results["settings"]
+    lines = [
+        f"Settings: models {', '.join(s['models'])}; seeds {', '.join(str(x) for x in s['seeds'])}; width {s['width']}; "
+        f"patch {'×'.join(str(c) for c in s['roi_size'])}; AdamW lr {s['learning_rate']:g} (the bundle's weight decay, "
+        f"DiceCELoss, ReduceLROnPlateau); validation every {s['val_interval']} iterations (sliding-window overlap "
+        f"{s['val_overlap']}); plateau rule: stop after {s['patience']} validations without a gain > {s['min_delta']}, "
+        f"at most {s['max_iterations']} iterations. {results['machine']}.",
+        "",
+    ]
+    for dataset, rows in results["summary"].items():
+        data = results["data"][dataset]
+        lines += [
+            f"#### {dataset}",
             "",
-            f"Data: {source} ({data['dataset_dir']}); train slabs {', '.join(data['train_cases'])}, validation slab "
-            f"{', '.join(data['val_cases'])} (classes present: {data['val_classes']}); labels are {labels}.",
-            f"Model: Rep3D feature_size {s['feature_size']}, hidden {s['hidden_size']}, depths 2-2-2-2, kernel {s['kernel_size']}³, "
-            f"{NUM_CLASSES} outputs. Training: AdamW lr {s['learning_rate']:g}, weight decay {s['weight_decay']}, "
-            f"DiceCELoss, {s['num_samples']} random {crop} crops per iteration (native 3 mm spacing), {s['iterations']} iterations, "
-            f"device {s['device']}. Validation: sliding window ({crop}, overlap 0.25), MONAI DiceMetric without background, "
-            "classes absent from the validation label ignored.",
+            f"Training cases {', '.join(data['training'])}; validation (curves) {', '.join(data['validation'])}.",
             "",
-            "Validation Dice, mean ± std over seeds (all variants of a seed start from the same shared weights and see the "
-            "same crops); train time = data loading + forward + backward + optimizer step, validation excluded:",
+            table(rows),
             "",
-            markdown_table(*summary_rows(results)),
+            f"![Dice against iterations and seconds, {dataset}]({figure_names[dataset]})",
             "",
-            "Per run:",
-            "",
-            markdown_table(*per_run_rows(results)),
-            "",
-            "Tiny scale (one subject, a few hundred iterations on CPU): this shows training dynamics, not accuracy.",
+            results["statements"][dataset],
             "",
         ]
-    )
+    return "\n".join(lines)
 
 
-def write_convergence_report(results: Dict, output_dir: Path) -> Dict[str, Path]:
-    """Write the JSON, Markdown and PNG of a ``convergence`` run; returns their paths."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+def write_study_report(results: Dict, output_dir: Path) -> Dict[str, Path]:
+    """``convergence.json``, ``convergence.md`` and ``convergence_<dataset>.png`` under ``output_dir``."""
+    grouped = grouped_runs(results["runs"])
+    results["summary"] = summary(results["runs"])
+    results["statements"] = {d: statement(d, results["summary"][d], grouped[d]) for d in grouped}
+    paths = {f"png_{d}": plot_dataset(d, grouped[d], output_dir / f"convergence_{d}.png") for d in grouped}
     markdown = output_dir / "convergence.md"
-    markdown.write_text(convergence_markdown(results))
-    title = f"Rep3D variants, {results['data']['source']} data, crop {'×'.join(str(c) for c in results['settings']['crop'])}"
-    plot_curves = {v: {k: c[k] for k in ("iterations", "dice", "loss")} for v, c in curves(results).items()}
-    return {
-        "json": write_json(output_dir / "convergence.json", results),
-        "markdown": markdown,
-        "png": plot_convergence(plot_curves, output_dir / "convergence.png", title),
-    }
+    markdown.write_text("# Convergence study\n\n" + study_markdown(results, {d: f"convergence_{d}.png" for d in grouped}))
+    return {"json": write_json(output_dir / "convergence.json", results), "markdown": markdown, **paths}
+
+
+def fill_docs(results: Dict, paths: Dict[str, Path], docs_file: Path) -> Path:
+    """Replace the block between :data:`DOCS_BEGIN` and :data:`DOCS_END` of ``docs_file``; figures go to ``figures/``.
+
+    Raises:
+        ValueError: If ``docs_file`` lacks the markers.
+    """
+    text = docs_file.read_text()
+    if text.count(DOCS_BEGIN) != 1 or text.count(DOCS_END) != 1 or text.index(DOCS_BEGIN) > text.index(DOCS_END):
+        raise ValueError(f"{docs_file}: needs one line {DOCS_BEGIN!r} followed by one line {DOCS_END!r}")
+    figures = docs_file.parent / "figures"
+    figures.mkdir(exist_ok=True)
+    names = {}
+    for dataset in results["summary"]:
+        source = paths[f"png_{dataset}"]
+        shutil.copyfile(source, figures / source.name)
+        names[dataset] = f"figures/{source.name}"
+    head, rest = text.split(DOCS_BEGIN)
+    tail = rest.split(DOCS_END)[1]
+    docs_file.write_text(f"{head}{DOCS_BEGIN}\n{study_markdown(results, names)}{DOCS_END}{tail}")
+    return docs_file
+
+
+def plan_markdown(plan: Dict, timing_note: str) -> str:
+    """The time plan table: runs × iterations × s/it (+ validations) per dataset and model."""
+    header = ["dataset", "model", "runs", "iterations (cap)", "s/it", "validations", "s/validation", "hours (cap)"]
+    rows = [[d, m, n, it, f"{spi:.3f}", v, f"{spv:.1f}", f"{h:.2f}"] for d, m, n, it, spi, v, spv, h in plan["rows"]]
+    hours = plan["hours"]
+    return (
+        f"{markdown_table(header, rows)}\n\nSum {plan['worker_hours']:.2f} process-hours; with {plan['workers']} "
+        f"process(es) in parallel about **{hours:.2f} h ({hours * 60:.0f} min)** if every run reaches the cap "
+        f"(runs stopped by the plateau rule take less). {timing_note}\n"
+    )

@@ -1,7 +1,7 @@
 """The figures of the analysis commands (matplotlib, Agg backend, small PNGs)."""
 
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import matplotlib
 
@@ -111,30 +111,4 @@ def plot_mask_montage(masks: List[Dict], path: Path) -> Path:
         short = mask["name"].replace("encoder.", "").replace(".conv", "")
         axes[0, column].set_title(f"{short}\nβ={mask['beta']:.2f}", fontsize=7)
     fig.colorbar(image, ax=axes, shrink=0.8, label="M (central planes)")
-    return save(fig, path)
-
-
-def plot_convergence(curves: Dict[str, Dict[str, Sequence]], path: Path, title: str) -> Path:
-    """``convergence``: validation Dice and training loss vs iteration, mean ± std over seeds per variant.
-
-    Args:
-        curves: ``{variant: {"iterations": [...], "dice": [[seed values per checkpoint]...], "loss": [[...]...]}}``.
-    """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for variant, curve in curves.items():
-        iterations = np.asarray(curve["iterations"])
-        for ax, key in zip(axes, ("dice", "loss")):
-            values = np.asarray(curve[key], dtype=float)  # [checkpoints, seeds]
-            mean, std = np.nanmean(values, axis=1), np.nanstd(values, axis=1)
-            colour = VARIANT_COLOURS.get(variant)
-            ax.plot(iterations, mean, marker="o", ms=3, label=f"{variant} (n={values.shape[1]})", color=colour)
-            ax.fill_between(iterations, mean - std, mean + std, alpha=0.15, color=colour)
-    axes[0].set_ylabel("validation Dice (mean, no background)")
-    axes[1].set_ylabel("training loss (DiceCE)")
-    for ax in axes:
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return save(fig, path)
