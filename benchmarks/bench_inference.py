@@ -283,7 +283,8 @@ def run(args) -> str:
         if "server" in args.paths:
             served = {n: images[n] for n in (args.images if args.server_images is None else args.server_images)}
             (scratch / "server").mkdir()
-            rows += server_rows(scratch / "bundles", served, args.settings, scratch / "server", args.start_timeout_s)
+            rows += server_rows(scratch / "bundles", served, args.server_settings or args.settings, scratch / "server",
+                                args.start_timeout_s)
         floor_only = {n: images[n] for n in args.floor_only}
         if any(path == "server" for path, *_ in rows) or floor_only:
             window_s = parent_window_s(bundle)
@@ -302,6 +303,7 @@ def main() -> None:
     parser.add_argument("--floor-only", nargs="*", default=[], choices=IMAGES,
                         help="images whose windows are only counted (floor = windows x one window, nothing run)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--server-settings", nargs="+", choices=list(SETTINGS), help="settings sent to the server (default: --settings)")
     parser.add_argument("--paths", nargs="+", default=["bundle", "server"], choices=["bundle", "server"])
     parser.add_argument("--synthetic-shape", type=int, nargs=3, default=[512, 512, 400])
     parser.add_argument("--synthetic-spacing", type=float, default=0.8)
