@@ -100,9 +100,11 @@ def measure_bundle(bundle: str, image: str, fast: bool, output_dir: str) -> dict
     peak = peak_rss_gb()
     inferer = workflow.parser.get_parsed_content("inferer")
     windows, network_s = counter.windows, counter.seconds
+    measure_begin = time.perf_counter()
     window_s = one_window_s(network, workflow.parser.get_parsed_content("network_def#in_channels"), inferer.roi_size,
                             inferer.sw_batch_size)
     return {"seconds": seconds, "peak_gb": peak, "windows": windows, "network_s": network_s, "window_s": window_s,
+            "measure_s": time.perf_counter() - measure_begin,
             "roi": list(inferer.roi_size), "overlap": inferer.overlap, "written": len(list(Path(output_dir).rglob("*_seg.*")))}
 
 
@@ -116,7 +118,8 @@ def run_bundle_child(bundle: Path, image: Path, fast: bool, scratch: Path) -> di
     shutil.rmtree(output_dir, ignore_errors=True)
     if done.returncode != 0:
         return {"error": " ".join(done.stderr.strip().splitlines()[-2:])[:300]}
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_s": wall}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "process_s": wall - result["measure_s"]}  # the floor's own measurement left out
 
 
 def group_pids(pgid: int):
@@ -228,7 +231,8 @@ def table(rows, images: dict, overrides: dict, command: str, load_start: str) ->
         "workflow in a fresh process (`seconds`: create, run, finalize: loading the network, preprocessing, sliding "
         "window, output stage, writing; `process` adds Python's and MONAI's imports), `num_workers` 0; `server`: "
         "`MONAILabelClient.infer` wall time (the server's own total beside it). `floor` = windows × one window's "
-        "forward (same process for `bundle`; this process after the requests for `server`). `network` = seconds "
+        "forward at the inferer's batch size (`bundle`: measured in the same process after the run; `server` and "
+        "`floor only`: the fastest `bundle` row of this run, else measured in this process, or `--window-s`). `network` = seconds "
         "inside the network during the run (server: its `infer` latency, the whole sliding window). `floor only`: windows "
         "counted on the preprocessed image, not run (a lower bound of any run's time). The machine is shared: times are perturbed (load below), memory is not.", "",
         "Images: " + "; ".join(f"`{n}` {'x'.join(map(str, nib.load(str(p)).shape))} at "
@@ -287,7 +291,8 @@ def run(args) -> str:
                                 args.start_timeout_s)
         floor_only = {n: images[n] for n in args.floor_only}
         if any(path == "server" for path, *_ in rows) or floor_only:
-            window_s = parent_window_s(bundle)
+            measured = [r["window_s"] for path, *_, r in rows if path == "bundle" and "window_s" in r]
+            window_s = args.window_s or (min(measured) if measured else parent_window_s(bundle))
             for path, _, _, row in rows:
                 if path == "server" and "error" not in row:
                     row["window_s"] = window_s
@@ -304,10 +309,12 @@ def main() -> None:
                         help="images whose windows are only counted (floor = windows x one window, nothing run)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--server-settings", nargs="+", choices=list(SETTINGS), help="settings sent to the server (default: --settings)")
-    parser.add_argument("--paths", nargs="+", default=["bundle", "server"], choices=["bundle", "server"])
+    parser.add_argument("--paths", nargs="*", default=["bundle", "server"], choices=["bundle", "server"])
     parser.add_argument("--synthetic-shape", type=int, nargs=3, default=[512, 512, 400])
     parser.add_argument("--synthetic-spacing", type=float, default=0.8)
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON", help="inference.json id=value")
+    parser.add_argument("--window-s", type=float, help="one window's seconds for the server and floor-only rows "
+                        "(default: the fastest of this run's bundle rows, else measured here)")
     parser.add_argument("--weights", help="a training checkpoint for models/model.pt (default: random weights)")
     parser.add_argument("--start-timeout-s", type=float, default=300)
     parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "results" / "inference_cpu.md"))
