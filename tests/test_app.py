@@ -72,7 +72,9 @@ def test_sliding_window_options_per_request(served):
     """Slicer's options of a model list the bundle's ``displayable_configs``; a request's values reach the inferer."""
     server, client, _, studies = served
     config = client.info()["models"]["amos_ct"]["config"]
-    assert config["sw_overlap"] == 0.0 and config["sw_batch_size"] == 1  # the tiny bundles' values
+    assert config["sw_overlap"] == 0.0 and config["sw_batch_size"] == 1 and config["fast"] is False  # the tiny bundles'
+    check_label(client.infer("amos_ct", "ct_sm", {"fast": True, "sw_overlap": 0.5})[0], studies / "ct_sm.nii.gz", 16)
+    assert "SlidingWindowInferer => {'roi_size': [64, 64, 16], 'sw_batch_size': 1, 'overlap': 0.25" in server.log_text()
     check_label(client.infer("amos_ct", "ct_sm", {"sw_overlap": 0.25, "sw_batch_size": 2})[0], studies / "ct_sm.nii.gz", 16)
     assert "SlidingWindowInferer => {'roi_size': [64, 64, 16], 'sw_batch_size': 2, 'overlap': 0.25" in server.log_text()
     with pytest.raises(MONAILabelClientException):  # MONAI's sliding window refuses it

@@ -181,3 +181,49 @@ def test_inference_command_line_load_pretrain_false(tmp_path):
     check_label_matches_image(next((tmp_path / "pred").rglob("*_seg.nii.gz")), image, num_classes(bundle))
     result = infer()
     assert result.returncode != 0 and "model.pt" in result.stderr, result.stderr[-3000:]
+
+
+def command_line(overrides: dict) -> list:
+    """``overrides`` as ``monai.bundle run`` arguments, as a user types them."""
+    return [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
+
+
+def finished_runs(tracking_uri: str) -> list:
+    """``(params, metrics, artifact names)`` of every finished MLflow run in the store, read with MLflow's client."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs(e.experiment_id)]
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    return [(r.data.params, r.data.metrics, [a.path for a in client.list_artifacts(r.info.run_id)]) for r in runs]
+
+
+def test_command_line_progress_bars_and_mlflow_tracking(tmp_path, monkeypatch):
+    """``monai.bundle run`` on the command line: ignite's progress bar of training and of evaluation on stderr, and
+    ``--tracking mlflow`` logging params and metrics, by default to ``eval/mlflow.db`` (SQLite), and to a ``file://``
+    store given with ``--tracking_uri`` (which MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE=true``)."""
+    bundle = copy_bundle("amos_ct", tmp_path / "bundles")
+    data_dir = make_dataset("amos_ct", "phantom", tmp_path / "data")
+    datalist = prepare_bundle(bundle, data_dir)
+    args = command_line({"dataset_dir": str(data_dir), **TINY_TRAIN}) + ["--tracking", "mlflow"]
+
+    def run(configs, *extra):
+        result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, *args, *extra],
+                                cwd=bundle, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stderr
+
+    train_steps = TINY_TRAIN["max_iterations"]
+    stderr = run("configs/train.json")
+    assert f"Iteration: [{train_steps}/{train_steps}] 100%" in stderr, stderr[-3000:]
+    (params, metrics, artifacts), = finished_runs(f"sqlite:///{bundle}/eval/mlflow.db")
+    assert params["epoch_length"] == str(TINY_TRAIN["val_interval"]) and {"train_loss", "val_mean_dice"} <= set(metrics)
+    assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts  # the executed config
+
+    store = tmp_path / "mlruns"
+    cases = len(json.loads(datalist.read_text())["test"])
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for the evaluation and for this test's client
+    stderr = run("['configs/train.json','configs/evaluate.json']", "--tracking_uri", store.as_uri())
+    assert f"Iteration: [{cases}/{cases}] 100%" in stderr, stderr[-3000:]
+    (params, metrics, _), = finished_runs(store.as_uri())
+    assert {"val_mean_dice", "val_hd95"} <= set(metrics) and params["epoch_length"] == str(cases)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, Compose, Invertd
 
 from rep3d_networks.reliability import VolumeError, volume_error_message
@@ -110,3 +111,43 @@ def test_inference_command_line_writes_labels_and_refuses_budget(tmp_path, share
     refused = subprocess.run([*run, "--max_voxels", "100000"], cwd=bundle, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0
     assert f"{image}: has 122x101x30 = 369,660 voxels, more than the limit of 100,000 voxels" in refused.stdout + refused.stderr
+
+
+def windows_run(parser: ConfigParser, image: str, overlap: float) -> int:
+    """Forward passes MONAI's sliding window makes over the preprocessed ``image`` at ``overlap``, with the bundle's
+    window and ``sw_batch_size`` (a network that only counts its calls)."""
+    calls = []
+    inferer = parser.get_parsed_content("inferer")
+    data = parser.get_parsed_content("preprocessing")({"image": image})
+    SlidingWindowInferer(inferer.roi_size, inferer.sw_batch_size, overlap)(data["image"][None], lambda x: calls.append(1) or x)
+    return len(calls)
+
+
+@pytest.mark.parametrize("options, overlap", [
+    ({}, 0.5),
+    ({"fast": "true"}, 0.25),  # as fire passes ``--fast true``
+    ({"fast": True, "displayable_configs#sw_overlap": 0.0}, 0.0),  # fast never raises a lower overlap
+    ({"displayable_configs#fast": True}, 0.25),  # as MONAI Label sets a request's options
+])
+def test_fast_preset_sets_the_sliding_window_overlap(options, overlap):
+    assert bundle_parser("amos_ct", **options).get_parsed_content("inferer").overlap == overlap
+
+
+def test_fast_preset_on_the_command_line(tmp_path, shared_data):
+    """``monai.bundle run inference.json --fast true``: the sliding window runs as many windows as MONAI's sliding window
+    at overlap 0.25 (its progress bar on stderr), fewer than the default 0.5, and writes the labels."""
+    bundle = copy_bundle("amos_ct", tmp_path)
+    image = str(shared_data / CT)
+    window = {"inferer#roi_size": [48, 48, 32], "pixdim": [3.0, 3.0, 3.0], "displayable_configs#sw_batch_size": 1}
+    args = ["--config_file", "configs/inference.json", "--load_pretrain", "false", "--datalist", f"['{image}']",
+            "--output_dir", str(tmp_path / "out"), "--num_workers", "0", "--fast", "true",
+            *[a for k, v in {**SMALLEST_NETWORK, **window}.items() for a in (f"--{k}", str(v))]]
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=bundle, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_label_matches_image(tmp_path / "out" / "example_ct_sm_seg.nii.gz", shared_data / CT, 16)
+    progress = re.findall(r"\| (\d+)/(\d+) \[", result.stderr)
+    parser = bundle_parser("amos_ct", **window)
+    fast = windows_run(parser, image, 0.25)
+    assert progress and progress[-1] == (str(fast), str(fast)), result.stderr[-3000:]
+    assert fast < windows_run(parser, image, 0.5)

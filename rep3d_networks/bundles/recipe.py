@@ -36,6 +36,17 @@ def dataset_keys(data: DatasetSpec) -> Config:
     }
 
 
+def progress_bar() -> Config:
+    """ignite's ``ProgressBar`` (tqdm, on stderr): iterations of the engine it is attached to, on the command line."""
+    return target("ignite.contrib.handlers.ProgressBar")
+
+
+def tracking_store() -> str:
+    """``tracking_uri`` for ``--tracking mlflow``: an SQLite store in ``output_dir``. MONAI's default, a
+    ``file://`` store, is refused by MLflow 3 unless ``MLFLOW_ALLOW_FILE_STORE=true``; ``--tracking_uri`` overrides."""
+    return "$sqlite_store(@output_dir)"
+
+
 def network_def(**extra: Any) -> Config:
     """The paper's Rep3D (feature size 48, kernel 21, LRBM)."""
     return target("rep3d_networks.Rep3D", in_channels=1, out_channels="@num_classes", feature_size=48,
@@ -102,6 +113,7 @@ def train_section() -> Config:
             target("ValidationHandler", validator="@validate#evaluator", epoch_level=False, interval="@val_interval"),
         ],
         "rank0_handlers": [
+            progress_bar(),
             target("StatsHandler", tag_name="train_loss", output_transform=FROM_LOSS),
             target("TensorBoardStatsHandler", log_dir="@output_dir", tag_name="train_loss", output_transform=FROM_LOSS),
             target("rep3d_networks.handlers.TrainingCurves", output_dir="@output_dir", evaluator="@validate#evaluator",
@@ -133,6 +145,7 @@ def validate_section() -> Config:
                    step_transform="$lambda engine: engine.state.metrics['val_mean_dice']"),
         ],
         "rank0_handlers": [
+            progress_bar(),
             target("StatsHandler", iteration_log=False),
             target("TensorBoardStatsHandler", log_dir="@output_dir", iteration_log=False),
             "@validate#checkpoint_saver",
@@ -151,11 +164,13 @@ def train(data: DatasetSpec) -> Config:
     return {
         "imports": ["$import glob", "$import os", "$import numpy as np", "$import ignite",
                     "$from rep3d_networks.data.loading import load_datalist",
-                    "$from rep3d_networks.reliability import resume_checkpoint"],
+                    "$from rep3d_networks.reliability import resume_checkpoint",
+                    "$from rep3d_networks.tracking import sqlite_store"],
         "bundle_root": ".",
         "ckpt_dir": "$@bundle_root + '/models'",
         "output_dir": "$@bundle_root + '/eval'",
         "resume_dir": "$@ckpt_dir + '/resume'",
+        "tracking_uri": tracking_store(),
         "resume_checkpoint": "$resume_checkpoint(@resume_dir, @resume)",
         "dataset_dir": dataset_keys(data)["dataset_dir"],
         "fold": 0,
@@ -187,6 +202,10 @@ def train(data: DatasetSpec) -> Config:
     }
 
 
+CLOSE_TRACKING = "$[h.close() for h in @validate#handlers if isinstance(h, monai.handlers.MLFlowHandler)]"
+"""Ends the MLflow run of ``--tracking mlflow`` after an evaluation (the default settings close only the trainer's)."""
+
+
 def evaluate() -> Config:
     """``evaluate.json`` (on top of ``train.json``): the best checkpoint on the test split, Dice and HD95 per case."""
     metrics = ["val_mean_dice", "val_hd95"]
@@ -199,6 +218,7 @@ def evaluate() -> Config:
                    batch_transform="$lambda x: [xx['image'].meta for xx in x]", summary_ops="*"),
         ],
         "validate#rank0_handlers": [
+            progress_bar(),
             target("StatsHandler", iteration_log=False),
             target("rep3d_networks.handlers.MetricsSummary", output_dir="@output_dir",
                    metrics={"val_mean_dice": "Dice", "val_hd95": "HD95 (mm)"}, meta="@_meta_"),
@@ -209,11 +229,20 @@ def evaluate() -> Config:
         },
         "validate#evaluator#additional_metrics": "@validate#additional_metrics",
         "run": ["$@validate#evaluator.run()"],
+        # --tracking mlflow gives the evaluator a handler that MONAI leaves open (its run would stay RUNNING)
+        "finalize": [CLOSE_TRACKING],
     }
 
 
 OUTPUT_KEYS = {"max_voxels": 300000000, "label_interp": "bilinear", "save_probabilities": False}
 """``inference.json`` keys of the input budget and output stage (see :func:`inference_postprocessing`)."""
+SPEED_DEFAULTS = {"fast": False, "sw_overlap": 0.5, "sw_batch_size": 4}
+"""``inference.json``'s ``displayable_configs``: the per-request speed settings (3D Slicer lists them as options)."""
+FAST_PRESET = {"fast_overlap": 0.25}
+"""What ``fast`` changes: the sliding-window overlap is at most ``fast_overlap`` (0.25: 24 instead of 60 windows of
+96³ on the shared ``example_ct``). Same windows and grid: no model is trained for a lower resolution."""
+FAST_OR_OVERLAP = ("$min(@displayable_configs#sw_overlap, @fast_overlap) if str(@fast).lower() in ('true', '1', 'yes') "
+                   "else @displayable_configs#sw_overlap")
 UNLESS_PROBABILITIES = "$str(@save_probabilities).lower() not in ('true', '1', 'yes')"
 
 
@@ -242,9 +271,11 @@ def inference(data: DatasetSpec) -> Config:
     return {
         "imports": ["$import glob", "$import os", "$import numpy as np", "$import copy",
                     "$from rep3d_networks.reliability import output_root",
-                    "$from rep3d_networks.reliability import background_outside_crop"],
+                    "$from rep3d_networks.reliability import background_outside_crop",
+                    "$from rep3d_networks.tracking import sqlite_store"],
         "bundle_root": ".",
         "output_dir": "$@bundle_root + '/eval'",
+        "tracking_uri": tracking_store(),
         "dataset_dir": dataset_keys(data)["dataset_dir"],
         "datalist": "$list(sorted(glob.glob(@dataset_dir + '/imagesTs/*.nii.gz')))",
         "output_ext": ".nii.gz",
@@ -273,10 +304,13 @@ def inference(data: DatasetSpec) -> Config:
         "dataset": target("Dataset", data="$[{'image': os.path.normpath(i)} for i in @datalist]",
                           transform="@preprocessing"),
         "dataloader": target("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
-        # per request in MONAI Label (Slicer's options of the model); on the command line --inferer#overlap etc.
-        "displayable_configs": {"sw_overlap": 0.5, "sw_batch_size": 4},
+        # per request in MONAI Label (Slicer's options of the model); on the command line
+        # --displayable_configs#sw_overlap 0.25 etc., and --fast true for the fast preset
+        "displayable_configs": dict(SPEED_DEFAULTS),
+        "fast": "@displayable_configs#fast",
+        **FAST_PRESET,
         "inferer": target("SlidingWindowInferer", roi_size=[96, 96, 96], sw_batch_size="@displayable_configs#sw_batch_size",
-                          overlap="@displayable_configs#sw_overlap", progress=True),
+                          overlap=FAST_OR_OVERLAP, progress=True),
         "postprocessing": target("Compose", transforms=inference_postprocessing()),
         "handlers": [
             target("CheckpointLoader", _disabled_="$str(@load_pretrain).lower() in ('false', '0', 'no')",
@@ -364,5 +398,5 @@ def multi_gpu_evaluate() -> Config:
         "validate#evaluator#val_handlers": rank0("validate"),
         "initialize": steps["initialize"],
         "run": ["$@validate#evaluator.run()"],
-        "finalize": steps["finalize"],
+        "finalize": [CLOSE_TRACKING, *steps["finalize"]],
     }
