@@ -21,17 +21,13 @@ import time
 from pathlib import Path
 
 import fire
-import nibabel as nib
-import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
 from rep3d_networks.analysis.convergence_data import default_shared_data
 from rep3d_networks.data.cli import totalseg
-from rep3d_networks.data.datalist import build_datalist, datalist_filename, write_json_files
-from rep3d_networks.data.layouts import dataset_base_dir, find_cases
-from rep3d_networks.data.specs import get_dataset_spec
-from rep3d_networks.data.splits import class_aware_split
+from rep3d_networks.data.datalist import datalist_filename, write_json_files
+from rep3d_networks.data.slabs import class_aware_datalist
 from rep3d_networks.quickstart import AFFINE_PROB, BUNDLE, SMALL_NETWORK, recipe_differences, repo_bundle_dir, run_bundle
 
 PIXDIM = [3.0, 3.0, 3.0]  # the shared CT's own spacing: no resampling
@@ -47,32 +43,6 @@ def write_inference_overrides(bundle: Path) -> None:
     for key, value in INFERENCE_OVERRIDES.items():
         parser[key] = value
     ConfigParser.export_config_file(parser.get(), str(path), indent=4)
-
-
-def write_class_aware_datalist(data_dir: Path, configs: Path) -> dict:
-    """Writes ``configs/datalist_fold0.json`` with :func:`class_aware_split` of the slabs under ``data_dir``.
-
-    Raises:
-        ValueError: If two slabs overlap in z (a held-out slab would share voxels with a training slab).
-    """
-    spec = get_dataset_spec(BUNDLE)
-    cases = find_cases(spec, data_dir)
-    ranges, classes = {}, {}
-    for case in cases:
-        label = nib.load(str(case.label))
-        start = int(round(label.affine[2, 3] / label.header.get_zooms()[2]))
-        ranges[case.case_id] = (start, start + label.shape[2])
-        classes[case.case_id] = {int(c) for c in np.unique(np.asarray(label.dataobj)) if c > 0}
-    ordered = sorted(ranges.items(), key=lambda item: item[1])
-    for (first, (_, stop)), (second, (start, _)) in zip(ordered, ordered[1:]):
-        if start < stop:
-            raise ValueError(f"slabs {first} and {second} overlap in z ({stop - start} slices): use fewer --num_cases")
-    split = class_aware_split(classes)
-    metadata = {"dataset": BUNDLE, "fold": 0, "split": "class-aware: held-out slabs hold only organs of the training slabs",
-                "slab_slices": {case: list(r) for case, r in ranges.items()}, "class_names": list(spec.class_names)}
-    datalist = build_datalist(cases, split, dataset_base_dir(spec, data_dir), metadata)
-    write_json_files({configs / datalist_filename(0): datalist}, overwrite=True)
-    return datalist
 
 
 def main(
@@ -110,7 +80,8 @@ def main(
         torch.set_num_threads(int(num_threads))
     data_dir = Path(totalseg(BUNDLE, str(shared), str(out / "data"), num_cases=num_cases, min_slab_slices=SLAB_SLICES))
     shutil.copytree(repo_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
-    datalist = write_class_aware_datalist(data_dir, bundle / "configs")
+    datalist = class_aware_datalist(BUNDLE, data_dir)
+    write_json_files({bundle / "configs" / datalist_filename(0): datalist}, overwrite=True)
 
     interval = max(1, int(iterations) // max(1, int(num_validations)))
     train = dict(
@@ -143,8 +114,8 @@ def main(
     results.write_text(
         f"# Small Rep3D on the real CT ({iterations} iterations, seed {seed})\n\n"
         f"Training {train_minutes:.1f} min, {minutes:.1f} min in all. Slabs: training {split['training']}, "
-        f"validation {split['validation']}, test {split['test']} (all from one person; labels are TotalSegmentator "
-        "predictions mapped to the AMOS classes).\n\n"
+        f"validation {split['validation']}, test {split['test']}, split by their classes (slices of the CT: "
+        f"{datalist['metadata']['slab_slices']}; all from one person; labels are TotalSegmentator predictions mapped to the AMOS classes).\n\n"
         "Settings that differ from the paper recipe:\n\n" + "".join(f"- {line}\n" for line in differences)
         + f"\nPer-organ Dice / HD95 on the test slab(s) (organs absent from them are NaN):\n\n{table}\n\n"
         f"Checkpoint: `{bundle / 'models' / 'model.pt'}`. Its `configs/inference.json` already holds the width overrides; "

@@ -29,6 +29,7 @@ from rep3d_networks.data import (
     write_phantom_dataset,
     write_totalseg_dataset,
 )
+from rep3d_networks.data.slabs import class_aware_datalist
 from rep3d_networks.data.splits import class_aware_split, fixed_split, fixed_split_sizes, kfold_splits
 
 DATASETS = dataset_names()
@@ -483,3 +484,13 @@ def test_cli_totalseg(cli_runs, shared_data):
     assert str(ts_root) in output
     prepare_datalists("amos_mri", str(ts_root), str(cli_runs["root"] / "ts_out"))
     check_datalists(cli_runs["root"] / "ts_out", ts_root, "amos_mri", 3)
+
+
+def test_class_aware_datalist_refuses_overlapping_slabs(tmp_path, shared_data):
+    folder = write_totalseg_dataset("amos_ct", str(shared_data), str(tmp_path), num_cases=3, min_slab_slices=14)
+    with pytest.raises(ValueError, match="overlap in z"):
+        class_aware_datalist("amos_ct", Path(folder))
+    folder = write_totalseg_dataset("amos_ct", str(shared_data), str(tmp_path / "disjoint"), num_cases=8, min_slab_slices=14)
+    datalist = class_aware_datalist("amos_ct", Path(folder))
+    assert [Path(item["image"]).name for item in datalist["test"]] == ["amos_0008.nii.gz"]  # slices 98-111
+    assert len(datalist["training"]) == 6 and datalist["metadata"]["slab_slices"]["amos_0008"][1] - datalist["metadata"]["slab_slices"]["amos_0001"][0] == 112

@@ -19,14 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-import nibabel as nib
-import numpy as np
-
 from rep3d_networks.data.cli import phantom, prepare, totalseg
-from rep3d_networks.data.datalist import build_datalist, write_json_files
-from rep3d_networks.data.layouts import dataset_base_dir, find_cases
+from rep3d_networks.data.datalist import write_json_files
+from rep3d_networks.data.layouts import dataset_base_dir
+from rep3d_networks.data.slabs import class_aware_datalist
 from rep3d_networks.data.specs import get_dataset_spec
-from rep3d_networks.data.splits import class_aware_split
 
 BUNDLE = "amos_ct"
 SHARED_CT = "totalseg_ct_abdomen_3mm/example_ct.nii.gz"
@@ -92,25 +89,6 @@ def write_phantom_data(output_dir: Path, num_cases: int = PHANTOM_CASES, size: i
     return StudyData("phantom", folder, path, split_names(datalist))
 
 
-def slab_classes(dataset_dir: Path) -> Tuple[Dict[str, Tuple[int, int]], Dict[str, set]]:
-    """``({case: (first slice, stop)}, {case: foreground classes})`` of the slabs under ``dataset_dir``.
-
-    Raises:
-        ValueError: If two slabs overlap in z (a held-out slab would share voxels with a training slab).
-    """
-    ranges, classes = {}, {}
-    for case in find_cases(get_dataset_spec(BUNDLE), dataset_dir):
-        label = nib.load(str(case.label))
-        start = int(round(label.affine[2, 3] / label.header.get_zooms()[2]))
-        ranges[case.case_id] = (start, start + label.shape[2])
-        classes[case.case_id] = {int(c) for c in np.unique(np.asarray(label.dataobj)) if c > 0}
-    ordered = sorted(ranges.items(), key=lambda item: item[1])
-    for (first, (_, stop)), (second, (start, _)) in zip(ordered, ordered[1:]):
-        if start < stop:
-            raise ValueError(f"{dataset_dir}: slabs {first} and {second} overlap in z ({stop - start} slices)")
-    return ranges, classes
-
-
 def write_ct_data(output_dir: Path, shared_data: Path) -> StudyData:
     """The shared CT's disjoint slabs under ``output_dir/ct`` and their class-aware study datalist.
 
@@ -120,14 +98,9 @@ def write_ct_data(output_dir: Path, shared_data: Path) -> StudyData:
     if not (shared_data / SHARED_CT).is_file():
         raise FileNotFoundError(f"{shared_data / SHARED_CT} not found: pass --shared_data (the shared/data folder) or leave out the ct dataset")
     folder = Path(totalseg(BUNDLE, str(shared_data), str(output_dir / "ct"), num_cases=CT_SLABS, min_slab_slices=CT_SLAB_SLICES, overwrite=True))
-    ranges, classes = slab_classes(folder)
-    spec = get_dataset_spec(BUNDLE)
-    metadata = {"dataset": BUNDLE, "split": "class-aware (rep3d_networks.data.splits.class_aware_split)",
-                "slab_slices": {case: list(r) for case, r in ranges.items()}}
-    datalist = build_datalist(find_cases(spec, folder), class_aware_split(classes), dataset_base_dir(spec, folder), metadata)
-    datalist = held_out_datalist(datalist)
+    datalist = held_out_datalist(class_aware_datalist(BUNDLE, folder))
     path = write_json_files({output_dir / "ct_datalist.json": datalist}, overwrite=True)[0]
-    return StudyData("ct", dataset_base_dir(spec, folder), path, split_names(datalist))
+    return StudyData("ct", dataset_base_dir(get_dataset_spec(BUNDLE), folder), path, split_names(datalist))
 
 
 def write_study_data(name: str, output_dir: Path, shared_data: Optional[str], phantom_cases: int, phantom_size: int) -> StudyData:
