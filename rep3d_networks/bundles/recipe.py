@@ -254,7 +254,9 @@ def inference(data: DatasetSpec) -> Config:
         "num_workers": 4,
         **{k: v for k, v in dataset_keys(data).items() if k != "dataset_dir"},
         **OUTPUT_KEYS,
-        "amp": "$torch.cuda.is_available()",
+        # float32 | bfloat16 | auto (bfloat16 on CPUs with AVX512-BF16 / AMX, float16 AMP on CUDA): see
+        # rep3d_networks.precision; the network alone runs under autocast, the labels are written as in float32
+        "precision": "auto",
         "device": DEVICE,
         "network_def": network_def(deploy=True),
         "network": "$@network_def.to(@device)",
@@ -274,9 +276,10 @@ def inference(data: DatasetSpec) -> Config:
                           transform="@preprocessing"),
         "dataloader": target("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
         # per request in MONAI Label (Slicer's options of the model); on the command line --inferer#overlap etc.
-        "displayable_configs": {"sw_overlap": 0.5, "sw_batch_size": 4},
-        "inferer": target("SlidingWindowInferer", roi_size=[96, 96, 96], sw_batch_size="@displayable_configs#sw_batch_size",
-                          overlap="@displayable_configs#sw_overlap", progress=True),
+        "displayable_configs": {"sw_overlap": 0.5, "sw_batch_size": 4, "precision": "@precision"},
+        "inferer": target("rep3d_networks.precision.PrecisionSlidingWindowInferer", roi_size=[96, 96, 96],
+                          sw_batch_size="@displayable_configs#sw_batch_size", overlap="@displayable_configs#sw_overlap",
+                          precision="@displayable_configs#precision", progress=True),
         "postprocessing": target("Compose", transforms=inference_postprocessing()),
         "handlers": [
             target("CheckpointLoader", _disabled_="$str(@load_pretrain).lower() in ('false', '0', 'no')",
@@ -284,7 +287,7 @@ def inference(data: DatasetSpec) -> Config:
             target("StatsHandler", iteration_log=False),
         ],
         "evaluator": target("SupervisedEvaluator", device="@device", val_data_loader="@dataloader", network="@network",
-                            inferer="@inferer", postprocessing="@postprocessing", val_handlers="@handlers", amp="@amp"),
+                            inferer="@inferer", postprocessing="@postprocessing", val_handlers="@handlers"),
         "initialize": ["$setattr(torch.backends.cudnn, 'benchmark', True)"],
         "run": ["$@evaluator.run()"],
     }
@@ -305,7 +308,7 @@ def inference_ensemble() -> Config:
                     "zip(@fold_models, @fold_networks)] + [monai.handlers.StatsHandler(iteration_log=False)]",
         "evaluator": target("EnsembleEvaluator", device="@device", val_data_loader="@dataloader",
                             networks="@fold_networks", pred_keys="@fold_pred_keys", inferer="@inferer",
-                            postprocessing="@postprocessing", val_handlers="@handlers", amp="@amp"),
+                            postprocessing="@postprocessing", val_handlers="@handlers"),
     }
 
 
