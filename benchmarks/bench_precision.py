@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -218,7 +219,7 @@ def main() -> None:
     header = [
         f"# Inference precision: float32 vs bfloat16 ({args.title or bundle})",
         "",
-        f"Command: `python benchmarks/bench_precision.py {' '.join(sys.argv[1:])}`",
+        f"Command: `python benchmarks/bench_precision.py {shlex.join(sys.argv[1:])}`",
         "",
         f"Checkpoint {checkpoint} (SHA-256 {digest}...); {len(cases)} case(s), splits {args.splits} of {datalist}; "
         f"overrides {overrides or 'none'}. Machine: {machine_info(args.threads)}.",
