@@ -17,6 +17,7 @@ first-call overhead is noise)::
     python benchmarks/bench_model.py                         # CPU: eval and training at 96³ (~25 min on 2 cores)
     python benchmarks/bench_model.py --train_size 48         # quicker, smaller training patch
     python benchmarks/bench_model.py --device cuda
+    python benchmarks/bench_model.py --precision --repeats 2  # CPU inference: float32 / bfloat16 / TorchScript / ONNX
 """
 
 import argparse
@@ -161,6 +162,113 @@ def measure_lrbm_overhead(task: dict) -> dict:
     }
 
 
+PRECISION_MODES = ("float32", "bfloat16", "torchscript", "onnx")
+"""``--precision`` runs: eager float32, eager under bfloat16 autocast, TorchScript and ONNX (onnxruntime) of the folded
+Rep3D; float32 first, its output is the reference of the others."""
+
+
+def folded_runner(mode: str, net: torch.nn.Module, x: torch.Tensor, workdir: Path):
+    """A no-argument callable running the folded ``net`` on ``x`` as ``mode`` says, returning float32 logits."""
+    if mode == "onnx":  # the bundles' ONNX export: MONAI's converter, traced, TorchScript-based exporter
+        import onnxruntime
+        from monai.networks.utils import convert_to_onnx
+
+        path = workdir / "model.onnx"
+        axes = {0: "batch", 2: "x", 3: "y", 4: "z"}
+        convert_to_onnx(net, [x], input_names=["image"], output_names=["pred"], dynamic_axes={"image": axes, "pred": axes},
+                        filename=str(path), use_trace=True, dynamo=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    if mode == "torchscript":  # as `monai.bundle ckpt_export` scripts it
+        net = torch.jit.script(net)
+    autocast = mode == "bfloat16"
+
+    def run():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return net(x).float()
+
+    return run
+
+
+def measure_precision(task: dict) -> dict:
+    """Runs in a fresh process: min time of ``repeats`` folded-Rep3D forwards in ``task["mode"]`` after ``warmup``,
+    peak RSS, and (except for float32, which writes the reference) the agreement with the float32 output."""
+    import tempfile
+
+    torch.set_num_threads(task["threads"])
+    torch.manual_seed(0)
+    net = build("rep3d_folded", task["out_channels"], task["feature_size"]).eval()
+    x = torch.randn(1, 1, *[task["size"]] * 3, generator=torch.Generator().manual_seed(1))
+    with tempfile.TemporaryDirectory() as workdir:
+        run = folded_runner(task["mode"], net, x, Path(workdir))
+        times = []
+        for _ in range(task["warmup"] + task["repeats"]):
+            start = time.perf_counter()
+            out = run()
+            times.append(time.perf_counter() - start)
+    result = {"seconds": min(times[task["warmup"]:]), "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if task["mode"] == "float32":
+        torch.save(out, task["reference"])
+    else:
+        reference = torch.load(task["reference"])
+        result["argmax_agreement"] = float((out.argmax(1) == reference.argmax(1)).float().mean())
+        result["max_rel_diff"] = float((out - reference).abs().max() / reference.abs().max())
+    return result
+
+
+def cpu_flags() -> str:
+    flags = set(open("/proc/cpuinfo").read().split()) if os.path.isfile("/proc/cpuinfo") else set()
+    return ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16"))
+
+
+def precision_main(args) -> None:
+    """``--precision``: float32 vs bfloat16 vs TorchScript vs ONNX of the folded Rep3D, one patch, side by side."""
+    import importlib.util
+    import tempfile
+
+    from rep3d_networks.precision import cpu_has_bf16
+
+    modes = [m for m in PRECISION_MODES if m != "onnx" or importlib.util.find_spec("onnxruntime")]
+    started = time.perf_counter()
+    rows = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for mode in modes:
+            task = dict(mode=mode, size=args.size, feature_size=args.feature_size, out_channels=args.out_channels,
+                        threads=args.threads, repeats=args.repeats, warmup=1, reference=str(Path(workdir) / "reference.pt"))
+            rows[mode] = run_isolated(task, measure_precision)
+            print(f"[bench_model] {mode}: {rows[mode]}", flush=True)
+    base = rows["float32"]["seconds"]
+    names = {"float32": "eager float32", "bfloat16": "eager, bfloat16 autocast", "torchscript": "TorchScript (float32)",
+             "onnx": "ONNX in onnxruntime (float32, CPUExecutionProvider)"}
+    lines = [
+        "# Folded Rep3D inference: float32 vs bfloat16 vs TorchScript vs ONNX (cpu)",
+        "",
+        f"Command: `python benchmarks/bench_model.py --precision --repeats {args.repeats} --threads {args.threads}`",
+        "",
+        f"Machine: {machine_info('cpu')}; CPU flags: {cpu_flags()}; bfloat16 `auto` would pick: "
+        f"{'bfloat16' if cpu_has_bf16() else 'float32'}; {args.threads} thread(s); whole run {time.perf_counter() - started:.0f} s.",
+        f"Folded `Rep3D(1, {args.out_channels}, feature_size={args.feature_size})` (random weights, seed 0), one {args.size}³ patch, "
+        f"batch 1, no grad; minimum over {args.repeats} runs after one warm-up, each configuration in its own process "
+        "(peak memory: peak RSS of the process). Agreement: with the eager float32 output (random weights: many near ties).",
+        "",
+        "| run | time (s) | vs eager float32 | argmax agreement | max relative logit difference | peak memory (GiB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for mode, r in rows.items():
+        agreement = f"{100 * r['argmax_agreement']:.2f} %" if "argmax_agreement" in r else "reference"
+        diff = f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else ""
+        lines.append(f"| {names[mode]} | {r['seconds']:.2f} | {r['seconds'] / base:.2f}x | {agreement} | {diff} | {r['peak_gib']:.2f} |")
+    if "onnx" not in rows:
+        lines += ["", "onnxruntime is not installed: no ONNX row."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    output = Path(args.output or Path(__file__).parent / "results" / "model_precision_cpu.md")
+    output.write_text(text)
+    print(json.dumps({mode: r["seconds"] for mode, r in rows.items()}))
+
+
 def run_isolated(task: dict, function=measure) -> dict:
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         return pool.submit(function, task).result()
@@ -184,7 +292,11 @@ def main() -> None:
     parser.add_argument("--overhead_pairs", type=int, default=5, help="interleaved vanilla/LRBM step pairs")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", default=None)
+    parser.add_argument("--precision", action="store_true",
+                        help="only the folded network's eval forward: float32 vs bfloat16 vs TorchScript vs ONNX (CPU)")
     args = parser.parse_args()
+    if args.precision:
+        return precision_main(args)
     common = dict(device=args.device, feature_size=args.feature_size, out_channels=args.out_channels, threads=args.threads, repeats=args.repeats, warmup=1)
     # a native CPU step at 96³ takes minutes: once, no warm-up
     native = dict(repeats=1, warmup=0) if args.device == "cpu" else {}

@@ -83,6 +83,23 @@ def test_sliding_window_options_per_request(served):
     check_label(client.infer("amos_ct", "ct_sm", {})[0], studies / "ct_sm.nii.gz", 16)  # defaults again
 
 
+def test_precision_per_request(served):
+    """Slicer's options offer the inference precision as a menu (the bundle's ``auto`` first); a request's choice
+    reaches the network, the labels keep dtype and geometry; an unknown one is refused before the image is read."""
+    server, client, _, studies = served
+    assert client.info()["models"]["amos_ct"]["config"]["precision"] == ["auto", "float32", "bfloat16"]
+    labels = {}
+    for precision, autocast in [("float32", "float32"), ("bfloat16", "torch.bfloat16 autocast")]:
+        labels[precision] = check_label(client.infer("amos_ct", "ct_sm", {"precision": precision})[0], studies / "ct_sm.nii.gz", 16)
+        assert f"precision {precision} on cpu: {autocast}" in server.log_text()
+    assert (labels["bfloat16"] == labels["float32"]).mean() > 0.95  # a random tiny network: many near ties
+    requests_before = server.log_text().count("Infer Request (final)")
+    assert requests_before >= 2
+    with pytest.raises(MONAILabelClientException, match=r"Status: 400.*amos_ct.*precision must be one of auto, float32, bfloat16; got .*float16"):
+        client.infer("amos_ct", "ct_sm", {"precision": "float16"})
+    assert server.log_text().count("Infer Request (final)") == requests_before
+
+
 def test_untrained_model_refuses_inference_until_weights_appear(served):
     server, client, bundles, studies = served
     with pytest.raises(MONAILabelClientException, match="untrained"):

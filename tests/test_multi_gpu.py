@@ -87,10 +87,12 @@ def test_multi_gpu_config_follows_the_device(name):
     for config in ["multi_gpu_train.json", "multi_gpu_evaluate.json"]:
         multi = json.loads((configs / config).read_text())
         assert "'nccl' if torch.cuda.is_available() else 'gloo'" in " ".join(multi["initialize"])
-    for config in ["train.json", "inference.json"]:
-        parser = ConfigParser()
-        parser.read_config(str(configs / config))
-        assert parser.get_parsed_content("amp") is torch.cuda.is_available()  # AMP on GPU only
+    parser = ConfigParser()
+    parser.read_config(str(configs / "train.json"))
+    assert parser.get_parsed_content("amp") is torch.cuda.is_available()  # AMP on GPU only
+    parser = ConfigParser()
+    parser.read_config(str(configs / "inference.json"))  # float16 AMP on GPU, bfloat16 on CPUs that have it
+    assert parser.get_parsed_content("inferer").precision == "auto" and "amp" not in parser.get("evaluator")
 
 
 @pytest.mark.parametrize("method", ["fft", "direct"])

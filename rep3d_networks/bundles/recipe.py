@@ -285,7 +285,9 @@ def inference(data: DatasetSpec) -> Config:
         "num_workers": 4,
         **{k: v for k, v in dataset_keys(data).items() if k != "dataset_dir"},
         **OUTPUT_KEYS,
-        "amp": "$torch.cuda.is_available()",
+        # float32 | bfloat16 | auto (bfloat16 on CPUs with AVX512-BF16 / AMX, float16 AMP on CUDA): see
+        # rep3d_networks.precision; the network alone runs under autocast, the labels are written as in float32
+        "precision": "auto",
         "device": DEVICE,
         "network_def": network_def(deploy=True),
         "network": "$@network_def.to(@device)",
@@ -305,12 +307,13 @@ def inference(data: DatasetSpec) -> Config:
                           transform="@preprocessing"),
         "dataloader": target("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
         # per request in MONAI Label (Slicer's options of the model); on the command line
-        # --displayable_configs#sw_overlap 0.25 etc., and --fast true for the fast preset
-        "displayable_configs": dict(SPEED_DEFAULTS),
+        # --displayable_configs#sw_overlap 0.25 etc., --fast true for the fast preset, --precision float32
+        "displayable_configs": {**SPEED_DEFAULTS, "precision": "@precision"},
         "fast": "@displayable_configs#fast",
         **FAST_PRESET,
-        "inferer": target("SlidingWindowInferer", roi_size=[96, 96, 96], sw_batch_size="@displayable_configs#sw_batch_size",
-                          overlap=FAST_OR_OVERLAP, progress=True),
+        "inferer": target("rep3d_networks.precision.PrecisionSlidingWindowInferer", roi_size=[96, 96, 96],
+                          sw_batch_size="@displayable_configs#sw_batch_size", overlap=FAST_OR_OVERLAP,
+                          precision="@displayable_configs#precision", progress=True),
         "postprocessing": target("Compose", transforms=inference_postprocessing()),
         "handlers": [
             target("CheckpointLoader", _disabled_="$str(@load_pretrain).lower() in ('false', '0', 'no')",
@@ -318,7 +321,7 @@ def inference(data: DatasetSpec) -> Config:
             target("StatsHandler", iteration_log=False),
         ],
         "evaluator": target("SupervisedEvaluator", device="@device", val_data_loader="@dataloader", network="@network",
-                            inferer="@inferer", postprocessing="@postprocessing", val_handlers="@handlers", amp="@amp"),
+                            inferer="@inferer", postprocessing="@postprocessing", val_handlers="@handlers"),
         "initialize": ["$setattr(torch.backends.cudnn, 'benchmark', True)"],
         "run": ["$@evaluator.run()"],
     }
@@ -339,7 +342,7 @@ def inference_ensemble() -> Config:
                     "zip(@fold_models, @fold_networks)] + [monai.handlers.StatsHandler(iteration_log=False)]",
         "evaluator": target("EnsembleEvaluator", device="@device", val_data_loader="@dataloader",
                             networks="@fold_networks", pred_keys="@fold_pred_keys", inferer="@inferer",
-                            postprocessing="@postprocessing", val_handlers="@handlers", amp="@amp"),
+                            postprocessing="@postprocessing", val_handlers="@handlers"),
     }
 
 

@@ -9,12 +9,16 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.infer.bundle import BundleInferTask
 
+from rep3d_networks.precision import PRECISIONS, check_precision
 from rep3d_networks.reliability import volume_error_message
 
 from lib.bundles import has_weights, label_names, read_metadata, weights_path
 from lib.device import device_choices
 
 logger = logging.getLogger(__name__)
+
+PRECISION = "precision"
+"""The ``displayable_configs`` key of the inference precision (``rep3d_networks.precision``)."""
 
 
 class Rep3DInferTask(BundleInferTask):
@@ -33,7 +37,9 @@ class Rep3DInferTask(BundleInferTask):
 
     Labels are written as ``uint8`` in the input image's geometry (the bundle's ``InvertToLabelsd`` plus MONAI
     Label's ``Restored``). The bundle's ``displayable_configs`` (sliding-window ``sw_overlap`` and
-    ``sw_batch_size``) are per-request options, listed in the model's config for Slicer.
+    ``sw_batch_size``, and ``precision``: ``auto`` | ``float32`` | ``bfloat16``) are per-request options, listed
+    in the model's config for Slicer; ``precision`` is listed as a menu (the bundle's value first) and an unknown
+    value is refused (``INVALID_INPUT``) before the image is read.
 
     Args:
         bundle: path of the bundle folder.
@@ -46,6 +52,9 @@ class Rep3DInferTask(BundleInferTask):
         if not self.valid:  # upstream ignores a bundle without weights
             self._init_untrained(bundle)
         self._config["device"] = device_choices(device)
+        if PRECISION in self._config:  # a list is a menu in Slicer; a request sends one of its items
+            default = check_precision(self._config[PRECISION])
+            self._config[PRECISION] = [default] + [p for p in PRECISIONS if p != default]
 
     def _init_untrained(self, bundle: str) -> None:
         """Completes the set-up that ``BundleInferTask`` skips when ``models/model.pt`` does not exist (yet)."""
@@ -87,6 +96,8 @@ class Rep3DInferTask(BundleInferTask):
                 f"Model '{name}' is untrained: {weights_path(self.bundle_path)} does not exist yet. "
                 f"Save a few labels (Submit Label) and run Train for '{name}' first.",
             )
+        if PRECISION in self._config:
+            request = {**request, PRECISION: self._request_precision(request)}
         try:
             return super().__call__(request, callbacks)
         except Exception as error:
@@ -94,6 +105,16 @@ class Rep3DInferTask(BundleInferTask):
             if message is None:
                 raise
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, message) from error
+
+    def _request_precision(self, request) -> str:
+        """The request's ``precision`` (the first item if a list, the default menu if absent), checked."""
+        precision = request.get(PRECISION, self._config[PRECISION])
+        precision = precision[0] if isinstance(precision, (list, tuple)) and precision else precision
+        try:
+            return check_precision(precision)
+        except ValueError as error:
+            name = os.path.basename(self.bundle_path)
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"Model '{name}': {error}") from error
 
     def writer(self, data, extension=None, dtype=None):
         """Writes the label as ``uint8`` unless the request asks for another ``result_dtype``."""

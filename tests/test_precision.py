@@ -1,0 +1,115 @@
+"""Inference precision (``rep3d_networks.precision``): the choice per device, the inferer, and the bundles'
+``--precision`` option through ``python -m monai.bundle run``."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from rep3d_networks import Rep3D, dwconv3d
+from rep3d_networks import precision as precision_module
+from rep3d_networks.precision import PrecisionSlidingWindowInferer, autocast_dtype, cpu_has_bf16
+
+from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle, run_bundle
+
+CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
+AUTOCAST_CASES = [  # (precision, device, CPU with bfloat16) -> autocast dtype (None: float32)
+    ("float32", "cpu", True, None),
+    ("float32", "cuda", False, None),
+    ("bfloat16", "cpu", True, torch.bfloat16),
+    ("bfloat16", "cpu", False, torch.bfloat16),  # asked for explicitly: emulated where the CPU lacks it
+    ("bfloat16", "cuda", False, torch.bfloat16),
+    ("auto", "cpu", True, torch.bfloat16),
+    ("auto", "cpu", False, None),
+    ("auto", "cuda", False, torch.float16),  # MONAI's amp=True, as the bundles did before
+    ("auto", "mps", True, None),
+]
+
+
+@pytest.mark.parametrize("precision,device,has_bf16,expected", AUTOCAST_CASES)
+def test_autocast_dtype(monkeypatch, precision, device, has_bf16, expected):
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: has_bf16)
+    assert autocast_dtype(precision, device) == expected
+
+
+@pytest.mark.parametrize("bad", ["float16", "bf16", "", None, ["auto"]])
+def test_unknown_precision_is_refused(bad):
+    with pytest.raises(ValueError, match=r"precision must be one of auto, float32, bfloat16; got"):
+        PrecisionSlidingWindowInferer(roi_size=[16, 16, 16], precision=bad)
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="needs Linux /proc/cpuinfo")
+def test_cpu_has_bf16_follows_the_cpu_flags():
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert cpu_has_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+@pytest.mark.parametrize("method", ["fft", "direct"])
+def test_dwconv_computes_bfloat16_inputs_in_float32(method):
+    """Under autocast the large-kernel convolution takes the bfloat16 map of the previous layer, computes in float32
+    and returns bfloat16: the result is the float32 one, rounded once."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 16, 16, 16).bfloat16()
+    w = torch.randn(4, 1, 9, 9, 9)
+    reference = dwconv3d(x.float(), w, method=method)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = dwconv3d(x, w, method=method)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, reference.bfloat16(), rtol=0, atol=0)
+
+
+def test_inferer_output_is_float32_and_close_to_float32():
+    """The network runs in bfloat16 (its outputs differ from float32 by bfloat16 rounding), the window blending in
+    float32; ``float32`` is exactly the plain sliding window."""
+    torch.manual_seed(0)
+    net = Rep3D(1, 3, feature_size=4, depths=[1, 1, 1, 1], kernel_size=3, hidden_size=32, deploy=True).eval()
+    x = torch.randn(1, 1, 32, 32, 32)
+    outputs = {}
+    with torch.no_grad():
+        for precision in ("float32", "bfloat16"):
+            inferer = PrecisionSlidingWindowInferer(roi_size=[32, 32, 16], sw_batch_size=1, overlap=0.5, precision=precision)
+            outputs[precision] = inferer(x, net)
+        plain = precision_module.SlidingWindowInferer(roi_size=[32, 32, 16], sw_batch_size=1, overlap=0.5)(x, net)
+    assert outputs["bfloat16"].dtype == torch.float32
+    torch.testing.assert_close(outputs["float32"], plain, rtol=0, atol=0)
+    difference = (outputs["bfloat16"] - outputs["float32"]).abs().max() / outputs["float32"].abs().max()
+    assert 0 < difference < 0.05
+
+
+def test_precision_through_monai_bundle_run(tmp_path, shared_data):
+    """``python -m monai.bundle run ... --precision bfloat16`` as users type it: uint8 labels on the input grid as
+    with float32 (run in-process the same way), nearly the same labels (a random tiny network: many near ties); an
+    unknown precision fails before any image is read."""
+    bundle = copy_bundle("amos_ct", tmp_path)
+    torch.manual_seed(0)
+    (bundle / "models").mkdir()
+    torch.save(Rep3D(1, 16, feature_size=4, depths=[1, 1, 1, 1], kernel_size=3, hidden_size=32).state_dict(),
+               bundle / "models" / "model.pt")
+    image = shared_data / CT
+    overrides = {**SMALLEST_NETWORK, "datalist": [str(image)], "num_workers": 0, "pixdim": [6.0, 6.0, 6.0],
+                 "inferer#roi_size": [32, 32, 16], "inferer#overlap": 0.0}
+    args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
+    run = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *args,
+           "--output_dir", str(tmp_path / "bfloat16"), "--precision", "bfloat16"]
+    result = subprocess.run(run, cwd=bundle, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "precision bfloat16 on cpu: torch.bfloat16 autocast" in result.stdout + result.stderr
+    run_bundle(bundle, ["inference.json"], output_dir=str(tmp_path / "float32"), precision="float32", **overrides)
+
+    labels = {}
+    for precision in ("float32", "bfloat16"):
+        written = tmp_path / precision / "example_ct_sm_seg.nii.gz"
+        check_label_matches_image(written, image, 16)
+        assert nib.load(str(written)).get_data_dtype() == np.uint8
+        labels[precision] = np.asarray(nib.load(str(written)).dataobj)
+    assert (labels["bfloat16"] == labels["float32"]).mean() > 0.95
+
+    with pytest.raises(RuntimeError) as refused:  # monai.bundle wraps the error of a config component
+        run_bundle(bundle, ["inference.json"], output_dir=str(tmp_path / "float16"), precision="float16", **overrides)
+    assert "precision must be one of auto, float32, bfloat16; got 'float16'" in str(refused.value.__cause__)
+    assert not (tmp_path / "float16").exists()
