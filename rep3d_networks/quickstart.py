@@ -63,7 +63,7 @@ def recipe_differences(bundle: Path, train: Dict) -> List[str]:
         "network_def#feature_size": "a 2-core CPU trains a narrow network in minutes",
         "network_def#hidden_size": "bottleneck scaled down with the width",
         "pixdim": "the real CT's own 3 mm grid: no resampling, 8 times fewer voxels per organ",
-        "roi_size": "CPU time grows with the patch volume; a 32³ patch holds most of the 40-voxel phantom body",
+        "roi_size": "CPU time grows with the patch volume (phantom: 32³ holds most of its 40-voxel body; real CT: 64 x 64 x 16 covers a third of a slab)",
         "learning_rate": "a narrow network from scratch converges within hundreds, not tens of thousands, of iterations",
         "max_iterations": "minutes, not days, on a CPU",
         "val_interval": "validation (best-checkpoint selection) several times in a short run",
