@@ -50,9 +50,11 @@ from rep3d_networks.nets import UXNet
 NUM_CLASSES = 16  # AMOS: background + 15 organs
 REP3D_VARIANTS = ("lrbm", "fixed", "vanilla", "csla")
 AFFINE_TRANSFORM = "train#random_transforms#2"  # RandAffined in the bundle's train.json (checked by bundle_parser)
-# The bundle's TrainingCurves handler redraws a PNG after every validation (1.7 s each here, more than a phantom
-# validation); the study draws its own figures from result.json, so it is disabled (checked by bundle_parser).
-CURVES_HANDLER = "train#rank0_handlers#2"
+# Handlers of the bundle's rank-0 lists that the study disables (found by target, see bundle_parser): TrainingCurves
+# redraws a PNG after every validation (1.7 s each here, more than a phantom validation; the study draws its own
+# figures from result.json), and ignite's progress bars would fill the log of 42 runs.
+QUIET_HANDLERS = {"train#rank0_handlers": ("rep3d_networks.handlers.TrainingCurves", "ignite.contrib.handlers.ProgressBar"),
+                  "validate#rank0_handlers": ("ignite.contrib.handlers.ProgressBar",)}
 METRIC = "val_mean_dice"
 
 
@@ -163,22 +165,25 @@ def bundle_overrides(settings: StudySettings, data: StudyData, run_dir: Path) ->
 def bundle_parser(settings: StudySettings, data: StudyData, run_dir: Path, model: torch.nn.Module) -> ConfigParser:
     """The bundle's train.json and metadata with :func:`bundle_overrides` and ``network_def`` = ``model``.
 
-    The bundle's per-validation PNG (:data:`CURVES_HANDLER`) is disabled.
+    The bundle's per-validation PNG and progress bars (:data:`QUIET_HANDLERS`) are disabled.
 
     Raises:
-        ValueError: If train.json's :data:`AFFINE_TRANSFORM` or :data:`CURVES_HANDLER` is not the expected component
-            (the overrides target them by index).
+        ValueError: If train.json's :data:`AFFINE_TRANSFORM` is not RandAffined (the override targets it by index) or
+            it has no TrainingCurves handler.
     """
     configs = repo_bundle_dir() / "configs"
     parser = ConfigParser()
     parser.read_config(str(configs / "train.json"))
     parser.read_meta(str(configs / "metadata.json"))
-    expected = {AFFINE_TRANSFORM: "RandAffined", CURVES_HANDLER: "rep3d_networks.handlers.TrainingCurves"}
-    for key, target in expected.items():
-        if parser[key]["_target_"] != target:
-            raise ValueError(f"{configs / 'train.json'}: {key} is {parser[key]['_target_']}, expected {target}")
+    if parser[AFFINE_TRANSFORM]["_target_"] != "RandAffined":
+        raise ValueError(f"{configs / 'train.json'}: {AFFINE_TRANSFORM} is {parser[AFFINE_TRANSFORM]['_target_']}, expected RandAffined")
+    quiet = [f"{key}#{index}" for key, targets in QUIET_HANDLERS.items()
+             for index, handler in enumerate(parser[key]) if isinstance(handler, dict) and handler.get("_target_") in targets]
+    if not any(parser[key]["_target_"] == "rep3d_networks.handlers.TrainingCurves" for key in quiet):
+        raise ValueError(f"{configs / 'train.json'}: no rep3d_networks.handlers.TrainingCurves in train#rank0_handlers")
     parser.update(bundle_overrides(settings, data, run_dir))
-    parser[f"{CURVES_HANDLER}#_disabled_"] = True
+    for key in quiet:
+        parser[f"{key}#_disabled_"] = True
     parser["network_def"] = model
     return parser
 
