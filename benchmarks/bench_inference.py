@@ -21,10 +21,8 @@ this process right after the requests (server). ``ratio`` = seconds / floor::
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -38,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from app_helpers import Server, copy_app, save_random_weights, write_overrides  # noqa: E402
 from bench_app_latency import parse_overrides  # noqa: E402
-from bench_output_stage import synthetic_ct  # noqa: E402
+from bench_output_stage import machine_lines, synthetic_ct  # noqa: E402
 from bundle_helpers import copy_bundle  # noqa: E402
 from conftest import shared_data_dir  # noqa: E402
 
@@ -252,11 +250,7 @@ def table(rows, images: dict, overrides: dict, command: str, load_start: str) ->
         lines.append(f"| {path} | {name} | {setting} | {r['windows']} | {r['window_s']:.2f} | {floor:.1f} | "
                      f"{r['network_s']:.1f} | {r['seconds']:.1f} | **{r['seconds'] / floor:.2f}×** | "
                      f"{other if other is None else f'{float(other):.1f}'} | {r['peak_gb']:.2f} |")
-    load = os.getloadavg()
-    lines += ["", "Machine:", "", f"* date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-              f"* platform: {platform.platform()}", f"* cores usable: {len(os.sched_getaffinity(0))}",
-              f"* uptime load average at start: {load_start}",
-              f"* uptime load average at end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"]
+    lines += machine_lines(f"* uptime load average at start: {load_start}")
     return "\n".join(lines) + "\n"
 
 

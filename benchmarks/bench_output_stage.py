@@ -116,11 +116,15 @@ def table(rows, shape, spacing, command) -> str:
         lines.append(f"| {stage} | {'x'.join(map(str, r['network_grid'][1:]))} ({r['network_grid'][0]} classes) | "
                      f"{r['inference_s']:.0f} | {r['output_s']:.1f} | {r['peak_rss_before_output_gb']:.2f} | "
                      f"{r['time_v_max_rss_gb']:.2f} | {r['labels'][0]} {'x'.join(map(str, r['labels'][1:]))} |")
+    return "\n".join(lines + machine_lines()) + "\n"
+
+
+def machine_lines(*extra: str) -> list:
+    """The "Machine:" block of a benchmark table: date, platform, usable cores, ``extra`` lines, load at the end."""
     load = os.getloadavg()
-    lines += ["", "Machine:", "", f"* date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-              f"* platform: {platform.platform()}", f"* cores usable: {len(os.sched_getaffinity(0))}",
-              f"* load average at end (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"]
-    return "\n".join(lines) + "\n"
+    return ["", "Machine:", "", f"* date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+            f"* platform: {platform.platform()}", f"* cores usable: {len(os.sched_getaffinity(0))}", *extra,
+            f"* load average at end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"]
 
 
 def main() -> None:
