@@ -186,10 +186,26 @@ def fake_run(model, seed, dice, dataset="phantom"):
 def test_statement_is_written_from_the_numbers(curves, winner, table7):
     records = [fake_run(m, seed, [d + 0.01 * seed for d in dice]) for m, dice in curves.items() for seed in (0, 1)]
     rows = summary(records)["phantom"]
-    text = statement("phantom", rows, grouped_runs(records)["phantom"])
-    assert f"highest mean best Dice: {winner}" in text and table7 in text
+    text = statement("phantom", rows, grouped_runs(records)["phantom"], patience=1, min_delta=0.005)
+    assert f"highest mean best Dice: {winner}" in text and table7 in text and "it has flattened" in text
     lrbm = next(r for r in rows if r["model"] == "lrbm")
     assert lrbm["iterations_to_90"] == [150, 150] and lrbm["seconds_to_90"] == [1500.0, 1500.0]  # first Dice >= 0.9 x best
+
+
+@pytest.mark.parametrize(
+    "winner_curve, stopped_by, expected",
+    [
+        ([0.1, 0.2, 0.3, 0.4], "max_iterations", "still rose by 0.200 over its last 2 validations (0.200 at 100 it → 0.400 at 200 it): it has **not flattened**"),
+        ([0.1, 0.4, 0.402, 0.404], "plateau", "rose by 0.004 ≤ 0.005 over its last 2 validations (100 → 200 it): it has flattened"),
+        ([0.1, 0.4], "max_iterations", "only 2 validations: too short"),
+    ],
+)
+def test_statement_says_whether_the_winner_flattened(winner_curve, stopped_by, expected):
+    records = [dict(fake_run("lrbm", 0, winner_curve), stopped_by=stopped_by), dict(fake_run("segresnet", 0, [0.05] * len(winner_curve)), stopped_by="plateau")]
+    rows = summary(records)["phantom"]
+    text = statement("phantom", rows, grouped_runs(records)["phantom"], patience=2, min_delta=0.005)
+    assert expected in text
+    assert f"{1 + (stopped_by == 'plateau')} of 2 runs stopped by the plateau rule, the others at the cap of {50 * len(winner_curve)} iterations" in text
 
 
 @pytest.mark.parametrize("budget_hours, workers, cap", [(10.0, 1, 1000), (1.0, 1, 750), (1.0, 2, 1000), (0.3, 1, 200), (0.01, 1, None)])

@@ -94,8 +94,36 @@ def table7_check(models: Dict[str, List[Dict]]) -> Optional[str]:
     return f"Table 7's order (LRBM > fixed prior > vanilla) {verdict} (mean Dice LRBM / fixed / vanilla at {values})."
 
 
-def statement(dataset: str, rows: List[Dict], models: Dict[str, List[Dict]]) -> str:
-    """Which model wins (mean best Dice, with a tie when within the seeds' spread) and whether Table 7's order holds."""
+def mean_curve(runs: List[Dict]) -> Tuple[List[int], List[float]]:
+    """The seed mean of ``runs`` at every validated iteration (a stopped run keeps its last value)."""
+    grid = sorted({i for r in runs for i in r["iterations"]})
+    return grid, [float(np.nanmean([dice_at(r, i) for r in runs])) for i in grid]
+
+
+def flattening(winner: str, models: Dict[str, List[Dict]], patience: int, min_delta: float) -> str:
+    """How many runs the plateau rule stopped, and whether the winner's seed-mean curve flattened: its gain over its
+    last ``patience`` validations is at most ``min_delta`` (the plateau rule's own terms)."""
+    runs = [r for model_runs in models.values() for r in model_runs]
+    stopped = sum(r["stopped_by"] == "plateau" for r in runs)
+    cap = max(r["iterations_run"] for r in runs)
+    grid, mean = mean_curve(models[winner])
+    lines = [f"{stopped} of {len(runs)} runs stopped by the plateau rule, the others at the cap of {cap} iterations."]
+    if len(mean) <= patience:
+        return " ".join(lines + [f"{winner}'s curve has only {len(mean)} validations: too short to tell whether it flattened."])
+    gain, before = mean[-1] - mean[-1 - patience], grid[-1 - patience]
+    if gain > min_delta:
+        lines.append(f"{winner}'s mean curve still rose by {gain:.3f} over its last {patience} validations ({mean[-1 - patience]:.3f} at "
+                     f"{before} it → {mean[-1]:.3f} at {grid[-1]} it): it has **not flattened**, so its Dice values are those "
+                     f"at the cap, not at a plateau.")
+    else:
+        lines.append(f"{winner}'s mean curve rose by {gain:.3f} ≤ {min_delta} over its last {patience} validations ({before} → "
+                     f"{grid[-1]} it): it has flattened.")
+    return " ".join(lines)
+
+
+def statement(dataset: str, rows: List[Dict], models: Dict[str, List[Dict]], patience: int, min_delta: float) -> str:
+    """Which model wins (mean best Dice, with a tie when within the seeds' spread), whether its curve flattened
+    (:func:`flattening`) and whether Table 7's order holds."""
     ranked = sorted(rows, key=lambda r: np.mean(r["best"]), reverse=True)
     first = ranked[0]
     ties = [r["model"] for r in ranked[1:] if np.mean(first["best"]) - np.mean(r["best"]) <= max(spread(first["best"]), spread(r["best"]))]
@@ -103,6 +131,7 @@ def statement(dataset: str, rows: List[Dict], models: Dict[str, List[Dict]]) -> 
     lines = [f"**{dataset}**: highest mean best Dice: {first['model']} ({mean_std(first['best'])})"
              + (f", within one seed standard deviation of {', '.join(ties)}" if ties else ", ahead of every other model by more than one seed standard deviation")
              + f". Order by mean best Dice: {order}."]
+    lines.append(flattening(first["model"], models, patience, min_delta))
     fastest = min(rows, key=lambda r: np.mean(r["seconds_to_90"]))
     lines.append(f"Fastest to 90 % of its own best Dice in training seconds: {fastest['model']} ({mean_std(fastest['seconds_to_90'], 0)} s).")
     rep3d = [r for r in ranked if r["model"] in REP3D_VARIANTS]
@@ -122,8 +151,7 @@ def plot_dataset(dataset: str, models: Dict[str, List[Dict]], path: Path) -> Pat
         for run in runs:
             axes[0].plot(run["iterations"], run["dice"], color=colour, alpha=0.3, lw=0.8)
             axes[1].plot(run["train_seconds"], run["dice"], color=colour, alpha=0.3, lw=0.8)
-        grid = sorted({i for r in runs for i in r["iterations"]})
-        mean = [float(np.nanmean([dice_at(r, i) for r in runs])) for i in grid]
+        grid, mean = mean_curve(runs)
         axes[0].plot(grid, mean, color=colour, lw=2, label=f"{name} (n={len(runs)})")
         seconds = np.linspace(0, max(r["train_seconds"][-1] for r in runs), 60)
         mean_s = [float(np.nanmean([np.interp(s, r["train_seconds"], r["dice"], left=np.nan) for r in runs])) for s in seconds]
@@ -173,7 +201,8 @@ def write_study_report(results: Dict, output_dir: Path) -> Dict[str, Path]:
     """``convergence.json``, ``convergence.md`` and ``convergence_<dataset>.png`` under ``output_dir``."""
     grouped = grouped_runs(results["runs"])
     results["summary"] = summary(results["runs"])
-    results["statements"] = {d: statement(d, results["summary"][d], grouped[d]) for d in grouped}
+    s = results["settings"]
+    results["statements"] = {d: statement(d, results["summary"][d], grouped[d], s["patience"], s["min_delta"]) for d in grouped}
     paths = {f"png_{d}": plot_dataset(d, grouped[d], output_dir / f"convergence_{d}.png") for d in grouped}
     markdown = output_dir / "convergence.md"
     markdown.write_text("# Convergence study\n\n" + study_markdown(results, {d: f"convergence_{d}.png" for d in grouped}))
