@@ -28,12 +28,22 @@ from rep3d_networks.analysis.convergence_data import default_shared_data
 from rep3d_networks.data.cli import totalseg
 from rep3d_networks.data.datalist import datalist_filename, write_json_files
 from rep3d_networks.data.slabs import class_aware_datalist
+from rep3d_networks.data.specs import get_dataset_spec
 from rep3d_networks.quickstart import AFFINE_PROB, BUNDLE, SMALL_NETWORK, recipe_differences, repo_bundle_dir, run_bundle
 
 PIXDIM = [3.0, 3.0, 3.0]  # the shared CT's own spacing: no resampling
 PATCH = [64, 64, 16]  # 19 cm x 19 cm x 4.8 cm
 SLAB_SLICES = 14  # 8 slabs of 14 slices tile the CT's 112 slices without overlap (no held-out voxel is trained on)
 INFERENCE_OVERRIDES = {**SMALL_NETWORK, "pixdim": PIXDIM, "inferer#roi_size": PATCH}
+CROP = "train#random_transforms#0"  # train.json's RandCropByPosNegLabeld
+
+
+def class_balanced_crop(num_classes: int) -> dict:
+    """MONAI's RandCropByLabelClassesd with equal ratios: each crop is centred on a voxel of a class drawn uniformly
+    from the classes present in the slab (MONAI drops absent ones), so a 300-voxel adrenal gland is a crop centre as
+    often as the liver; the recipe's pos/neg crop centres half its crops on a random foreground voxel, mostly liver."""
+    return {"_target_": "RandCropByLabelClassesd", "keys": ["image", "label"], "label_key": "label", "spatial_size": "@roi_size",
+            "num_classes": int(num_classes), "num_samples": "@num_samples", "image_key": "image", "image_threshold": 0, "warn": False}
 
 
 def write_inference_overrides(bundle: Path) -> None:
@@ -54,6 +64,7 @@ def main(
     num_validations: int = 10,
     seed: int = 0,
     num_threads: int = 1,
+    class_balanced: bool = True,
 ) -> str:
     """Trains, evaluates and serves-ready-packages the small real-CT model; returns the path of ``results.md``.
 
@@ -67,6 +78,7 @@ def main(
         num_validations: validations (best-checkpoint selection) during training, evenly spaced.
         seed: training seed (the split follows from the slabs' classes).
         num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps torch's default).
+        class_balanced: crop centres drawn per class (:func:`class_balanced_crop`) instead of the recipe's pos/neg crop.
     """
     start = time.perf_counter()
     out = Path(output_dir).resolve()
@@ -90,6 +102,8 @@ def main(
         initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"], **SMALL_NETWORK,
         **{"train#random_transforms#2#prob": AFFINE_PROB},
     )
+    if class_balanced:
+        train[CROP] = class_balanced_crop(get_dataset_spec(BUNDLE).num_classes)
     differences = recipe_differences(bundle, train)
     print("[real_ct] settings that differ from the paper recipe (bundles/amos_ct/configs/train.json):")
     for line in differences:

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 
 from rep3d_networks import Rep3D
@@ -41,6 +42,7 @@ def test_real_ct_model_command(tmp_path, shared_data, repo_root, monkeypatch):
     result = subprocess.run(command + ["--iterations", "4", "--num_validations", "1"], capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "pixdim: [1.5, 1.5, 2.0] in the paper recipe, [3.0, 3.0, 3.0] here" in result.stdout
+    assert "train#random_transforms#0: RandCropByPosNegLabeld in the paper recipe, RandCropByLabelClassesd here" in result.stdout
     results = (out / "results.md").read_text()
     assert results.startswith("# Small Rep3D on the real CT (4 iterations, seed 0)")
     assert "| liver |" in results and "| mean (classes without background) |" in results and "one person" in results
@@ -58,3 +60,19 @@ def test_real_ct_model_command(tmp_path, shared_data, repo_root, monkeypatch):
     assert [tuple(p.shape) for p in network.parameters()] == [tuple(p.shape) for p in small.parameters()]
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_real_ct_crop_centres_every_present_class_alike():
+    """The real-CT command's crop, parsed as train.json parses it, centres crops on a tiny organ as often as on a large one."""
+    from monai.bundle import ConfigParser
+
+    from rep3d_networks.real_ct import class_balanced_crop
+
+    label = np.zeros((1, 40, 40, 40), dtype=np.float32)
+    label[0, :20] = 6  # liver: 32,000 voxels
+    label[0, 30:33, 30:33, 30:33] = 14  # a 27-voxel organ; the 14 other classes are absent
+    crop = ConfigParser({"roi_size": [1, 1, 1], "num_samples": 2, "crop": class_balanced_crop(16)}).get_parsed_content("crop")
+    crop.set_random_state(0)
+    centres = [float(sample["label"].flatten()[0]) for _ in range(300) for sample in crop({"image": np.ones_like(label), "label": label.copy()})]
+    counts = {c: centres.count(c) for c in (0.0, 6.0, 14.0)}
+    assert sum(counts.values()) == 600 and all(150 <= n <= 250 for n in counts.values()), counts  # a third each, not 27/64,000
