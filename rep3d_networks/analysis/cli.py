@@ -11,6 +11,7 @@ Examples::
     python -m rep3d_networks.analysis convergence --output_dir out/convergence
 """
 
+import json
 import os
 import platform
 import time
@@ -216,14 +217,14 @@ def convergence(
     datasets=("phantom", "ct"),
     models=tuple(MODELS),
     seeds=(0, 1, 2),
-    max_iterations: int = 1000,
-    val_interval: int = 50,
-    patience: int = 4,
-    min_delta: float = 0.005,
-    width: int = 8,
-    roi_size=32,
-    learning_rate: float = 1e-2,
-    val_overlap: float = 0.25,
+    max_iterations: int = StudySettings.max_iterations,
+    val_interval: int = StudySettings.val_interval,
+    patience: int = StudySettings.patience,
+    min_delta: float = StudySettings.min_delta,
+    width: int = StudySettings.width,
+    roi_size=StudySettings.roi_size[0],
+    learning_rate: float = StudySettings.learning_rate,
+    val_overlap: float = StudySettings.val_overlap,
     time_budget_hours: float = 1.9,
     timing_iterations: int = 10,
     plan_only: bool = False,
@@ -301,6 +302,8 @@ def convergence(
             if plan_only:
                 return announce({"time_plan": out / "time_plan.md"})
             settings = replace(settings, max_iterations=cap)
+        elif (out / "time_plan.json").is_file():  # a resumed study: its kept runs trained on the machine the plan measured
+            machine = f"study timed and started on: {json.loads((out / 'time_plan.json').read_text())['machine']}; resumed on: {machine}"
         records = run_study(settings, data, out, pool, num_threads)
     finally:
         if pool is not None:

@@ -122,7 +122,7 @@ class StudySettings:
     seeds: Tuple[int, ...] = (0, 1, 2)
     max_iterations: int = 1000
     val_interval: int = 50
-    patience: int = 5
+    patience: int = 4
     min_delta: float = 0.005
     width: int = 8
     roi_size: Tuple[int, int, int] = (32, 32, 32)
@@ -260,14 +260,23 @@ def train_run(settings: StudySettings, data: StudyData, model_name: str, seed: i
     return record
 
 
+STUDY_ONLY_SETTINGS = ("datasets", "models", "seeds")  # which runs a study holds, not how a run trains
+
+
+def run_settings(settings: Dict) -> Dict:
+    """The settings (as :func:`asdict` / JSON gives them) that decide how one run trains."""
+    return {k: v for k, v in json.loads(json.dumps(settings)).items() if k not in STUDY_ONLY_SETTINGS}
+
+
 def run_or_load(settings: StudySettings, data: StudyData, model_name: str, seed: int, output_dir: Path, num_threads: int) -> Dict:
-    """The run's ``result.json`` if an earlier (interrupted) study wrote it with the same settings, else :func:`train_run`."""
+    """The run's ``result.json`` if an earlier (interrupted or larger) study wrote it with the same :func:`run_settings`,
+    else :func:`train_run`."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     result = run_directory(output_dir, data.name, model_name, seed) / "result.json"
     if result.is_file():
         record = json.loads(result.read_text())
-        if record.get("settings") == json.loads(json.dumps(asdict(settings))):
+        if run_settings(record.get("settings", {})) == run_settings(asdict(settings)):
             print(f"[convergence] {data.name} {model_name} seed {seed}: kept {result}", flush=True)
             return record
     return train_run(settings, data, model_name, seed, output_dir)

@@ -100,16 +100,16 @@ def mean_curve(runs: List[Dict]) -> Tuple[List[int], List[float]]:
     return grid, [float(np.nanmean([dice_at(r, i) for r in runs])) for i in grid]
 
 
-def flattening(winner: str, models: Dict[str, List[Dict]], patience: int, min_delta: float) -> str:
+def flattening(winner: str, models: Dict[str, List[Dict]], patience: int, min_delta: float) -> Tuple[str, bool]:
     """How many runs the plateau rule stopped, and whether the winner's seed-mean curve flattened: its gain over its
-    last ``patience`` validations is at most ``min_delta`` (the plateau rule's own terms)."""
+    last ``patience`` validations is at most ``min_delta`` (the plateau rule's own terms). Returns the text and the verdict."""
     runs = [r for model_runs in models.values() for r in model_runs]
     stopped = sum(r["stopped_by"] == "plateau" for r in runs)
     cap = max(r["iterations_run"] for r in runs)
     grid, mean = mean_curve(models[winner])
     lines = [f"{stopped} of {len(runs)} runs stopped by the plateau rule, the others at the cap of {cap} iterations."]
     if len(mean) <= patience:
-        return " ".join(lines + [f"{winner}'s curve has only {len(mean)} validations: too short to tell whether it flattened."])
+        return " ".join(lines + [f"{winner}'s curve has only {len(mean)} validations: too short to tell whether it flattened."]), False
     gain, before = mean[-1] - mean[-1 - patience], grid[-1 - patience]
     if gain > min_delta:
         lines.append(f"{winner}'s mean curve still rose by {gain:.3f} over its last {patience} validations ({mean[-1 - patience]:.3f} at "
@@ -118,7 +118,7 @@ def flattening(winner: str, models: Dict[str, List[Dict]], patience: int, min_de
     else:
         lines.append(f"{winner}'s mean curve rose by {gain:.3f} ≤ {min_delta} over its last {patience} validations ({before} → "
                      f"{grid[-1]} it): it has flattened.")
-    return " ".join(lines)
+    return " ".join(lines), gain <= min_delta
 
 
 def statement(dataset: str, rows: List[Dict], models: Dict[str, List[Dict]], patience: int, min_delta: float) -> str:
@@ -131,9 +131,11 @@ def statement(dataset: str, rows: List[Dict], models: Dict[str, List[Dict]], pat
     lines = [f"**{dataset}**: highest mean best Dice: {first['model']} ({mean_std(first['best'])})"
              + (f", within one seed standard deviation of {', '.join(ties)}" if ties else ", ahead of every other model by more than one seed standard deviation")
              + f". Order by mean best Dice: {order}."]
-    lines.append(flattening(first["model"], models, patience, min_delta))
+    text, flat = flattening(first["model"], models, patience, min_delta)
+    lines.append(text)
     fastest = min(rows, key=lambda r: np.mean(r["seconds_to_90"]))
-    lines.append(f"Fastest to 90 % of its own best Dice in training seconds: {fastest['model']} ({mean_std(fastest['seconds_to_90'], 0)} s).")
+    lines.append(f"Fastest to 90 % of its own best Dice in training seconds: {fastest['model']} ({mean_std(fastest['seconds_to_90'], 0)} s)"
+                 + ("." if flat else " — of a best cut by the cap, so this times the early rise, not convergence."))
     rep3d = [r for r in ranked if r["model"] in REP3D_VARIANTS]
     if len(rep3d) > 1:
         lines.append("Rep3D variants by mean best Dice: " + " > ".join(r["model"] for r in rep3d) + ".")
