@@ -79,7 +79,7 @@ def convergence_processes(tmp_path_factory):
     docs = ct_out / "reproduction.md"
     docs.write_text((Path(__file__).resolve().parents[1] / "docs" / "reproduction.md").read_text())
     ct = start(["convergence", "--output_dir", str(ct_out / "study"), "--datasets", "ct", "--models", "lrbm",
-                "--max_iterations", "4", "--val_interval", "1", "--patience", "1", "--min_delta", "1.0",
+                "--max_iterations", "4", "--val_interval", "1", "--patience", "1", "--min_delta", "1.0", "--plateau_floor", "0",
                 "--time_budget_hours", "1", "--timing_iterations", "2", "--docs_file", str(docs), *TINY_STUDY[:-1], "2"])
     yield {"every": (every, every_model), "ct": (ct, ct_out)}
     for process in (every, ct):
@@ -144,12 +144,12 @@ def test_erf_of_a_fresh_model_from_a_bundle_config(tmp_path, repo_root):
     assert np.load(paths["erf_npy"]).shape == (32, 32, 32)
 
 
-def plateau_stop(scores, patience, min_delta):
+def plateau_stop(scores, patience, min_delta, floor):
     """The iteration at which a trainer validated once per iteration with ``scores`` is stopped by the plateau rule."""
     stream = iter(scores)
     trainer, evaluator = Engine(lambda engine, batch: None), Engine(lambda engine, batch: None)
     evaluator.add_event_handler(Events.STARTED, lambda engine: engine.state.metrics.update(val_mean_dice=next(stream)))
-    attach_plateau_rule(trainer, evaluator, patience, min_delta)
+    attach_plateau_rule(trainer, evaluator, patience, min_delta, floor)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: evaluator.run([0]))
     trainer.run([0] * len(scores), max_epochs=1)
     return trainer.state.iteration
@@ -164,10 +164,13 @@ def plateau_stop(scores, patience, min_delta):
         ([0.5, 0.504, 0.5075, 0.511, 0.9], 2, 5),  # creeping: 0.5075 beats the reference 0.5 by > 0.005
         ([0.5, 0.504, 0.508, 0.509, 0.5095, 0.9], 2, 5),  # 0.508 resets; 0.509 and 0.5095 do not beat it: stop
         ([0.3], 1, 1),
+        ([0.0, 0.004, 0.001, 0.0, 0.002, 0.003, 0.0], 3, 7),  # never reaches the floor: not a plateau, runs to the end
+        ([0.0, 0.0, 0.0, 0.2, 0.2, 0.2, 0.2, 0.9], 3, 7),  # armed at 0.2 (iteration 4), three validations without a gain
+        ([0.05, 0.1, 0.1, 0.1, 0.1, 0.9], 3, 5),  # the floor itself arms the rule
     ],
 )
 def test_plateau_rule_stops_a_run(scores, patience, stopped_at):
-    assert plateau_stop(scores, patience, 0.005) == stopped_at
+    assert plateau_stop(scores, patience, 0.005, floor=0.1) == stopped_at
 
 
 def fake_run(model, seed, dice, dataset="phantom"):
@@ -238,6 +241,7 @@ def test_settings_refuse_unknown_models_and_patches_swinunetr_cannot_take():
         (dict(datasets=("phantom", "ct"), models=tuple(MODELS), seeds=(0, 1, 2)), True),  # a larger study's run
         (dict(datasets=("phantom",), learning_rate=1e-3), False),  # trained otherwise
         (dict(datasets=("phantom",), max_iterations=350), False),
+        (dict(datasets=("phantom",), plateau_floor=0.0), False),
     ],
 )
 def test_a_run_is_kept_when_it_trained_with_the_same_settings(tmp_path, monkeypatch, earlier, kept):
@@ -248,6 +252,12 @@ def test_a_run_is_kept_when_it_trained_with_the_same_settings(tmp_path, monkeypa
     result.write_text(json.dumps({"dice": [0.5], "settings": asdict(StudySettings(**earlier))}))
     monkeypatch.setattr(convergence, "train_run", lambda *args: {"dice": [0.1]})
     assert run_or_load(settings, data, "lrbm", 0, tmp_path, 0)["dice"] == ([0.5] if kept else [0.1])
+
+
+def test_runs_recorded_before_the_plateau_floor_count_as_floor_0():
+    recorded = {k: v for k, v in asdict(StudySettings(plateau_floor=0.0)).items() if k != "plateau_floor"}
+    assert convergence.run_settings(recorded) == convergence.run_settings(asdict(StudySettings(plateau_floor=0.0)))
+    assert convergence.run_settings(recorded) != convergence.run_settings(asdict(StudySettings()))
 
 
 def test_convergence_cli_resumed_reports_kept_runs_and_both_machines(tmp_path):

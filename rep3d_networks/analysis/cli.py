@@ -221,6 +221,7 @@ def convergence(
     val_interval: int = StudySettings.val_interval,
     patience: int = StudySettings.patience,
     min_delta: float = StudySettings.min_delta,
+    plateau_floor: float = StudySettings.plateau_floor,
     width: int = StudySettings.width,
     roi_size=StudySettings.roi_size[0],
     learning_rate: float = StudySettings.learning_rate,
@@ -255,6 +256,7 @@ def convergence(
         val_interval: Iterations between validations.
         patience: Plateau rule: validations in a row without a Dice gain above min_delta before a run stops.
         min_delta: Plateau rule: the Dice gain that counts as an improvement.
+        plateau_floor: Plateau rule: armed from the first validation with at least this Dice (a run that has not started learning runs on).
         width: First-stage width of every model (SwinUNETR: the next multiple of 12).
         roi_size: Training patch and sliding-window size: one int or three (multiples of 32).
         learning_rate: AdamW learning rate.
@@ -279,7 +281,7 @@ def convergence(
         raise ValueError(f"{docs}: has no line {DOCS_BEGIN!r} to write the results after")
     settings = StudySettings(
         datasets=as_tuple(datasets), models=as_tuple(models), seeds=as_tuple(seeds, int), max_iterations=int(max_iterations),
-        val_interval=int(val_interval), patience=int(patience), min_delta=float(min_delta), width=int(width),
+        val_interval=int(val_interval), patience=int(patience), min_delta=float(min_delta), plateau_floor=float(plateau_floor), width=int(width),
         roi_size=as_crop(roi_size), learning_rate=float(learning_rate), val_overlap=float(val_overlap), device=device,
     )
     parameters = model_parameters(settings.models, settings.width)

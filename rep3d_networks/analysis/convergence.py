@@ -14,7 +14,9 @@ the time.
 
 Plateau rule (:func:`attach_plateau_rule`): MONAI's ``EarlyStopHandler`` (ignite's ``EarlyStopping``) with
 ``cumulative_delta``: a run stops when ``patience`` validations in a row have not raised the validation Dice by more
-than ``min_delta`` above the last value that did; otherwise at ``max_iterations``. The stop reason is recorded.
+than ``min_delta`` above the last value that did; otherwise at ``max_iterations``. The rule is armed only once a
+validation reaches ``plateau_floor``: a run that has not started learning (Dice ~0 on the CT slabs) is not "flat".
+The stop reason is recorded.
 
 Pairing: for one seed, ``monai.utils.set_determinism(seed)`` is called after the model is built, so every model
 of that seed whose forward draws no random numbers (Rep3D, UX-Net, SegResNet) sees the same crops in the same order.
@@ -124,6 +126,7 @@ class StudySettings:
     val_interval: int = 50
     patience: int = 4
     min_delta: float = 0.005
+    plateau_floor: float = 0.1
     width: int = 8
     roi_size: Tuple[int, int, int] = (32, 32, 32)
     learning_rate: float = 1e-2
@@ -188,13 +191,23 @@ def bundle_parser(settings: StudySettings, data: StudyData, run_dir: Path, model
     return parser
 
 
-def attach_plateau_rule(trainer: Engine, evaluator: Engine, patience: int, min_delta: float) -> EarlyStopHandler:
-    """Stop ``trainer`` once ``patience`` validations in a row did not beat the reference Dice by more than ``min_delta``."""
+def attach_plateau_rule(trainer: Engine, evaluator: Engine, patience: int, min_delta: float, floor: float) -> EarlyStopHandler:
+    """Stop ``trainer`` once ``patience`` validations in a row did not beat the reference Dice by more than ``min_delta``,
+    counted from the first validation whose Dice reaches ``floor`` (that one is the first reference)."""
     handler = EarlyStopHandler(
         patience=patience, score_function=lambda engine: engine.state.metrics[METRIC], trainer=trainer,
         min_delta=min_delta, cumulative_delta=True, epoch_level=True,
     )
-    handler.attach(evaluator)
+
+    armed = {"on": False}
+
+    def plateau(engine: Engine) -> None:
+        # MONAI's handler has no warm-up: it sees the validations from the first one at the floor on
+        armed["on"] = armed["on"] or engine.state.metrics[METRIC] >= floor
+        if armed["on"]:
+            handler(engine)
+
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, plateau)
     return handler
 
 
@@ -247,7 +260,7 @@ def train_run(settings: StudySettings, data: StudyData, model_name: str, seed: i
     record = {"dataset": data.name, "model": model_name, "seed": seed, "parameters": parameter_count(model),
               "iterations": [], "dice": [], "loss": [], "train_seconds": [], "validation_seconds": 0.0}
     attach_curve(trainer, evaluator, record, f"{data.name} {model_name} seed {seed}")
-    attach_plateau_rule(trainer, evaluator, settings.patience, settings.min_delta)
+    attach_plateau_rule(trainer, evaluator, settings.patience, settings.min_delta, settings.plateau_floor)
     start = time.perf_counter()
     trainer.run()
     record["wall_seconds"] = time.perf_counter() - start
@@ -264,8 +277,9 @@ STUDY_ONLY_SETTINGS = ("datasets", "models", "seeds")  # which runs a study hold
 
 
 def run_settings(settings: Dict) -> Dict:
-    """The settings (as :func:`asdict` / JSON gives them) that decide how one run trains."""
-    return {k: v for k, v in json.loads(json.dumps(settings)).items() if k not in STUDY_ONLY_SETTINGS}
+    """The settings (as :func:`asdict` / JSON gives them) that decide how one run trains. Runs recorded before the
+    plateau rule had a floor were armed from the first validation: floor 0."""
+    return {k: v for k, v in json.loads(json.dumps({"plateau_floor": 0.0, **settings})).items() if k not in STUDY_ONLY_SETTINGS}
 
 
 def run_or_load(settings: StudySettings, data: StudyData, model_name: str, seed: int, output_dir: Path, num_threads: int) -> Dict:
