@@ -178,9 +178,8 @@ def study_markdown(results: Dict, figure_names: Dict[str, str]) -> str:
         f"Settings: models {', '.join(s['models'])}; seeds {', '.join(str(x) for x in s['seeds'])}; width {s['width']}; "
         f"patch {'×'.join(str(c) for c in s['roi_size'])}; AdamW lr {s['learning_rate']:g} (the bundle's weight decay, "
         f"DiceCELoss, ReduceLROnPlateau); validation every {s['val_interval']} iterations (sliding-window overlap "
-        f"{s['val_overlap']}); plateau rule: stop after {s['patience']} validations without a gain > {s['min_delta']}"
-        + (f" once a validation reached Dice {s['plateau_floor']}, " if "plateau_floor" in s else " (no floor), ") +
-        f"at most {s['max_iterations']} iterations. {results['machine']}.",
+        f"{s['val_overlap']}); plateau rule: stop after {s['patience']} validations without a gain > {s['min_delta']} "
+        f"once a validation reached Dice {s['plateau_floor']}, at most {s['max_iterations']} iterations. {results['machine']}.",
         "",
     ]
     for dataset, rows in results["summary"].items():
