@@ -25,6 +25,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from rep3d_networks.analysis.convergence_data import default_shared_data
+from rep3d_networks.bundles.recipe import CROP, class_balanced_crop
 from rep3d_networks.data.cli import totalseg
 from rep3d_networks.data.datalist import datalist_filename, write_json_files
 from rep3d_networks.data.slabs import class_aware_datalist
@@ -35,15 +36,6 @@ PIXDIM = [3.0, 3.0, 3.0]  # the shared CT's own spacing: no resampling
 PATCH = [64, 64, 16]  # 19 cm x 19 cm x 4.8 cm
 SLAB_SLICES = 14  # 8 slabs of 14 slices tile the CT's 112 slices without overlap (no held-out voxel is trained on)
 INFERENCE_OVERRIDES = {**SMALL_NETWORK, "pixdim": PIXDIM, "inferer#roi_size": PATCH}
-CROP = "train#random_transforms#0"  # train.json's RandCropByPosNegLabeld
-
-
-def class_balanced_crop(num_classes: int) -> dict:
-    """MONAI's RandCropByLabelClassesd with equal ratios: each crop is centred on a voxel of a class drawn uniformly
-    from the classes present in the slab (MONAI drops absent ones), so a 300-voxel adrenal gland is a crop centre as
-    often as the liver; the recipe's pos/neg crop centres half its crops on a random foreground voxel, mostly liver."""
-    return {"_target_": "RandCropByLabelClassesd", "keys": ["image", "label"], "label_key": "label", "spatial_size": "@roi_size",
-            "num_classes": int(num_classes), "num_samples": "@num_samples", "image_key": "image", "image_threshold": 0, "warn": False}
 
 
 def write_inference_overrides(bundle: Path) -> None:
@@ -60,6 +52,7 @@ def main(
     shared_data: str = None,
     iterations: int = 3000,
     learning_rate: float = 1e-2,
+    weight_decay: float = 0.08,
     num_cases: int = 8,
     num_validations: int = 10,
     seed: int = 0,
@@ -74,6 +67,7 @@ def main(
         shared_data: the shared data folder (default ``$REP3D_SHARED_DATA`` or ``../shared/data``).
         iterations: training iterations.
         learning_rate: AdamW learning rate.
+        weight_decay: AdamW (decoupled) weight decay; each step shrinks the weights by ``learning_rate * weight_decay``.
         num_cases: disjoint z-slabs cut from the CT (one validation and one test slab, the others train).
         num_validations: validations (best-checkpoint selection) during training, evenly spaced.
         seed: training seed (the split follows from the slabs' classes).
@@ -98,7 +92,7 @@ def main(
     interval = max(1, int(iterations) // max(1, int(num_validations)))
     train = dict(
         dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, pixdim=PIXDIM, roi_size=PATCH, learning_rate=float(learning_rate),
-        max_iterations=int(iterations), val_interval=interval, checkpoint_interval=int(iterations),
+        **{"optimizer#weight_decay": float(weight_decay)}, max_iterations=int(iterations), val_interval=interval, checkpoint_interval=int(iterations),
         initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"], **SMALL_NETWORK,
         **{"train#random_transforms#2#prob": AFFINE_PROB},
     )

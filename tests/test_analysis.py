@@ -235,23 +235,37 @@ def test_settings_refuse_unknown_models_and_patches_swinunetr_cannot_take():
         StudySettings(roi_size=(48, 48, 32))
 
 
+PHANTOM_RECIPE = convergence.training_recipe("phantom")
+
+
 @pytest.mark.parametrize(
-    "earlier, kept",
+    "earlier, recipe, kept",
     [
-        (dict(datasets=("phantom", "ct"), models=tuple(MODELS), seeds=(0, 1, 2)), True),  # a larger study's run
-        (dict(datasets=("phantom",), learning_rate=1e-3), False),  # trained otherwise
-        (dict(datasets=("phantom",), max_iterations=350), False),
-        (dict(datasets=("phantom",), plateau_floor=0.0), False),
+        (dict(datasets=("phantom", "ct"), models=tuple(MODELS), seeds=(0, 1, 2)), PHANTOM_RECIPE, True),  # a larger study's run
+        (dict(datasets=("phantom",), learning_rate=1e-3), PHANTOM_RECIPE, False),  # trained otherwise
+        (dict(datasets=("phantom",), max_iterations=350), PHANTOM_RECIPE, False),
+        (dict(datasets=("phantom",), plateau_floor=0.0), PHANTOM_RECIPE, False),
+        (dict(datasets=("phantom",)), None, False),  # recorded before the recipe was
+        (dict(datasets=("phantom",)), {**PHANTOM_RECIPE, "class_balanced": True}, False),  # another crop
     ],
 )
-def test_a_run_is_kept_when_it_trained_with_the_same_settings(tmp_path, monkeypatch, earlier, kept):
+def test_a_run_is_kept_when_it_trained_with_the_same_settings_and_recipe(tmp_path, monkeypatch, earlier, recipe, kept):
     settings = StudySettings(datasets=("phantom",), models=("lrbm",), seeds=(0,))
     data = convergence.StudyData("phantom", tmp_path, tmp_path / "datalist.json", {})
     result = convergence.run_directory(tmp_path, "phantom", "lrbm", 0) / "result.json"
     result.parent.mkdir(parents=True)
-    result.write_text(json.dumps({"dice": [0.5], "settings": asdict(StudySettings(**earlier))}))
+    record = {"dice": [0.5], "settings": asdict(StudySettings(**earlier))}
+    result.write_text(json.dumps(record if recipe is None else {**record, "recipe": recipe}))
     monkeypatch.setattr(convergence, "train_run", lambda *args: {"dice": [0.1]})
     assert run_or_load(settings, data, "lrbm", 0, tmp_path, 0)["dice"] == ([0.5] if kept else [0.1])
+
+
+@pytest.mark.parametrize("dataset, crop", [("phantom", "RandCropByPosNegLabeld"), ("ct", "RandCropByLabelClassesd")])
+def test_each_dataset_trains_with_its_recipe_crop(tmp_path, dataset, crop):
+    data = convergence.StudyData(dataset, tmp_path, tmp_path / "datalist.json", {})
+    parser = convergence.bundle_parser(StudySettings(), data, tmp_path, torch.nn.Identity())
+    assert parser["train#random_transforms#0"]["_target_"] == crop
+    assert parser[f"{convergence.AFFINE_TRANSFORM}#prob"] == 0.0
 
 
 def test_runs_recorded_before_the_plateau_floor_count_as_floor_0():
@@ -266,7 +280,7 @@ def test_convergence_cli_resumed_reports_kept_runs_and_both_machines(tmp_path):
     settings = StudySettings(datasets=("phantom",), models=("segresnet",), seeds=(0,), max_iterations=100)
     result = convergence.run_directory(tmp_path, "phantom", "segresnet", 0) / "result.json"
     result.parent.mkdir(parents=True)
-    result.write_text(json.dumps({**fake_run("segresnet", 0, [0.2, 0.4]), "settings": asdict(settings)}))
+    result.write_text(json.dumps({**fake_run("segresnet", 0, [0.2, 0.4]), "settings": asdict(settings), "recipe": PHANTOM_RECIPE}))
     (tmp_path / "time_plan.json").write_text(json.dumps({"machine": "the planning machine"}))
     paths = cli.convergence(str(tmp_path), datasets="phantom", models="segresnet", seeds="0", max_iterations=100,
                             time_budget_hours=0, workers=1, phantom_cases=4, phantom_size=32)

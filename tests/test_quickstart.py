@@ -66,7 +66,7 @@ def test_real_ct_crop_centres_every_present_class_alike():
     """The real-CT command's crop, parsed as train.json parses it, centres crops on a tiny organ as often as on a large one."""
     from monai.bundle import ConfigParser
 
-    from rep3d_networks.real_ct import class_balanced_crop
+    from rep3d_networks.bundles.recipe import class_balanced_crop
 
     label = np.zeros((1, 40, 40, 40), dtype=np.float32)
     label[0, :20] = 6  # liver: 32,000 voxels

@@ -24,7 +24,7 @@ import torch
 from rep3d_networks.analysis.convergence import (
     MODELS, StudySettings, describe, fitting_cap, measure_timing, model_parameters, run_study, time_plan, worker_pool,
 )
-from rep3d_networks.analysis.convergence_data import PHANTOM_CASES, PHANTOM_SIZE, default_shared_data, write_study_data
+from rep3d_networks.analysis.convergence_data import PHANTOM_CASES, PHANTOM_SIZE, RECIPES, default_shared_data, write_study_data
 from rep3d_networks.analysis.convergence_report import DOCS_BEGIN, fill_docs, plan_markdown, write_study_report
 from rep3d_networks.analysis.erf import ct_inputs, effective_receptive_field, erf_summary, random_inputs
 from rep3d_networks.analysis.erf_report import write_erf_report
@@ -311,7 +311,7 @@ def convergence(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     results = {"settings": asdict(settings), "machine": machine, "parameters": parameters, "runs": records,
-               "data": {name: d.split for name, d in data.items()}}
+               "data": {name: {**d.split, "recipe": RECIPES[name].why} for name, d in data.items()}}
     paths = write_study_report(results, out)
     if docs is not None:
         paths["docs"] = fill_docs(results, paths, docs)

@@ -8,7 +8,8 @@ rather than ``python -m monai.bundle run`` because (1) a model object can be pas
 variants of one seed start from the same shared weights (:func:`rep3d_networks.analysis.model_loading.paired_fresh_model`),
 which a config cannot express, and (2) the run attaches two handlers of its own to the bundle's engines: a clock
 (training seconds, validation excluded) with the Dice curve, and the plateau rule. Besides the quickstart's overrides
-(width, 32³ patch, lr 1e-2, no workers; no random affine on the phantom) a run validates with a sliding-window
+(width, 32³ patch, lr 1e-2, no workers) and the dataset's recipe (:data:`RECIPES`: no random affine; class-balanced
+crops on the CT) a run validates with a sliding-window
 overlap of 0.25 instead of 0.5 and without the bundle's per-validation PNG: on a CPU validation is a large share of
 the time.
 
@@ -47,6 +48,7 @@ from monai.utils import set_determinism
 from rep3d_networks.analysis.convergence_data import RECIPES, StudyData
 from rep3d_networks.analysis.model_loading import paired_fresh_model
 from rep3d_networks.analysis.reports import write_json
+from rep3d_networks.bundles.recipe import CROP, class_balanced_crop
 from rep3d_networks.nets import UXNet
 
 NUM_CLASSES = 16  # AMOS: background + 15 organs
@@ -162,6 +164,8 @@ def bundle_overrides(settings: StudySettings, data: StudyData, run_dir: Path) ->
         overrides["pixdim"] = list(recipe.pixdim)
     if recipe.affine_prob is not None:
         overrides[f"{AFFINE_TRANSFORM}#prob"] = float(recipe.affine_prob)
+    if recipe.class_balanced:
+        overrides[CROP] = class_balanced_crop(NUM_CLASSES)
     return overrides
 
 
@@ -269,6 +273,7 @@ def train_run(settings: StudySettings, data: StudyData, model_name: str, seed: i
     record["threads"] = torch.get_num_threads()
     record["checkpoint"] = str(run_dir / "models" / "model.pt")  # the bundle's best-Dice checkpoint
     record["settings"] = asdict(settings)
+    record["recipe"] = training_recipe(data.name)
     write_json(run_dir / "result.json", record)
     return record
 
@@ -282,15 +287,26 @@ def run_settings(settings: Dict) -> Dict:
     return {k: v for k, v in json.loads(json.dumps({"plateau_floor": 0.0, **settings})).items() if k not in STUDY_ONLY_SETTINGS}
 
 
+def training_recipe(dataset: str) -> Dict:
+    """The dataset's :data:`RECIPES` entry as JSON gives it, less its explanation."""
+    return {k: v for k, v in json.loads(json.dumps(asdict(RECIPES[dataset]))).items() if k != "why"}
+
+
+def same_training(record: Dict, settings: StudySettings, data: StudyData) -> bool:
+    """Whether ``record`` (a ``result.json``) trained with ``settings``' :func:`run_settings` and the dataset's
+    :func:`training_recipe` (a record without one predates the recipe's crop: it is not kept)."""
+    return run_settings(record.get("settings", {})) == run_settings(asdict(settings)) and record.get("recipe") == training_recipe(data.name)
+
+
 def run_or_load(settings: StudySettings, data: StudyData, model_name: str, seed: int, output_dir: Path, num_threads: int) -> Dict:
-    """The run's ``result.json`` if an earlier (interrupted or larger) study wrote it with the same :func:`run_settings`,
-    else :func:`train_run`."""
+    """The run's ``result.json`` if an earlier (interrupted or larger) study wrote it with the same training
+    (:func:`same_training`), else :func:`train_run`."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     result = run_directory(output_dir, data.name, model_name, seed) / "result.json"
     if result.is_file():
         record = json.loads(result.read_text())
-        if run_settings(record.get("settings", {})) == run_settings(asdict(settings)):
+        if same_training(record, settings, data):
             print(f"[convergence] {data.name} {model_name} seed {seed}: kept {result}", flush=True)
             return record
     return train_run(settings, data, model_name, seed, output_dir)

@@ -187,7 +187,8 @@ def study_markdown(results: Dict, figure_names: Dict[str, str]) -> str:
         lines += [
             f"#### {dataset}",
             "",
-            f"Training cases {', '.join(data['training'])}; validation (curves) {', '.join(data['validation'])}.",
+            f"Training cases {', '.join(data['training'])}; validation (curves) {', '.join(data['validation'])}. "
+            f"Recipe: {data['recipe']}.",
             "",
             table(rows),
             "",
