@@ -1,18 +1,22 @@
-"""Accuracy cost of bfloat16 inference: per-organ Dice of float32 vs bfloat16 on labelled cases (not a test).
+"""Accuracy cost of an inference setting: per-organ Dice of two settings on labelled cases (not a test).
 
 Runs a trained bundle's ``configs/inference.json`` (preprocessing, sliding window, output stage without
-``SaveImaged``: the labels the bundle writes, on each input's grid) on the cases of a datalist twice, with
-``precision`` float32 and bfloat16 (``rep3d_networks.precision``), and compares both with the reference labels:
-per-organ Dice of each, the Dice change per organ, and the fraction of voxels whose label changes. Organs absent from
-a case's reference are left out of that case's Dice (as MONAI's ``DiceMetric(ignore_empty=True)``). Writes Markdown::
+``SaveImaged``: the labels the bundle writes, on each input's grid) on the cases of a datalist twice and compares both
+with the reference labels: per-organ Dice of each, the Dice change per organ, and the fraction of voxels whose label
+changes. ``--compare precision`` (default) runs ``precision`` float32 and bfloat16 (``rep3d_networks.precision``),
+``--compare fast`` the bundle's default and its ``fast`` preset (sliding-window overlap at most 0.25), both at the
+bundle's own precision. Organs absent from a case's reference are left out of that case's Dice (as MONAI's
+``DiceMetric(ignore_empty=True)``). Writes Markdown::
 
     # the quickstart's phantom model (its inference.json lacks the training overrides: give them)
     python benchmarks/bench_precision.py --bundle quickstart_output/bundle --dataset_dir quickstart_output/data/amos22 \\
         --set network_def#feature_size=8 --set network_def#hidden_size=32 --set "inferer#roi_size=[32,32,32]"
-    # the small real-CT model (its inference.json already holds the overrides), on every slab: two precisions of one
+    # the small real-CT model (its inference.json already holds the overrides), on every slab: two settings of one
     # model are compared (the Dice levels of the training slabs themselves are optimistic)
     python benchmarks/bench_precision.py --bundle real_ct_output/bundles/amos_ct --dataset_dir real_ct_output/data/amos22 \\
         --splits training,validation,test
+    # the fast preset instead of bfloat16
+    python benchmarks/bench_precision.py --compare fast --bundle real_ct_output/bundles/amos_ct ...
 
 ``--datalist`` defaults to the bundle's ``configs/datalist_fold0.json`` and ``--splits`` to ``test``. A bundle whose
 ``inference.json`` predates the ``precision`` option (its inferer a plain ``SlidingWindowInferer``) works too: the
@@ -38,9 +42,12 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-PRECISIONS = ("float32", "bfloat16")
+COMPARISONS = {  # the two settings of each comparison: (name, inference.json overrides), the reference first
+    "precision": (("float32", {"inferer#precision": "float32"}), ("bfloat16", {"inferer#precision": "bfloat16"})),
+    "fast": (("default", {"fast": False}), ("fast", {"fast": True})),
+}
 INFERER = "rep3d_networks.precision.PrecisionSlidingWindowInferer"
-DICE_LIMIT = 0.005  # issue 18: `auto` stays bfloat16 only if no organ's Dice changes by more
+DICE_LIMIT = 0.005  # issue 18: `auto` stays bfloat16 only if no organ's Dice changes by more (precision only)
 
 
 def parse_override(text: str):
@@ -113,35 +120,36 @@ def dice_per_class(pred: np.ndarray, reference: np.ndarray, num_classes: int) ->
     return dice
 
 
-def run_cases(parser, network, cases: List[dict], num_classes: int) -> dict:
-    """Per case: Dice of each precision, changed voxels, inference seconds."""
+def run_cases(parser, network, cases: List[dict], num_classes: int, settings) -> dict:
+    """Per case: Dice of each of the two ``settings`` (see :data:`COMPARISONS`), changed voxels, inference seconds."""
     from monai.transforms import Compose, LoadImage
 
     preprocessing = parser.get_parsed_content("preprocessing")
     output_stage = Compose([t for t in parser.get_parsed_content("postprocessing").transforms if type(t).__name__ != "SaveImaged"])
     inferers = {}
-    for precision in PRECISIONS:
-        parser["inferer#precision"] = precision
-        inferers[precision] = parser.get_parsed_content("inferer", instantiate=True, lazy=False)
+    for name, overrides in settings:
+        parser.update(overrides)
+        inferers[name] = parser.get_parsed_content("inferer", instantiate=True, lazy=False)
+    names = [name for name, _ in settings]
     load_label = LoadImage(image_only=True)
-    results = {"dice": {p: [] for p in PRECISIONS}, "seconds": {p: 0.0 for p in PRECISIONS}, "changed": 0, "voxels": 0,
+    results = {"dice": {p: [] for p in names}, "seconds": {p: 0.0 for p in names}, "changed": 0, "voxels": 0,
                "changed_foreground": 0, "foreground": 0}
     for case in cases:
         data = preprocessing({"image": case["image"]})
         reference = np.asarray(load_label(case["label"])).astype(np.int64)
         labels = {}
-        for precision in PRECISIONS:
+        for name in names:
             start = time.perf_counter()
             with torch.no_grad():
-                pred = inferers[precision](data["image"][None], network)[0]
-            results["seconds"][precision] += time.perf_counter() - start
+                pred = inferers[name](data["image"][None], network)[0]
+            results["seconds"][name] += time.perf_counter() - start
             out = output_stage({**copy.deepcopy({k: v for k, v in data.items() if k != "pred"}), "pred": pred})
-            labels[precision] = np.asarray(out["pred"])[0].astype(np.int64)
-            if labels[precision].shape != reference.shape:
-                raise ValueError(f"{case['label']}: shape {reference.shape} differs from the prediction's {labels[precision].shape}")
-            results["dice"][precision].append(dice_per_class(labels[precision], reference, num_classes))
-        changed = labels["float32"] != labels["bfloat16"]
-        foreground = (labels["float32"] > 0) | (labels["bfloat16"] > 0)
+            labels[name] = np.asarray(out["pred"])[0].astype(np.int64)
+            if labels[name].shape != reference.shape:
+                raise ValueError(f"{case['label']}: shape {reference.shape} differs from the prediction's {labels[name].shape}")
+            results["dice"][name].append(dice_per_class(labels[name], reference, num_classes))
+        changed = labels[names[0]] != labels[names[1]]
+        foreground = (labels[names[0]] > 0) | (labels[names[1]] > 0)
         results["changed"] += int(changed.sum())
         results["voxels"] += changed.size
         results["changed_foreground"] += int((changed & foreground).sum())
@@ -150,15 +158,16 @@ def run_cases(parser, network, cases: List[dict], num_classes: int) -> dict:
     return results
 
 
-def report(results: dict, names: List[str], header: List[str]) -> tuple:
-    """Markdown lines and the JSON summary."""
-    dice = {p: np.stack(results["dice"][p]) for p in PRECISIONS}  # [cases, organs]
-    change = dice["bfloat16"] - dice["float32"]
-    lines = header + ["", "| organ | cases | Dice float32 | Dice bfloat16 | Dice change (mean) | largest change in a case |",
+def report(results: dict, organs: List[str], header: List[str], settings) -> tuple:
+    """Markdown lines and the JSON summary; ``settings`` as in :func:`run_cases` (the reference first)."""
+    first, second = (name for name, _ in settings)
+    dice = {p: np.stack(results["dice"][p]) for p in (first, second)}  # [cases, organs]
+    change = dice[second] - dice[first]
+    lines = header + ["", f"| organ | cases | Dice {first} | Dice {second} | Dice change (mean) | largest change in a case |",
                       "|---|---:|---:|---:|---:|---:|"]
     worst = (None, 0.0)
-    for i, name in enumerate(names[1:]):
-        present = ~np.isnan(dice["float32"][:, i])
+    for i, name in enumerate(organs[1:]):
+        present = ~np.isnan(dice[first][:, i])
         if not present.any():
             lines.append(f"| {name} | 0 | | | | |")
             continue
@@ -166,32 +175,32 @@ def report(results: dict, names: List[str], header: List[str]) -> tuple:
         largest = float(change[present, i][np.argmax(np.abs(change[present, i]))])
         if abs(mean_change) >= abs(worst[1]):
             worst = (name, mean_change)
-        lines.append(f"| {name} | {int(present.sum())} | {np.nanmean(dice['float32'][:, i]):.4f} | "
-                     f"{np.nanmean(dice['bfloat16'][:, i]):.4f} | {mean_change:+.4f} | {largest:+.4f} |")
-    means = {p: float(np.nanmean(np.nanmean(dice[p], axis=0))) for p in PRECISIONS}
-    lines.append(f"| mean of the organs | | {means['float32']:.4f} | {means['bfloat16']:.4f} | "
-                 f"{means['bfloat16'] - means['float32']:+.4f} | |")
+        lines.append(f"| {name} | {int(present.sum())} | {np.nanmean(dice[first][:, i]):.4f} | "
+                     f"{np.nanmean(dice[second][:, i]):.4f} | {mean_change:+.4f} | {largest:+.4f} |")
+    means = {p: float(np.nanmean(np.nanmean(dice[p], axis=0))) for p in (first, second)}
+    lines.append(f"| mean of the organs | | {means[first]:.4f} | {means[second]:.4f} | {means[second] - means[first]:+.4f} | |")
     changed = results["changed"] / results["voxels"]
     changed_fg = results["changed_foreground"] / max(1, results["foreground"])
-    met = abs(worst[1]) <= DICE_LIMIT
     seconds = results["seconds"]
     lines += [
         "",
-        f"- Voxels whose label changes between float32 and bfloat16: {results['changed']:,} of {results['voxels']:,} "
-        f"({100 * changed:.4f} %); of the voxels that either precision labels as an organ: {100 * changed_fg:.4f} %.",
-        f"- Largest per-organ Dice change (mean over the cases): {worst[1]:+.4f} ({worst[0]}); criterion of issue 18, "
-        f"|change| <= {DICE_LIMIT} for every organ: {'met' if met else 'NOT met'}.",
-        f"- Network + sliding window, all cases (float32 first, machine shared): float32 {seconds['float32']:.1f} s, "
-        f"bfloat16 {seconds['bfloat16']:.1f} s ({seconds['float32'] / seconds['bfloat16']:.2f}x).",
+        f"- Voxels whose label changes between {first} and {second}: {results['changed']:,} of {results['voxels']:,} "
+        f"({100 * changed:.4f} %); of the voxels that either setting labels as an organ: {100 * changed_fg:.4f} %.",
+        f"- Largest per-organ Dice change (mean over the cases): {worst[1]:+.4f} ({worst[0]}).",
+        f"- Network + sliding window, all cases ({first} first, machine shared): {first} {seconds[first]:.1f} s, "
+        f"{second} {seconds[second]:.1f} s ({seconds[first] / seconds[second]:.2f}x).",
     ]
-    summary = {"max_abs_dice_change": abs(worst[1]), "worst_organ": worst[0], "criterion_met": met,
-               "changed_voxel_fraction": changed, "changed_foreground_fraction": changed_fg,
-               "mean_dice": means, "seconds": seconds}
+    summary = {"max_abs_dice_change": abs(worst[1]), "worst_organ": worst[0], "changed_voxel_fraction": changed,
+               "changed_foreground_fraction": changed_fg, "mean_dice": means, "seconds": seconds}
+    if second == "bfloat16":
+        summary["criterion_met"] = met = abs(worst[1]) <= DICE_LIMIT
+        lines.insert(-1, f"- Criterion of issue 18, |change| <= {DICE_LIMIT} for every organ: {'met' if met else 'NOT met'}.")
     return lines, summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def case_arguments(description: str) -> argparse.ArgumentParser:
+    """The command-line arguments that name a trained bundle, its labelled cases and the inference overrides."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, type=Path, help="trained bundle folder (configs/, models/model.pt)")
     parser.add_argument("--dataset_dir", required=True, type=Path, help="root the datalist's paths are relative to")
     parser.add_argument("--datalist", type=Path, help="default: <bundle>/configs/datalist_fold0.json")
@@ -200,8 +209,15 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[], metavar="KEY=VALUE",
                         help="inference.json override, repeatable (e.g. network_def#feature_size=8)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    return parser
+
+
+def main() -> None:
+    parser = case_arguments(__doc__)
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="precision",
+                        help="precision: float32 vs bfloat16; fast: the default sliding window vs the fast preset")
     parser.add_argument("--title", help="name in the heading (default: the bundle path)")
-    parser.add_argument("--output", type=Path, help="Markdown file (default: benchmarks/results/precision_<bundle folder>.md)")
+    parser.add_argument("--output", type=Path, help="Markdown file (default: benchmarks/results/<compare>_<bundle folder>.md)")
     args = parser.parse_args()
 
     from rep3d_networks.data.loading import load_datalist
@@ -214,25 +230,27 @@ def main() -> None:
     config = load_parser(bundle, overrides)  # errors (bundle, datalist, weights) before any inference
     cases = [case for split in args.splits.split(",") for case in load_datalist(str(datalist), split.strip(), str(args.dataset_dir))]
     network = load_network(config, checkpoint)
-    names = class_names(bundle)
+    organs = class_names(bundle)
+    settings = COMPARISONS[args.compare]
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
     header = [
-        f"# Inference precision: float32 vs bfloat16 ({args.title or bundle})",
+        f"# Inference {args.compare}: {settings[0][0]} vs {settings[1][0]} ({args.title or bundle})",
         "",
         f"Command: `python benchmarks/bench_precision.py {shlex.join(sys.argv[1:])}`",
         "",
         f"Checkpoint {checkpoint} (SHA-256 {digest}...); {len(cases)} case(s), splits {args.splits} of {datalist}; "
-        f"overrides {overrides or 'none'}. Machine: {machine_info(args.threads)}.",
+        f"overrides {overrides or 'none'}; the two settings: {dict(settings)}, otherwise the bundle's"
+        f"{'' if args.compare == 'precision' else ' (precision ' + str(config.get('precision', 'float32')) + ')'}. Machine: {machine_info(args.threads)}.",
         "Labels are the bundle's output stage on each input's grid, compared with the reference label; Dice per organ is "
         "the mean over the cases whose reference contains it.",
     ]
     started = time.perf_counter()
-    results = run_cases(config, network, cases, len(names))
-    lines, summary = report(results, names, header)
+    results = run_cases(config, network, cases, len(organs), settings)
+    lines, summary = report(results, organs, header, settings)
     lines.append(f"- Whole measurement {time.perf_counter() - started:.0f} s.")
     text = "\n".join(lines) + "\n"
     print(text)
-    output = args.output or REPO_ROOT / "benchmarks" / "results" / f"precision_{bundle.name}.md"
+    output = args.output or REPO_ROOT / "benchmarks" / "results" / f"{args.compare}_{bundle.name}.md"
     output.write_text(text)
     print(json.dumps(summary))
     print(f"[bench_precision] written {output}")

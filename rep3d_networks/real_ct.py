@@ -4,12 +4,12 @@
    in the AMOS22 layout (``rep3d_networks.data totalseg``) and splits them with
    :func:`rep3d_networks.data.splits.class_aware_split` (the held-out slabs hold only organs that training slabs hold),
 2. trains a scratch copy of ``bundles/amos_ct`` at 3 mm with a small Rep3D (``monai.bundle run``, train.json with
-   command-line overrides), evaluates the best checkpoint on the held-out test slab(s) (evaluate.json),
+   command-line overrides), evaluates the best checkpoint on the held-out test slab(s) and on the training slabs (evaluate.json),
 3. writes the overrides into the copy's ``inference.json`` (:data:`INFERENCE_OVERRIDES`), so that
    ``monai.bundle run --config_file <copy>/configs/inference.json`` and the MONAI Label app
    (``--conf bundles_dir <output_dir>/bundles --conf models amos_ct``) load ``models/model.pt`` as they are, and runs
    that inference on the test slab(s),
-4. writes ``results.md``: the per-organ Dice / HD95 table, the settings and the time.
+4. writes ``results.md``: the per-organ Dice / HD95 tables (test and training slabs), the settings and the time.
 
 Caveats: every slab comes from one person (the cases are not independent), and the labels are TotalSegmentator
 predictions, not expert annotations. The repository's bundle is never changed.
@@ -36,6 +36,7 @@ PIXDIM = [3.0, 3.0, 3.0]  # the shared CT's own spacing: no resampling
 PATCH = [64, 64, 16]  # 19 cm x 19 cm x 4.8 cm
 SLAB_SLICES = 14  # 8 slabs of 14 slices tile the CT's 112 slices without overlap (no held-out voxel is trained on)
 INFERENCE_OVERRIDES = {**SMALL_NETWORK, "pixdim": PIXDIM, "inferer#roi_size": PATCH}
+TRAINING_EVAL = "eval_training"  # evaluate.json's output on the training slabs, beside the test slab's eval/
 
 
 def write_inference_overrides(bundle: Path) -> None:
@@ -52,7 +53,7 @@ def main(
     shared_data: str = None,
     iterations: int = 3000,
     learning_rate: float = 1e-2,
-    weight_decay: float = 0.08,
+    weight_decay: float = None,
     num_cases: int = 8,
     num_validations: int = 10,
     seed: int = 0,
@@ -67,7 +68,8 @@ def main(
         shared_data: the shared data folder (default ``$REP3D_SHARED_DATA`` or ``../shared/data``).
         iterations: training iterations.
         learning_rate: AdamW learning rate.
-        weight_decay: AdamW (decoupled) weight decay; each step shrinks the weights by ``learning_rate * weight_decay``.
+        weight_decay: AdamW (decoupled) weight decay, default the bundle's; each step shrinks the weights by
+            ``learning_rate * weight_decay``.
         num_cases: disjoint z-slabs cut from the CT (one validation and one test slab, the others train).
         num_validations: validations (best-checkpoint selection) during training, evenly spaced.
         seed: training seed (the split follows from the slabs' classes).
@@ -92,10 +94,12 @@ def main(
     interval = max(1, int(iterations) // max(1, int(num_validations)))
     train = dict(
         dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, pixdim=PIXDIM, roi_size=PATCH, learning_rate=float(learning_rate),
-        **{"optimizer#weight_decay": float(weight_decay)}, max_iterations=int(iterations), val_interval=interval, checkpoint_interval=int(iterations),
+        max_iterations=int(iterations), val_interval=interval, checkpoint_interval=int(iterations),
         initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"], **SMALL_NETWORK,
         **{"train#random_transforms#2#prob": AFFINE_PROB},
     )
+    if weight_decay is not None:
+        train["optimizer#weight_decay"] = float(weight_decay)
     if class_balanced:
         train[CROP] = class_balanced_crop(get_dataset_spec(BUNDLE).num_classes)
     differences = recipe_differences(bundle, train)
@@ -107,6 +111,9 @@ def main(
     train_minutes = (time.perf_counter() - start) / 60
     print("[real_ct] evaluating the best checkpoint on the held-out test slab(s)")
     run_bundle(bundle, ["train.json", "evaluate.json"], **train)
+    print("[real_ct] evaluating it on the training slabs (how well it fits what it saw)")
+    run_bundle(bundle, ["train.json", "evaluate.json"], **train, output_dir=str(bundle / TRAINING_EVAL),
+               **{"validate#dataset#data": "$load_datalist(@datalist, 'training', @dataset_dir)"})
 
     write_inference_overrides(bundle)
     test_images = [str(data_dir / item["image"]) for item in datalist["test"]]
@@ -115,6 +122,7 @@ def main(
     run_bundle(bundle, ["inference.json"], datalist=test_images, output_dir=str(pred_dir), num_workers=0)
 
     table = (bundle / "eval" / "summary.md").read_text().strip()
+    training_table = (bundle / TRAINING_EVAL / "summary.md").read_text().strip()
     minutes = (time.perf_counter() - start) / 60
     split = {key: [Path(item["image"]).name for item in datalist[key]] for key in ("training", "validation", "test")}
     overrides = " ".join(f"--{key} '{json.dumps(value)}'" for key, value in INFERENCE_OVERRIDES.items())
@@ -126,6 +134,8 @@ def main(
         f"{datalist['metadata']['slab_slices']}; all from one person; labels are TotalSegmentator predictions mapped to the AMOS classes).\n\n"
         "Settings that differ from the paper recipe:\n\n" + "".join(f"- {line}\n" for line in differences)
         + f"\nPer-organ Dice / HD95 on the test slab(s) (organs absent from them are NaN):\n\n{table}\n\n"
+        f"The same checkpoint on the training slabs (what it fits of what it saw; an organ it misses here is not learnt, "
+        f"not merely not generalised):\n\n{training_table}\n\n"
         f"Checkpoint: `{bundle / 'models' / 'model.pt'}`. Its `configs/inference.json` already holds the width overrides; "
         f"with the repository's bundle pass `{overrides}` (and the body crop, see docs/real_ct_model.md).\n"
     )

@@ -39,13 +39,18 @@ def test_real_ct_model_command(tmp_path, shared_data, repo_root, monkeypatch):
     """``python -m rep3d_networks.real_ct`` on a tiny setting: results table, checkpoint, inference, MONAI Label app load."""
     out = tmp_path / "real_ct"
     command = [sys.executable, "-m", "rep3d_networks.real_ct", "--output_dir", str(out), "--shared_data", str(shared_data)]
-    result = subprocess.run(command + ["--iterations", "4", "--num_validations", "1"], capture_output=True, text=True, timeout=1200)
+    tiny = ["--iterations", "4", "--num_validations", "1", "--weight_decay", "0.01"]
+    result = subprocess.run(command + tiny, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "pixdim: [1.5, 1.5, 2.0] in the paper recipe, [3.0, 3.0, 3.0] here" in result.stdout
+    assert "optimizer#weight_decay: 0.08 in the paper recipe, 0.01 here" in result.stdout
     assert "train#random_transforms#0: RandCropByPosNegLabeld in the paper recipe, RandCropByLabelClassesd here" in result.stdout
     results = (out / "results.md").read_text()
     assert results.startswith("# Small Rep3D on the real CT (4 iterations, seed 0)")
     assert "| liver |" in results and "| mean (classes without background) |" in results and "one person" in results
+    test_part, training_part = results.split("on the training slabs")
+    assert "| liver |" in test_part and "| liver |" in training_part  # both tables, each from its own evaluate.json run
+    assert (out / "bundles" / "amos_ct" / "eval_training" / "summary.md").is_file()
     bundle = out / "bundles" / "amos_ct"
     assert (bundle / "models" / "model.pt").is_file()
     assert list((out / "predictions").rglob("*_seg.nii.gz"))  # inference.json of the copy loaded the checkpoint
