@@ -70,7 +70,7 @@ def recipe_differences(bundle: Path, train: Dict) -> List[str]:
         "pixdim": "the real CT's own 3 mm grid: no resampling, 8 times fewer voxels per organ",
         "roi_size": "CPU time grows with the patch volume (phantom: 32³ holds most of its 40-voxel body; real CT: 64 x 64 x 16 covers a third of a slab)",
         "learning_rate": "a narrow network from scratch converges within hundreds, not tens of thousands, of iterations",
-        "optimizer#weight_decay": "AdamW shrinks the weights by learning rate × weight decay every step: with the paper's 0.08 and a 100× larger learning rate the shrink is 100× the paper's",
+        "optimizer#weight_decay": "AdamW shrinks the weights by learning rate × weight decay every step; the paper's 1e-4 × 0.08 = 8e-6 becomes 8e-4 at the CPU learning rate",
         "max_iterations": "minutes, not days, on a CPU",
         "val_interval": "validation (best-checkpoint selection) several times in a short run",
         "train#random_transforms#2#prob": (
