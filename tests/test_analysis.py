@@ -268,12 +268,6 @@ def test_each_dataset_trains_with_its_recipe_crop(tmp_path, dataset, crop):
     assert parser[f"{convergence.AFFINE_TRANSFORM}#prob"] == 0.0
 
 
-def test_runs_recorded_before_the_plateau_floor_count_as_floor_0():
-    recorded = {k: v for k, v in asdict(StudySettings(plateau_floor=0.0)).items() if k != "plateau_floor"}
-    assert convergence.run_settings(recorded) == convergence.run_settings(asdict(StudySettings(plateau_floor=0.0)))
-    assert convergence.run_settings(recorded) != convergence.run_settings(asdict(StudySettings()))
-
-
 def test_convergence_cli_resumed_reports_kept_runs_and_both_machines(tmp_path):
     """The documented resume (``--time_budget_hours 0``) trains nothing when every run is kept and names the machine
     the kept runs trained on (from time_plan.json) beside this one."""

@@ -282,9 +282,8 @@ STUDY_ONLY_SETTINGS = ("datasets", "models", "seeds")  # which runs a study hold
 
 
 def run_settings(settings: Dict) -> Dict:
-    """The settings (as :func:`asdict` / JSON gives them) that decide how one run trains. Runs recorded before the
-    plateau rule had a floor were armed from the first validation: floor 0."""
-    return {k: v for k, v in json.loads(json.dumps({"plateau_floor": 0.0, **settings})).items() if k not in STUDY_ONLY_SETTINGS}
+    """The settings (as :func:`asdict` / JSON gives them) that decide how one run trains."""
+    return {k: v for k, v in json.loads(json.dumps(settings)).items() if k not in STUDY_ONLY_SETTINGS}
 
 
 def training_recipe(dataset: str) -> Dict:
