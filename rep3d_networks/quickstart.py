@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from monai.bundle import ConfigParser, run  # noqa: E402
 
+from rep3d_networks.bundles.recipe import AFFINE, CROP, SAMPLER  # noqa: E402
 from rep3d_networks.data.cli import phantom, prepare  # noqa: E402
 
 BUNDLE = "amos_ct"
@@ -37,7 +38,7 @@ SMALL_NETWORK = {"network_def#feature_size": 8, "network_def#hidden_size": 32}
 PATCH = [32, 32, 32]  # most of the cropped 40-voxel phantom body (37 x 30 x 40 voxels); CPU time grows with the patch volume
 LEARNING_RATE = 1e-2
 ITERATIONS = 600
-AFFINE_PROB = 0.0  # train.json's RandAffined (train#random_transforms#2): the phantom varies enough between cases
+AFFINE_PROB = 0.0  # train.json's RandAffined (recipe.AFFINE): the phantom varies enough between cases
 
 
 def repo_bundle_dir() -> Path:
@@ -73,15 +74,16 @@ def recipe_differences(bundle: Path, train: Dict) -> List[str]:
         "optimizer#weight_decay": "AdamW shrinks the weights by learning rate × weight decay every step; the paper's 1e-4 × 0.08 = 8e-6 becomes 8e-4 at the CPU learning rate",
         "max_iterations": "minutes, not days, on a CPU",
         "val_interval": "validation (best-checkpoint selection) several times in a short run",
-        "train#random_transforms#2#prob": (
+        f"{AFFINE}#prob": (
             "no random rotation/scaling (the phantom cases already vary in organ shape and position; "
             "a 30° tilt turns a real-CT slab of 14 slices out of the patch)"
         ),
-        "train#random_transforms#0": "crop centres drawn class by class: most real-CT organs are a few hundred voxels beside the liver's tens of thousands",
+        CROP: "crop centres drawn class by class: most real-CT organs are a few hundred voxels beside the liver's tens of thousands",
+        SAMPLER: "slabs drawn in proportion to the classes they hold: 5 of the 6 training slabs hold pelvis or air, one most organs",
     }
     lines = []
     for key, reason in why.items():
-        value = ConfigParser(paper)[key]
+        value = ConfigParser(paper).get(key)  # None: not set in the paper recipe (the sampler)
         if key in train and train[key] != value:
             lines.append(f"{key}: {shown(value)} in the paper recipe, {shown(train[key])} here ({reason})")
     return lines
@@ -144,14 +146,14 @@ def main(
     shutil.copytree(repo_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
     prepare(BUNDLE, str(data_dir), str(bundle / "configs"), seed=seed)
 
-    affine = ConfigParser.load_config_file(str(bundle / "configs" / "train.json"))["train"]["random_transforms"][2]["_target_"]
+    affine = ConfigParser(ConfigParser.load_config_file(str(bundle / "configs" / "train.json")))[AFFINE]["_target_"]
     if affine != "RandAffined":
-        raise ValueError(f"{bundle}/configs/train.json: train#random_transforms#2 is {affine}, the quickstart expects RandAffined")
+        raise ValueError(f"{bundle}/configs/train.json: {AFFINE} is {affine}, the quickstart expects RandAffined")
     common = dict(dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, **SMALL_NETWORK)
     interval = max(1, int(iterations) // 6)
     train = dict(
         common, roi_size=PATCH, learning_rate=float(learning_rate), max_iterations=int(iterations), val_interval=interval,
-        checkpoint_interval=int(iterations), **{"train#random_transforms#2#prob": AFFINE_PROB}, initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"],
+        checkpoint_interval=int(iterations), **{f"{AFFINE}#prob": AFFINE_PROB}, initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"],
     )
     print("[quickstart] settings that differ from the paper recipe (bundles/amos_ct/configs/train.json):")
     for line in recipe_differences(bundle, train):

@@ -25,10 +25,10 @@ import torch
 from monai.bundle import ConfigParser
 
 from rep3d_networks.analysis.convergence_data import default_shared_data
-from rep3d_networks.bundles.recipe import CROP, class_balanced_crop
+from rep3d_networks.bundles.recipe import AFFINE, CROP, SAMPLER, SHUFFLE, class_balanced_crop, class_weighted_sampler
 from rep3d_networks.data.cli import totalseg
 from rep3d_networks.data.datalist import datalist_filename, write_json_files
-from rep3d_networks.data.slabs import class_aware_datalist
+from rep3d_networks.data.slabs import class_aware_datalist, class_counts
 from rep3d_networks.data.specs import get_dataset_spec
 from rep3d_networks.quickstart import AFFINE_PROB, BUNDLE, SMALL_NETWORK, recipe_differences, repo_bundle_dir, run_bundle
 
@@ -74,7 +74,8 @@ def main(
         num_validations: validations (best-checkpoint selection) during training, evenly spaced.
         seed: training seed (the split follows from the slabs' classes).
         num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps torch's default).
-        class_balanced: crop centres drawn per class (:func:`class_balanced_crop`) instead of the recipe's pos/neg crop.
+        class_balanced: crop centres drawn per class (:func:`class_balanced_crop`) instead of the recipe's pos/neg crop,
+            and slabs drawn in proportion to the classes they hold (:func:`class_weighted_sampler`) instead of uniformly.
     """
     start = time.perf_counter()
     out = Path(output_dir).resolve()
@@ -96,12 +97,14 @@ def main(
         dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, pixdim=PIXDIM, roi_size=PATCH, learning_rate=float(learning_rate),
         max_iterations=int(iterations), val_interval=interval, checkpoint_interval=int(iterations),
         initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"], **SMALL_NETWORK,
-        **{"train#random_transforms#2#prob": AFFINE_PROB},
+        **{f"{AFFINE}#prob": AFFINE_PROB},
     )
     if weight_decay is not None:
         train["optimizer#weight_decay"] = float(weight_decay)
     if class_balanced:
         train[CROP] = class_balanced_crop(get_dataset_spec(BUNDLE).num_classes)
+        train[SAMPLER] = class_weighted_sampler(class_counts(data_dir, datalist["training"]))
+        train[SHUFFLE] = False
     differences = recipe_differences(bundle, train)
     print("[real_ct] settings that differ from the paper recipe (bundles/amos_ct/configs/train.json):")
     for line in differences:

@@ -27,6 +27,7 @@ from rep3d_networks.analysis.convergence import MODELS, StudySettings, attach_pl
 from rep3d_networks.analysis.convergence_data import write_study_data
 from rep3d_networks.analysis.convergence_report import DOCS_BEGIN, DOCS_END, fill_docs, statement, summary, grouped_runs
 from rep3d_networks.analysis.erf import erf_summary
+from rep3d_networks.bundles.recipe import AFFINE
 from rep3d_networks.analysis.kernel_geometry import centre_periphery_ratio, radial_profile, tap_distances
 from rep3d_networks.analysis.model_loading import build_model, is_folded, model_kwargs, read_state_dict
 
@@ -265,7 +266,7 @@ def test_each_dataset_trains_with_its_recipe_crop(tmp_path, dataset, crop):
     data = convergence.StudyData(dataset, tmp_path, tmp_path / "datalist.json", {})
     parser = convergence.bundle_parser(StudySettings(), data, tmp_path, torch.nn.Identity())
     assert parser["train#random_transforms#0"]["_target_"] == crop
-    assert parser[f"{convergence.AFFINE_TRANSFORM}#prob"] == 0.0
+    assert parser[f"{AFFINE}#prob"] == 0.0
 
 
 def test_convergence_cli_resumed_reports_kept_runs_and_both_machines(tmp_path):

@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from rep3d_networks import Rep3D
@@ -45,6 +47,7 @@ def test_real_ct_model_command(tmp_path, shared_data, repo_root, monkeypatch):
     assert "pixdim: [1.5, 1.5, 2.0] in the paper recipe, [3.0, 3.0, 3.0] here" in result.stdout
     assert "optimizer#weight_decay: 0.08 in the paper recipe, 0.01 here" in result.stdout
     assert "train#random_transforms#0: RandCropByPosNegLabeld in the paper recipe, RandCropByLabelClassesd here" in result.stdout
+    assert "train#dataloader#sampler: None in the paper recipe, torch.utils.data.WeightedRandomSampler here" in result.stdout
     results = (out / "results.md").read_text()
     assert results.startswith("# Small Rep3D on the real CT (4 iterations, seed 0)")
     assert "| liver |" in results and "| mean (classes without background) |" in results and "one person" in results
@@ -81,3 +84,31 @@ def test_real_ct_crop_centres_every_present_class_alike():
     centres = [float(sample["label"].flatten()[0]) for _ in range(300) for sample in crop({"image": np.ones_like(label), "label": label.copy()})]
     counts = {c: centres.count(c) for c in (0.0, 6.0, 14.0)}
     assert sum(counts.values()) == 600 and all(150 <= n <= 250 for n in counts.values()), counts  # a third each, not 27/64,000
+
+
+def test_real_ct_sampler_draws_slabs_by_their_classes(tmp_path):
+    """The real-CT command's sampler, weighted by :func:`class_counts` of the labels and parsed as train.json's dataloader
+    parses it, draws a slab with 13 classes 13 times as often as one of air; no weights, or a zero one, is an error."""
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+
+    from rep3d_networks.bundles.recipe import class_weighted_sampler
+    from rep3d_networks.data.slabs import class_counts
+
+    organs, air = np.zeros((8, 8, 4), dtype=np.uint8), np.zeros((8, 8, 4), dtype=np.uint8)
+    organs.flat[:13] = np.arange(13)
+    items = []
+    for name, label in (("organs", organs), ("air", air)):
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(tmp_path / f"{name}.nii.gz"))
+        items.append({"image": f"{name}.nii.gz", "label": f"{name}.nii.gz"})
+    counts = class_counts(tmp_path, items)
+    assert counts == [13, 1]
+    config = {"data": [0, 1], "sampler": class_weighted_sampler(counts),
+              "loader": {"_target_": "DataLoader", "dataset": "@data", "sampler": "@sampler", "shuffle": False, "batch_size": 1}}
+    loader = ConfigParser(config).get_parsed_content("loader")
+    torch.manual_seed(0)
+    drawn = [int(batch) for _ in range(200) for batch in loader]
+    assert len(drawn) == 400 and 0.88 <= drawn.count(0) / 400 <= 0.97  # 13/14 = 0.93
+    for bad in ([], [3, 0]):
+        with pytest.raises(ValueError, match="positive"):
+            class_weighted_sampler(bad)

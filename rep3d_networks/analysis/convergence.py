@@ -48,12 +48,11 @@ from monai.utils import set_determinism
 from rep3d_networks.analysis.convergence_data import RECIPES, StudyData
 from rep3d_networks.analysis.model_loading import paired_fresh_model
 from rep3d_networks.analysis.reports import write_json
-from rep3d_networks.bundles.recipe import CROP, class_balanced_crop
+from rep3d_networks.bundles.recipe import AFFINE, CROP, class_balanced_crop
 from rep3d_networks.nets import UXNet
 
 NUM_CLASSES = 16  # AMOS: background + 15 organs
 REP3D_VARIANTS = ("lrbm", "fixed", "vanilla", "csla")
-AFFINE_TRANSFORM = "train#random_transforms#2"  # RandAffined in the bundle's train.json (checked by bundle_parser)
 # Handlers of the bundle's rank-0 lists that the study disables (found by target, see bundle_parser): TrainingCurves
 # redraws a PNG after every validation (1.7 s each here, more than a phantom validation; the study draws its own
 # figures from result.json), and ignite's progress bars would fill the log of 42 runs.
@@ -163,7 +162,7 @@ def bundle_overrides(settings: StudySettings, data: StudyData, run_dir: Path) ->
     if recipe.pixdim is not None:
         overrides["pixdim"] = list(recipe.pixdim)
     if recipe.affine_prob is not None:
-        overrides[f"{AFFINE_TRANSFORM}#prob"] = float(recipe.affine_prob)
+        overrides[f"{AFFINE}#prob"] = float(recipe.affine_prob)
     if recipe.class_balanced:
         overrides[CROP] = class_balanced_crop(NUM_CLASSES)
     return overrides
@@ -175,15 +174,15 @@ def bundle_parser(settings: StudySettings, data: StudyData, run_dir: Path, model
     The bundle's per-validation PNG and progress bars (:data:`QUIET_HANDLERS`) are disabled.
 
     Raises:
-        ValueError: If train.json's :data:`AFFINE_TRANSFORM` is not RandAffined (the override targets it by index) or
+        ValueError: If train.json's :data:`AFFINE` is not RandAffined (the override targets it by index) or
             it has no TrainingCurves handler.
     """
     configs = repo_bundle_dir() / "configs"
     parser = ConfigParser()
     parser.read_config(str(configs / "train.json"))
     parser.read_meta(str(configs / "metadata.json"))
-    if parser[AFFINE_TRANSFORM]["_target_"] != "RandAffined":
-        raise ValueError(f"{configs / 'train.json'}: {AFFINE_TRANSFORM} is {parser[AFFINE_TRANSFORM]['_target_']}, expected RandAffined")
+    if parser[AFFINE]["_target_"] != "RandAffined":
+        raise ValueError(f"{configs / 'train.json'}: {AFFINE} is {parser[AFFINE]['_target_']}, expected RandAffined")
     quiet = [f"{key}#{index}" for key, targets in QUIET_HANDLERS.items()
              for index, handler in enumerate(parser[key]) if isinstance(handler, dict) and handler.get("_target_") in targets]
     if not any(parser[key]["_target_"] == "rep3d_networks.handlers.TrainingCurves" for key in quiet):

@@ -86,6 +86,7 @@ def train_transforms() -> Config:
 
 
 CROP = "train#random_transforms#0"  # the config id of train_transforms' RandCropByPosNegLabeld
+AFFINE = "train#random_transforms#2"  # the config id of train_transforms' RandAffined
 
 
 def class_balanced_crop(num_classes: int) -> Config:
@@ -95,6 +96,22 @@ def class_balanced_crop(num_classes: int) -> Config:
     centre as often as the liver; the recipe's pos/neg crop centres half its crops on a random foreground voxel, mostly liver."""
     return target("RandCropByLabelClassesd", keys=KEYS, label_key="label", spatial_size="@roi_size", num_classes=int(num_classes),
                   num_samples="@num_samples", image_key="image", image_threshold=0, warn=False)
+
+
+SAMPLER = "train#dataloader#sampler"  # overridden with SHUFFLE by class_weighted_sampler's users
+SHUFFLE = "train#dataloader#shuffle"
+
+
+def class_weighted_sampler(class_counts: List[int]) -> Config:
+    """Not the paper's: for the real-CT slabs (``rep3d_networks.real_ct``), with :func:`class_balanced_crop`. Draws
+    training case ``i`` in proportion to ``class_counts[i]``, the number of classes it holds (background included);
+    with the crop's uniform class draw every (case, class) pair is then equally likely, so an organ is a crop centre in
+    proportion to the cases that hold it. With uniform shuffling, one organ-rich slab among five of pelvis and air gets a
+    sixth of the iterations. torch's ``WeightedRandomSampler`` (the dataloader's ``shuffle`` must then be false)."""
+    if not class_counts or min(class_counts) < 1:
+        raise ValueError(f"class_counts must be positive, one per training case, got {class_counts}")
+    return target("torch.utils.data.WeightedRandomSampler", weights=[float(c) for c in class_counts],
+                  num_samples=len(class_counts), replacement=True)
 
 
 def data_pipeline(section: str, split: str, shuffle: bool) -> Config:

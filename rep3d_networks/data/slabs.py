@@ -1,7 +1,7 @@
 """Disjoint z-slabs of one volume (``totalseg``) and their class-aware datalist (the real-CT model, the convergence study)."""
 
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import nibabel as nib
 import numpy as np
@@ -41,3 +41,8 @@ def class_aware_datalist(dataset: str, dataset_dir: Path) -> dict:
         "slab_slices": {case: list(r) for case, r in ranges.items()},
     }
     return build_datalist(find_cases(spec, dataset_dir), class_aware_split(classes), dataset_base_dir(spec, dataset_dir), metadata)
+
+
+def class_counts(dataset_dir: Path, items: List[dict]) -> List[int]:
+    """The number of label values (background included) in each datalist item's label under ``dataset_dir``."""
+    return [len(np.unique(np.asarray(nib.load(str(Path(dataset_dir) / item["label"])).dataobj))) for item in items]
