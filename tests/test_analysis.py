@@ -261,12 +261,16 @@ def test_a_run_is_kept_when_it_trained_with_the_same_settings_and_recipe(tmp_pat
     assert run_or_load(settings, data, "lrbm", 0, tmp_path, 0)["dice"] == ([0.5] if kept else [0.1])
 
 
-@pytest.mark.parametrize("dataset, crop", [("phantom", "RandCropByPosNegLabeld"), ("ct", "RandCropByLabelClassesd")])
-def test_each_dataset_trains_with_its_recipe_crop(tmp_path, dataset, crop):
-    data = convergence.StudyData(dataset, tmp_path, tmp_path / "datalist.json", {})
+@pytest.mark.parametrize("dataset, crop, sampler", [("phantom", "RandCropByPosNegLabeld", None), ("ct", "RandCropByLabelClassesd", [3, 13])])
+def test_each_dataset_trains_with_its_recipe_crop_and_sampler(tmp_path, shared_data, dataset, crop, sampler):
+    data = write_study_data(dataset, tmp_path, str(shared_data), 4, 32)
     parser = convergence.bundle_parser(StudySettings(), data, tmp_path, torch.nn.Identity())
     assert parser["train#random_transforms#0"]["_target_"] == crop
     assert parser[f"{AFFINE}#prob"] == 0.0
+    # the CT's two training slabs: the pelvis (background, bladder, prostate) and the upper abdomen
+    weights = parser.get("train#dataloader#sampler", {}).get("weights")
+    assert weights == (None if sampler is None else [float(w) for w in sampler])
+    assert parser["train#dataloader#shuffle"] is (sampler is None)
 
 
 def test_convergence_cli_resumed_reports_kept_runs_and_both_machines(tmp_path):

@@ -9,7 +9,7 @@ variants of one seed start from the same shared weights (:func:`rep3d_networks.a
 which a config cannot express, and (2) the run attaches two handlers of its own to the bundle's engines: a clock
 (training seconds, validation excluded) with the Dice curve, and the plateau rule. Besides the quickstart's overrides
 (width, 32³ patch, lr 1e-2, no workers) and the dataset's recipe (:data:`RECIPES`: no random affine; class-balanced
-crops on the CT) a run validates with a sliding-window
+crops and class-weighted slabs on the CT) a run validates with a sliding-window
 overlap of 0.25 instead of 0.5 and without the bundle's per-validation PNG: on a CPU validation is a large share of
 the time.
 
@@ -48,7 +48,8 @@ from monai.utils import set_determinism
 from rep3d_networks.analysis.convergence_data import RECIPES, StudyData
 from rep3d_networks.analysis.model_loading import paired_fresh_model
 from rep3d_networks.analysis.reports import write_json
-from rep3d_networks.bundles.recipe import AFFINE, CROP, class_balanced_crop
+from rep3d_networks.bundles.recipe import AFFINE, CROP, SAMPLER, SHUFFLE, class_balanced_crop, class_weighted_sampler
+from rep3d_networks.data.slabs import class_counts
 from rep3d_networks.nets import UXNet
 
 NUM_CLASSES = 16  # AMOS: background + 15 organs
@@ -165,6 +166,10 @@ def bundle_overrides(settings: StudySettings, data: StudyData, run_dir: Path) ->
         overrides[f"{AFFINE}#prob"] = float(recipe.affine_prob)
     if recipe.class_balanced:
         overrides[CROP] = class_balanced_crop(NUM_CLASSES)
+    if recipe.class_weighted:
+        training = json.loads(Path(data.datalist).read_text())["training"]
+        overrides[SAMPLER] = class_weighted_sampler(class_counts(data.dataset_dir, training))
+        overrides[SHUFFLE] = False
     return overrides
 
 

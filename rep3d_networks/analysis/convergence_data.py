@@ -39,20 +39,22 @@ class StudyRecipe:
     pixdim: Optional[Tuple[float, float, float]]
     affine_prob: Optional[float]
     class_balanced: bool  # crop centres class by class (rep3d_networks.bundles.recipe.class_balanced_crop), not pos/neg
+    class_weighted: bool  # training cases drawn in proportion to their classes (recipe.class_weighted_sampler), not uniformly
     why: str
 
 
 RECIPES: Dict[str, StudyRecipe] = {
     "phantom": StudyRecipe(
-        "phantom", None, 0.0, False,
+        "phantom", None, 0.0, False, False,
         "the quickstart's phantom at the bundle's 1.5 × 1.5 × 2 mm; RandAffined off as in the quickstart (the phantom cases "
         "vary enough); the bundle's pos/neg crop (every patch holds most of the 15 organs)",
     ),
     "ct": StudyRecipe(
-        "ct", (3.0, 3.0, 3.0), 0.0, True,
+        "ct", (3.0, 3.0, 3.0), 0.0, True, True,
         "the shared CT at its own 3 mm (no resampling); as in the real-CT command (rep3d_networks.real_ct): crop centres "
         "drawn class by class (RandCropByLabelClassesd: with the recipe's pos/neg crop no CNN passed Dice 0.02 in 350 "
-        "iterations) and RandAffined off (a 30° tilt turns much of a 28-slice slab out of the patch)",
+        "iterations), slabs drawn in proportion to the classes they hold (WeightedRandomSampler: the pelvic slab holds "
+        "two organs, the upper-abdomen slabs most) and RandAffined off (a 30° tilt turns much of a 28-slice slab out of the patch)",
     ),
 }
 
