@@ -25,7 +25,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from rep3d_networks.analysis.convergence_data import default_shared_data
-from rep3d_networks.bundles.recipe import AFFINE, CROP, SAMPLER, SHUFFLE, class_balanced_crop, class_weighted_sampler
+from rep3d_networks.bundles.recipe import AFFINE, CROP, class_balanced_crop, class_weighted_sampling
 from rep3d_networks.data.cli import totalseg
 from rep3d_networks.data.datalist import datalist_filename, write_json_files
 from rep3d_networks.data.slabs import class_aware_datalist, class_counts
@@ -75,7 +75,7 @@ def main(
         seed: training seed (the split follows from the slabs' classes).
         num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps torch's default).
         class_balanced: crop centres drawn per class (:func:`class_balanced_crop`) instead of the recipe's pos/neg crop,
-            and slabs drawn in proportion to the classes they hold (:func:`class_weighted_sampler`) instead of uniformly.
+            and slabs drawn in proportion to the classes they hold (:func:`class_weighted_sampling`) instead of uniformly.
     """
     start = time.perf_counter()
     out = Path(output_dir).resolve()
@@ -103,8 +103,7 @@ def main(
         train["optimizer#weight_decay"] = float(weight_decay)
     if class_balanced:
         train[CROP] = class_balanced_crop(get_dataset_spec(BUNDLE).num_classes)
-        train[SAMPLER] = class_weighted_sampler(class_counts(data_dir, datalist["training"]))
-        train[SHUFFLE] = False
+        train.update(class_weighted_sampling(class_counts(data_dir, datalist["training"])))
     differences = recipe_differences(bundle, train)
     print("[real_ct] settings that differ from the paper recipe (bundles/amos_ct/configs/train.json):")
     for line in differences:

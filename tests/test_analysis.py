@@ -27,9 +27,9 @@ from rep3d_networks.analysis.convergence import MODELS, StudySettings, attach_pl
 from rep3d_networks.analysis.convergence_data import write_study_data
 from rep3d_networks.analysis.convergence_report import DOCS_BEGIN, DOCS_END, fill_docs, statement, summary, grouped_runs
 from rep3d_networks.analysis.erf import erf_summary
-from rep3d_networks.bundles.recipe import AFFINE
 from rep3d_networks.analysis.kernel_geometry import centre_periphery_ratio, radial_profile, tap_distances
 from rep3d_networks.analysis.model_loading import build_model, is_folded, model_kwargs, read_state_dict
+from rep3d_networks.bundles.recipe import AFFINE
 
 TINY_MODEL = dict(feature_size=4, hidden_size=8)
 

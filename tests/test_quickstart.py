@@ -92,7 +92,7 @@ def test_real_ct_sampler_draws_slabs_by_their_classes(tmp_path):
     import nibabel as nib
     from monai.bundle import ConfigParser
 
-    from rep3d_networks.bundles.recipe import class_weighted_sampler
+    from rep3d_networks.bundles.recipe import SAMPLER, class_weighted_sampling
     from rep3d_networks.data.slabs import class_counts
 
     organs, air = np.zeros((8, 8, 4), dtype=np.uint8), np.zeros((8, 8, 4), dtype=np.uint8)
@@ -103,7 +103,9 @@ def test_real_ct_sampler_draws_slabs_by_their_classes(tmp_path):
         items.append({"image": f"{name}.nii.gz", "label": f"{name}.nii.gz"})
     counts = class_counts(tmp_path, items)
     assert counts == [13, 1]
-    config = {"data": [0, 1], "sampler": class_weighted_sampler(counts),
+    overrides = class_weighted_sampling(counts)
+    assert overrides["train#dataloader#shuffle"] is False  # a torch DataLoader refuses a sampler with shuffle
+    config = {"data": [0, 1], "sampler": overrides[SAMPLER],
               "loader": {"_target_": "DataLoader", "dataset": "@data", "sampler": "@sampler", "shuffle": False, "batch_size": 1}}
     loader = ConfigParser(config).get_parsed_content("loader")
     torch.manual_seed(0)
@@ -111,4 +113,4 @@ def test_real_ct_sampler_draws_slabs_by_their_classes(tmp_path):
     assert len(drawn) == 400 and 0.88 <= drawn.count(0) / 400 <= 0.97  # 13/14 = 0.93
     for bad in ([], [3, 0]):
         with pytest.raises(ValueError, match="positive"):
-            class_weighted_sampler(bad)
+            class_weighted_sampling(bad)

@@ -48,7 +48,7 @@ from monai.utils import set_determinism
 from rep3d_networks.analysis.convergence_data import RECIPES, StudyData
 from rep3d_networks.analysis.model_loading import paired_fresh_model
 from rep3d_networks.analysis.reports import write_json
-from rep3d_networks.bundles.recipe import AFFINE, CROP, SAMPLER, SHUFFLE, class_balanced_crop, class_weighted_sampler
+from rep3d_networks.bundles.recipe import AFFINE, CROP, class_balanced_crop, class_weighted_sampling
 from rep3d_networks.data.slabs import class_counts
 from rep3d_networks.nets import UXNet
 
@@ -168,8 +168,7 @@ def bundle_overrides(settings: StudySettings, data: StudyData, run_dir: Path) ->
         overrides[CROP] = class_balanced_crop(NUM_CLASSES)
     if recipe.class_weighted:
         training = json.loads(Path(data.datalist).read_text())["training"]
-        overrides[SAMPLER] = class_weighted_sampler(class_counts(data.dataset_dir, training))
-        overrides[SHUFFLE] = False
+        overrides.update(class_weighted_sampling(class_counts(data.dataset_dir, training)))
     return overrides
 
 

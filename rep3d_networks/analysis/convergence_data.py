@@ -39,7 +39,7 @@ class StudyRecipe:
     pixdim: Optional[Tuple[float, float, float]]
     affine_prob: Optional[float]
     class_balanced: bool  # crop centres class by class (rep3d_networks.bundles.recipe.class_balanced_crop), not pos/neg
-    class_weighted: bool  # training cases drawn in proportion to their classes (recipe.class_weighted_sampler), not uniformly
+    class_weighted: bool  # training cases drawn in proportion to their classes (recipe.class_weighted_sampling), not uniformly
     why: str
 
 

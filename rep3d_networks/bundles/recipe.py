@@ -98,20 +98,21 @@ def class_balanced_crop(num_classes: int) -> Config:
                   num_samples="@num_samples", image_key="image", image_threshold=0, warn=False)
 
 
-SAMPLER = "train#dataloader#sampler"  # overridden with SHUFFLE by class_weighted_sampler's users
-SHUFFLE = "train#dataloader#shuffle"
+SAMPLER = "train#dataloader#sampler"  # not set in train.json: the dataloader shuffles
 
 
-def class_weighted_sampler(class_counts: List[int]) -> Config:
-    """Not the paper's: for the real-CT slabs (``rep3d_networks.real_ct``), with :func:`class_balanced_crop`. Draws
-    training case ``i`` in proportion to ``class_counts[i]``, the number of classes it holds (background included);
-    with the crop's uniform class draw every (case, class) pair is then equally likely, so an organ is a crop centre in
-    proportion to the cases that hold it. With uniform shuffling, one organ-rich slab among five of pelvis and air gets a
-    sixth of the iterations. torch's ``WeightedRandomSampler`` (the dataloader's ``shuffle`` must then be false)."""
+def class_weighted_sampling(class_counts: List[int]) -> Config:
+    """Not the paper's: train.json overrides for the real-CT slabs (``rep3d_networks.real_ct``, the ``convergence``
+    study's ``ct``), with :func:`class_balanced_crop`. torch's ``WeightedRandomSampler`` as :data:`SAMPLER` (and
+    ``shuffle`` off, which a sampler requires) draws training case ``i`` in proportion to ``class_counts[i]``, the number
+    of classes it holds (background included); with the crop's uniform class draw every (case, class) pair is then
+    equally likely, so an organ is a crop centre in proportion to the cases that hold it. With uniform shuffling, one
+    organ-rich slab among five of pelvis and air gets a sixth of the iterations."""
     if not class_counts or min(class_counts) < 1:
         raise ValueError(f"class_counts must be positive, one per training case, got {class_counts}")
-    return target("torch.utils.data.WeightedRandomSampler", weights=[float(c) for c in class_counts],
-                  num_samples=len(class_counts), replacement=True)
+    sampler = target("torch.utils.data.WeightedRandomSampler", weights=[float(c) for c in class_counts],
+                     num_samples=len(class_counts), replacement=True)
+    return {SAMPLER: sampler, "train#dataloader#shuffle": False}
 
 
 def data_pipeline(section: str, split: str, shuffle: bool) -> Config:
