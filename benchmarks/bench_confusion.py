@@ -9,7 +9,6 @@ kidney); the table tells which::
         --splits training
 """
 
-import copy
 import sys
 from pathlib import Path
 
@@ -17,25 +16,21 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_precision import case_arguments, class_names, load_network, load_parser  # noqa: E402
+from bench_precision import case_arguments, class_names, label_stage, load_network, load_parser, reference_labels  # noqa: E402
 
 
 def confusion(parser, network, cases, num_classes: int) -> np.ndarray:
     """``[reference, predicted]`` voxel counts over ``cases``."""
-    from monai.transforms import Compose, LoadImage
-
     preprocessing = parser.get_parsed_content("preprocessing")
-    output_stage = Compose([t for t in parser.get_parsed_content("postprocessing").transforms if type(t).__name__ != "SaveImaged"])
+    to_labels = label_stage(parser)
     inferer = parser.get_parsed_content("inferer", instantiate=True, lazy=False)
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
     for case in cases:
         data = preprocessing({"image": case["image"]})
         with torch.no_grad():
             pred = inferer(data["image"][None], network)[0]
-        labels = np.asarray(output_stage({**copy.deepcopy(data), "pred": pred})["pred"])[0].astype(np.int64)
-        reference = np.asarray(LoadImage(image_only=True)(case["label"])).astype(np.int64)
-        if labels.shape != reference.shape:
-            raise ValueError(f"{case['label']}: shape {reference.shape} differs from the prediction's {labels.shape}")
+        labels = to_labels(data, pred)
+        reference = reference_labels(case["label"], labels.shape)
         counts += np.bincount(reference.ravel() * num_classes + labels.ravel(), minlength=num_classes**2).reshape(num_classes, num_classes)
     return counts
 

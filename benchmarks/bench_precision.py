@@ -120,33 +120,55 @@ def dice_per_class(pred: np.ndarray, reference: np.ndarray, num_classes: int) ->
     return dice
 
 
+def label_stage(parser):
+    """The bundle's output stage without ``SaveImaged``: ``(preprocessed data, network output) -> labels`` on the input's grid."""
+    from monai.transforms import Compose
+
+    stage = Compose([t for t in parser.get_parsed_content("postprocessing").transforms if type(t).__name__ != "SaveImaged"])
+
+    def labels(data: dict, pred: torch.Tensor) -> np.ndarray:
+        out = stage({**copy.deepcopy({k: v for k, v in data.items() if k != "pred"}), "pred": pred})
+        return np.asarray(out["pred"])[0].astype(np.int64)
+
+    return labels
+
+
+def reference_labels(path: str, shape: tuple) -> np.ndarray:
+    """The reference label file as int64.
+
+    Raises:
+        ValueError: If its shape is not the prediction's ``shape``.
+    """
+    from monai.transforms import LoadImage
+
+    reference = np.asarray(LoadImage(image_only=True)(path)).astype(np.int64)
+    if reference.shape != shape:
+        raise ValueError(f"{path}: shape {reference.shape} differs from the prediction's {shape}")
+    return reference
+
+
 def run_cases(parser, network, cases: List[dict], num_classes: int, settings) -> dict:
     """Per case: Dice of each of the two ``settings`` (see :data:`COMPARISONS`), changed voxels, inference seconds."""
-    from monai.transforms import Compose, LoadImage
-
     preprocessing = parser.get_parsed_content("preprocessing")
-    output_stage = Compose([t for t in parser.get_parsed_content("postprocessing").transforms if type(t).__name__ != "SaveImaged"])
+    to_labels = label_stage(parser)
     inferers = {}
     for name, overrides in settings:
         parser.update(overrides)
         inferers[name] = parser.get_parsed_content("inferer", instantiate=True, lazy=False)
     names = [name for name, _ in settings]
-    load_label = LoadImage(image_only=True)
     results = {"dice": {p: [] for p in names}, "seconds": {p: 0.0 for p in names}, "changed": 0, "voxels": 0,
                "changed_foreground": 0, "foreground": 0}
     for case in cases:
         data = preprocessing({"image": case["image"]})
-        reference = np.asarray(load_label(case["label"])).astype(np.int64)
         labels = {}
         for name in names:
             start = time.perf_counter()
             with torch.no_grad():
                 pred = inferers[name](data["image"][None], network)[0]
             results["seconds"][name] += time.perf_counter() - start
-            out = output_stage({**copy.deepcopy({k: v for k, v in data.items() if k != "pred"}), "pred": pred})
-            labels[name] = np.asarray(out["pred"])[0].astype(np.int64)
-            if labels[name].shape != reference.shape:
-                raise ValueError(f"{case['label']}: shape {reference.shape} differs from the prediction's {labels[name].shape}")
+            labels[name] = to_labels(data, pred)
+        reference = reference_labels(case["label"], labels[names[0]].shape)  # both settings label the same grid
+        for name in names:
             results["dice"][name].append(dice_per_class(labels[name], reference, num_classes))
         changed = labels[names[0]] != labels[names[1]]
         foreground = (labels[names[0]] > 0) | (labels[names[1]] > 0)
