@@ -42,6 +42,7 @@ def patch(ctx, sizes, amp):
     torch.backends.cudnn.benchmark = True
     parser = ConfigParser()
     parser.read_config(str(AMOS_CT / "configs" / "inference.json"))
+    torch.manual_seed(0)
     net = Rep3D(1, parser["num_classes"], deploy=True, **sizes["net"]).to(device).eval()
     x = torch.rand(1, 1, edge, edge, edge, device=device)
     with peak_memory(device) as peak, torch.no_grad(), torch.autocast(device.type, dtype=ctx.amp_dtype, enabled=amp):

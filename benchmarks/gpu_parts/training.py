@@ -38,16 +38,16 @@ def run(ctx) -> None:
     medians = {}
     for name, (network, full, dry) in MODELS.items():
         build = lambda: network(1, recipe["num_classes"], **(dry if ctx.dry_run else full))  # noqa: E731
-        ctx.run_check(f"{name}, {sizes['edge']}³ batch 2, AMP", lambda: measure(ctx, sizes, recipe, name, build(), medians))
+        ctx.run_check(f"{name}, {sizes['edge']}³ batch 2, AMP", lambda: measure(ctx, sizes, recipe, name, build, medians))
     if {"Rep3D lrbm", "Rep3D vanilla"} <= set(medians):
         overhead = medians["Rep3D lrbm"] / medians["Rep3D vanilla"] - 1
         ctx.record("LRBM overhead vs vanilla (ratio of medians)", f"{100 * overhead:+.1f} % (paper: 17.5 h vs 17.3 h = +1.2 %)")
 
 
-def measure(ctx, sizes, recipe, name, net, medians):
+def measure(ctx, sizes, recipe, name, build, medians):
     device, dtype, edge = ctx.device, ctx.amp_dtype, sizes["edge"]
-    set_determinism(seed=0)
-    net = net.to(device).train()
+    set_determinism(seed=0)  # before the build: every model starts from seeded weights, as in the bundle
+    net = build().to(device).train()
     loss_fn = recipe.get_parsed_content("loss")
     optimizer = torch.optim.AdamW(net.parameters(), lr=recipe["learning_rate"], weight_decay=recipe["optimizer"]["weight_decay"])
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
@@ -66,7 +66,6 @@ def measure(ctx, sizes, recipe, name, net, medians):
 
     with peak_memory(device) as peak:
         times = time_calls(step, device, sizes["warmup"], sizes["steps"])
-    set_determinism(seed=None)
     if not all(torch.isfinite(loss) for loss in losses):
         return f"losses {[round(float(v), 4) for v in losses]}", "failed: non-finite loss"
     median = medians[name] = statistics.median(times)

@@ -6,6 +6,36 @@ import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
+# The one bad case of oneDNN's bfloat16 3³ convolution backward (see `_run_block`): first spatial size 2.
+_BAD_BF16_DEPTH = 2
+
+
+def _run_block(block: nn.Module, depth: int, *inputs: torch.Tensor) -> torch.Tensor:
+    """``block(*inputs)``; in float32 when the CPU's bfloat16 convolution would give it wrong weight gradients.
+
+    torch's CPU (oneDNN) backward of a dense bfloat16 ``conv3d`` returns wrong weight gradients (off by 100 % or more,
+    often ~1e35, from uninitialised memory) when the input's first spatial size is above 1 and below the kernel size
+    and there are ≥ 16 channels; float32, float16 and depthwise convolutions are right, and so is the forward pass
+    (measured with torch 2.14.1, tests/test_network.py). The decoder's convolutions are 3³, so a block whose feature map
+    is 2 voxels deep — the bottleneck of a 32-voxel-deep patch — leaves bfloat16 autocast while gradients are
+    recorded: it is a few voxels, so float32 costs nothing. Without this, bfloat16 CPU training diverged (issue 25).
+
+    Args:
+        block: a decoder block.
+        depth: first spatial size of the feature map the block's convolutions see.
+        inputs: the block's inputs.
+    """
+    if (
+        depth == _BAD_BF16_DEPTH
+        and inputs[0].device.type == "cpu"
+        and torch.is_grad_enabled()
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    ):
+        with torch.autocast("cpu", enabled=False):
+            return block(*(x.float() for x in inputs))
+    return block(*inputs)
+
 
 class UnetrDecoder(nn.Module):
     """Full-resolution encoder1 on the raw input, encoder2..4 on skips 0..2, encoder5 (→ hidden) on skip 3, four
@@ -44,9 +74,10 @@ class UnetrDecoder(nn.Module):
     def forward(self, x_in: torch.Tensor, skips: List[torch.Tensor]) -> torch.Tensor:
         inputs = [x_in] + skips
         features: List[torch.Tensor] = []  # resolutions 1, 1/2 .. 1/16
-        for i, encoder in enumerate(self.encoders):
-            features.append(encoder(inputs[i]))
+        for encoder, x in zip(self.encoders, inputs):
+            features.append(_run_block(encoder, x.shape[2], x))
         x = features[-1]
         for i, up_block in enumerate(self.up_blocks):
-            x = up_block(x, features[-2 - i])
+            skip = features[-2 - i]
+            x = _run_block(up_block, skip.shape[2], x, skip)
         return self.head(self.last_block(x))  # [B, out_channels, D, H, W]
