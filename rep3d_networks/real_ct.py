@@ -9,18 +9,28 @@
    ``monai.bundle run --config_file <copy>/configs/inference.json`` and the MONAI Label app
    (``--conf bundles_dir <output_dir>/bundles --conf models amos_ct``) load ``models/model.pt`` as they are, and runs
    that inference on the test slab(s),
-4. writes ``results.md``: the per-organ Dice / HD95 tables (test and training slabs), the settings and the time.
+4. writes ``results.md``: the per-organ Dice / HD95 tables (test and training slabs), the settings, the time and
+   what the run depends on (:func:`run_record`: commit, library versions, CPU, torch threads, the checkpoint's SHA-256).
+
+Reproducibility: on one machine two runs with the same arguments give the same checkpoint bit for bit (the seed fixes
+the weights, the slab draws and the crops; ``tests/test_quickstart.py::test_real_ct_model_is_reproducible``). The
+float rounding of the kernels depends on the CPU (oneDNN and MKL choose kernels by instruction set) and on the number
+of torch threads, and 3000 iterations amplify a difference in the last bit into another model: a run on another CPU
+or with another ``--num_threads`` is another draw, not the same result.
 
 Caveats: every slab comes from one person (the cases are not independent), and the labels are TotalSegmentator
 predictions, not expert annotations. The repository's bundle is never changed.
 """
 
 import json
+import platform
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import fire
+import monai
 import torch
 from monai.bundle import ConfigParser
 
@@ -30,6 +40,7 @@ from rep3d_networks.data.cli import totalseg
 from rep3d_networks.data.datalist import datalist_filename, write_json_files
 from rep3d_networks.data.slabs import class_aware_datalist, class_counts
 from rep3d_networks.data.specs import get_dataset_spec
+from rep3d_networks.package import sha256
 from rep3d_networks.quickstart import AFFINE_PROB, BUNDLE, SMALL_NETWORK, recipe_differences, repo_bundle_dir, run_bundle
 
 PIXDIM = [3.0, 3.0, 3.0]  # the shared CT's own spacing: no resampling
@@ -46,6 +57,34 @@ def write_inference_overrides(bundle: Path) -> None:
     for key, value in INFERENCE_OVERRIDES.items():
         parser[key] = value
     ConfigParser.export_config_file(parser.get(), str(path), indent=4)
+
+
+def source_commit() -> str:
+    """The git commit of the ``rep3d_networks`` that runs, marked when the checkout has uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
+        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return commit.stdout.strip() + (" with uncommitted changes" if changes.stdout.strip() else "")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def run_record(checkpoint: Path) -> str:
+    """What a run's numbers depend on beyond its arguments: commit, torch and MONAI, CPU and its kernels, torch threads,
+    and the checkpoint it produced (two runs agree bit for bit when this line does, SHA-256 included)."""
+    return (f"rep3d_networks {source_commit()}, torch {torch.__version__}, MONAI {monai.__version__}, CPU {cpu_name()} "
+            f"(torch kernels {torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} torch thread(s); "
+            f"checkpoint SHA-256 {sha256(checkpoint)}")
 
 
 def main(
@@ -73,7 +112,8 @@ def main(
         num_cases: disjoint z-slabs cut from the CT (one validation and one test slab, the others train).
         num_validations: validations (best-checkpoint selection) during training, evenly spaced.
         seed: training seed (the split follows from the slabs' classes).
-        num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps torch's default).
+        num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps torch's
+            default). The result depends on it: another thread count sums in another order.
         class_balanced: crop centres drawn per class (:func:`class_balanced_crop`) instead of the recipe's pos/neg crop,
             and slabs drawn in proportion to the classes they hold (:func:`class_weighted_sampling`) instead of uniformly.
     """
@@ -87,6 +127,7 @@ def main(
     shared = Path(shared_data) if shared_data is not None else default_shared_data()
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
+    print(f"[real_ct] {torch.get_num_threads()} torch thread(s), seed {int(seed)} (the model depends on both, and on the CPU)")
     data_dir = Path(totalseg(BUNDLE, str(shared), str(out / "data"), num_cases=num_cases, min_slab_slices=SLAB_SLICES))
     shutil.copytree(repo_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
     datalist = class_aware_datalist(BUNDLE, data_dir)
@@ -126,6 +167,7 @@ def main(
     table = (bundle / "eval" / "summary.md").read_text().strip()
     training_table = (bundle / TRAINING_EVAL / "summary.md").read_text().strip()
     minutes = (time.perf_counter() - start) / 60
+    record = run_record(bundle / "models" / "model.pt")
     split = {key: [Path(item["image"]).name for item in datalist[key]] for key in ("training", "validation", "test")}
     overrides = " ".join(f"--{key} '{json.dumps(value)}'" for key, value in INFERENCE_OVERRIDES.items())
     results = out / "results.md"
@@ -138,10 +180,12 @@ def main(
         + f"\nPer-organ Dice / HD95 on the test slab(s) (organs absent from them are NaN):\n\n{table}\n\n"
         f"The same checkpoint on the training slabs (what it fits of what it saw; an organ it misses here is not learnt, "
         f"not merely not generalised):\n\n{training_table}\n\n"
+        f"Run: {record}.\n\n"
         f"Checkpoint: `{bundle / 'models' / 'model.pt'}`. Its `configs/inference.json` already holds the width overrides; "
         f"with the repository's bundle pass `{overrides}` (and the body crop, see docs/real_ct_model.md).\n"
     )
     print(table)
+    print(f"[real_ct] run: {record}")
     print(f"[real_ct] {minutes:.1f} min in all\n[real_ct] results: {results}\n[real_ct] checkpoint: {bundle / 'models' / 'model.pt'}")
     return str(results)
 

@@ -1,7 +1,11 @@
 """The README's quickstart command, end to end on a phantom (issues #4, #14)."""
 
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ import torch
 from PIL import Image
 
 from rep3d_networks import Rep3D
+from rep3d_networks.package import sha256
 
 
 def test_quickstart_runs_end_to_end(tmp_path):
@@ -37,17 +42,37 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert again.returncode != 0 and "already exists" in again.stderr
 
 
-def test_real_ct_model_command(tmp_path, shared_data, repo_root, monkeypatch):
+REAL_CT_TINY = ["--iterations", "4", "--num_validations", "1", "--weight_decay", "0.01"]
+
+
+def real_ct_command(out: Path, shared_data: Path) -> List[str]:
+    return [sys.executable, "-m", "rep3d_networks.real_ct", "--output_dir", str(out), "--shared_data", str(shared_data)]
+
+
+@pytest.fixture(scope="module")
+def real_ct_runs(tmp_path_factory, shared_data):
+    """The real-CT command on a tiny setting, twice at once in fresh processes whose environments differ in what must
+    not matter (OpenMP/MKL thread variables, Python's hash seed): ``[(output_dir, stdout), ...]``."""
+    runs = []
+    for k, threads in enumerate(("1", "2")):
+        out = tmp_path_factory.mktemp(f"real_ct{k}") / "real_ct"
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONHASHSEED": str(k)}
+        process = subprocess.Popen(real_ct_command(out, shared_data) + REAL_CT_TINY, env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        runs.append((out, process))
+    results = [(out, *process.communicate(timeout=1200), process.returncode) for out, process in runs]
+    for _, stdout, stderr, code in results:
+        assert code == 0, stdout[-2000:] + stderr[-4000:]
+    return [(out, stdout) for out, stdout, _, _ in results]
+
+
+def test_real_ct_model_command(real_ct_runs, shared_data, repo_root, monkeypatch):
     """``python -m rep3d_networks.real_ct`` on a tiny setting: results table, checkpoint, inference, MONAI Label app load."""
-    out = tmp_path / "real_ct"
-    command = [sys.executable, "-m", "rep3d_networks.real_ct", "--output_dir", str(out), "--shared_data", str(shared_data)]
-    tiny = ["--iterations", "4", "--num_validations", "1", "--weight_decay", "0.01"]
-    result = subprocess.run(command + tiny, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    assert "pixdim: [1.5, 1.5, 2.0] in the paper recipe, [3.0, 3.0, 3.0] here" in result.stdout
-    assert "optimizer#weight_decay: 0.08 in the paper recipe, 0.01 here" in result.stdout
-    assert "train#random_transforms#0: RandCropByPosNegLabeld in the paper recipe, RandCropByLabelClassesd here" in result.stdout
-    assert "train#dataloader#sampler: None in the paper recipe, torch.utils.data.WeightedRandomSampler here" in result.stdout
+    out, stdout = real_ct_runs[0]
+    assert "pixdim: [1.5, 1.5, 2.0] in the paper recipe, [3.0, 3.0, 3.0] here" in stdout
+    assert "optimizer#weight_decay: 0.08 in the paper recipe, 0.01 here" in stdout
+    assert "train#random_transforms#0: RandCropByPosNegLabeld in the paper recipe, RandCropByLabelClassesd here" in stdout
+    assert "train#dataloader#sampler: None in the paper recipe, torch.utils.data.WeightedRandomSampler here" in stdout
     results = (out / "results.md").read_text()
     assert results.startswith("# Small Rep3D on the real CT (4 iterations, seed 0)")
     assert "| liver |" in results and "| mean (classes without background) |" in results and "one person" in results
@@ -66,8 +91,27 @@ def test_real_ct_model_command(tmp_path, shared_data, repo_root, monkeypatch):
     network = task._get_network("cpu", {})
     small = Rep3D(1, 16, feature_size=8, hidden_size=32, deploy=True)  # the width the command trains, folded
     assert [tuple(p.shape) for p in network.parameters()] == [tuple(p.shape) for p in small.parameters()]
-    again = subprocess.run(command, capture_output=True, text=True)
+    again = subprocess.run(real_ct_command(out, shared_data), capture_output=True, text=True)
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_real_ct_model_is_reproducible(real_ct_runs):
+    """Two fresh runs of the real-CT command with one seed give the same losses, the same checkpoint bit for bit and the
+    same Dice / HD95 tables, whatever OMP_NUM_THREADS says (the command fixes torch's threads); ``results.md`` records
+    the thread count and the checkpoint's SHA-256 that tie its numbers to the run."""
+    losses = [re.findall(r"train_loss: (\S+)", stdout) for _, stdout in real_ct_runs]
+    assert len(losses[0]) == 4 and losses[0] == losses[1], losses
+    models = [torch.load(out / "bundles" / "amos_ct" / "models" / "model.pt", map_location="cpu") for out, _ in real_ct_runs]
+    assert models[0].keys() == models[1].keys()
+    differing = [key for key in models[0] if not torch.equal(models[0][key], models[1][key])]
+    assert not differing, f"{len(differing)} of {len(models[0])} tensors differ between the two runs, e.g. {differing[:3]}"
+    for table in ("eval", "eval_training"):
+        first, second = ((out / "bundles" / "amos_ct" / table / "summary.md").read_text() for out, _ in real_ct_runs)
+        assert first == second, f"{table}/summary.md differs:\n{first}\n{second}"
+    for out, stdout in real_ct_runs:
+        assert "[real_ct] 1 torch thread(s), seed 0" in stdout
+        run = next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("Run: "))
+        assert ", 1 torch thread(s);" in run and f"checkpoint SHA-256 {sha256(out / 'bundles' / 'amos_ct' / 'models' / 'model.pt')}." in run, run
 
 
 def test_real_ct_crop_centres_every_present_class_alike():
