@@ -14,9 +14,9 @@
 
 Reproducibility: on one machine two runs with the same arguments give the same checkpoint bit for bit (the seed fixes
 the weights, the slab draws and the crops; ``tests/test_quickstart.py::test_real_ct_model_is_reproducible``). The
-float rounding of the kernels depends on the CPU (oneDNN and MKL choose kernels by instruction set) and on the number
-of torch threads, and 3000 iterations amplify a difference in the last bit into another model: a run on another CPU
-or with another ``--num_threads`` is another draw, not the same result.
+float rounding depends on the CPU (oneDNN picks its convolution kernels by instruction set) and on the number of torch
+threads, and 3000 iterations amplify a difference in the last bit into another model: a run on another CPU or with
+another ``--num_threads`` is another draw, not the same result.
 
 Caveats: every slab comes from one person (the cases are not independent), and the labels are TotalSegmentator
 predictions, not expert annotations. The repository's bundle is never changed.
@@ -61,10 +61,10 @@ def write_inference_overrides(bundle: Path) -> None:
 
 def source_commit() -> str:
     """The git commit of the ``rep3d_networks`` that runs, marked when the checkout has uncommitted changes."""
-    root = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
-        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True)
+        commit = subprocess.run(git + ["rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
+        changes = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return "not a git checkout"
     return commit.stdout.strip() + (" with uncommitted changes" if changes.stdout.strip() else "")
@@ -127,7 +127,7 @@ def main(
     shared = Path(shared_data) if shared_data is not None else default_shared_data()
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
-    print(f"[real_ct] {torch.get_num_threads()} torch thread(s), seed {int(seed)} (the model depends on both, and on the CPU)")
+    print(f"[real_ct] {torch.get_num_threads()} torch thread(s), seed {int(seed)} (the model depends on both and on the CPU)")
     data_dir = Path(totalseg(BUNDLE, str(shared), str(out / "data"), num_cases=num_cases, min_slab_slices=SLAB_SLICES))
     shutil.copytree(repo_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
     datalist = class_aware_datalist(BUNDLE, data_dir)
