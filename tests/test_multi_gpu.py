@@ -13,6 +13,7 @@ from bundle_helpers import (
     BUNDLES, MULTI_GPU_EVALUATE, REPO_ROOT, TINY_TRAIN, copy_bundle, make_dataset, prepare_bundle, torchrun_bundle,
 )
 from rep3d_networks import Rep3D
+from rep3d_networks.data.cli import phantom
 from rep3d_networks.ops import dwconv3d
 
 
@@ -20,6 +21,20 @@ from rep3d_networks.ops import dwconv3d
 # only when that finalize returned without an error.
 FINALIZED = "finalize done on rank "
 REPORT_FINALIZE = {"finalize_and_report": ["@finalize", "$print('%s' + os.environ['RANK'], flush=True)" % FINALIZED]}
+# Run by ``--run_id`` around the config's own ``run``: each rank records its parameters before and after training and
+# the image files of every batch its training dataloader yielded, in ``rank<RANK>.pt`` in the bundle folder.
+PARAMETERS = "{k: v.detach().clone() for k, v in @network_def.named_parameters()}"
+RECORD_RANK = {
+    "record": "${'seen': []}",
+    "record_and_run": [
+        "$@train#trainer.add_event_handler(ignite.engine.Events.GET_BATCH_COMPLETED, "
+        "lambda engine: @record['seen'].extend(engine.state.batch['image'].meta['filename_or_obj']))",
+        f"$@record.update(initial={PARAMETERS})",
+        "@run",
+        f"$@record.update(trained={PARAMETERS})",
+        "$torch.save(@record, @bundle_root + '/rank' + os.environ['RANK'] + '.pt')",
+    ],
+}
 # What gloo's C++ threads print when they abort at interpreter teardown, and how torchrun reports that abort.
 TEARDOWN_ABORT = ("terminate called without an active exception", "Signal 6 (SIGABRT) received by PID")
 
@@ -36,26 +51,40 @@ def is_teardown_abort(result: subprocess.CompletedProcess) -> bool:
 
 
 def test_two_process_gloo_training(tmp_path):
-    """2 CPU processes, 2 iterations: both ranks finish and finalize, only rank 0 writes the checkpoint and curves.
+    """2 CPU processes, one epoch of 2 iterations on 4 training cases: each rank's dataloader yields its own 2 cases
+    (disjoint, together the training split), both ranks end with identical parameters (DDP averages the gradients)
+    that training changed, both finish and finalize, and only rank 0 writes the checkpoint and curves.
 
     The phantom split has a single validation case, fewer than the ranks: the validation sampler then pads
     (``even_divisible``) instead of failing.
     """
-    bundle = copy_bundle("kits", tmp_path / "bundles")
-    data_dir = make_dataset("kits", "phantom", tmp_path / "data")
-    prepare_bundle(bundle, data_dir)
-    report = tmp_path / "report_finalize.json"
-    report.write_text(json.dumps(REPORT_FINALIZE))
+    bundle = copy_bundle("amos_ct", tmp_path / "bundles")
+    data_dir = Path(phantom("amos_ct", str(tmp_path / "data"), num_cases=6, size=48))  # 4 / 1 / 1 cases
+    training = {str(data_dir / case["image"]) for case in json.loads(prepare_bundle(bundle, data_dir).read_text())["training"]}
+    assert len(training) == 4
+    extra = tmp_path / "record.json"
+    extra.write_text(json.dumps({**REPORT_FINALIZE, **RECORD_RANK}))
     overrides = {**TINY_TRAIN, "dataset_dir": str(data_dir), "ckpt_dir": "$@bundle_root + '/models/rank' + os.environ['RANK']"}
-    configs = str(["configs/train.json", "configs/multi_gpu_train.json", str(report)])
-    result = torchrun_bundle(
-        bundle, 2, {**overrides, "final_id": "finalize_and_report"}, timeout_s=600, config_files=configs
-    )
+    configs = str(["configs/train.json", "configs/multi_gpu_train.json", str(extra)])
+    ids = {"run_id": "record_and_run", "final_id": "finalize_and_report"}
+    result = torchrun_bundle(bundle, 2, {**overrides, **ids}, timeout_s=600, config_files=configs)
     log = f"--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-5000:]}"
     assert result.stdout.count("SupervisedTrainer - INFO - Engine run complete") == 2, log
     assert (bundle / "models" / "rank0" / "model.pt").is_file(), log
     assert not (bundle / "models" / "rank1").exists() or not any((bundle / "models" / "rank1").iterdir())
     assert (bundle / "eval" / "training_curves.png").is_file()
+
+    ranks = [torch.load(bundle / f"rank{rank}.pt") for rank in (0, 1)]
+    seen = [set(rank["seen"]) for rank in ranks]
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) > 0 and len(seen[0]) == len(seen[1]) == 2, seen
+    assert not seen[0] & seen[1], f"both ranks trained on {sorted(seen[0] & seen[1])}"
+    assert seen[0] | seen[1] == training, seen
+    trained = ranks[0]["trained"]
+    for name, value in trained.items():
+        assert torch.equal(value, ranks[1]["trained"][name]), f"{name} differs between the ranks"
+    changed = [name for name, value in trained.items() if not torch.equal(value, ranks[0]["initial"][name])]
+    assert len(changed) == len(trained), f"training left {sorted(set(trained) - set(changed))} unchanged"
+
     if is_teardown_abort(result):
         # Both ranks trained, validated, passed the final barrier and destroyed the process group; a gloo C++
         # thread then aborted the interpreter's teardown (seen once in CI, never reproduced here). No upstream
