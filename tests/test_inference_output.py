@@ -1,5 +1,7 @@
 """The bundles' inference output stage (``InvertToLabelsd``) and input checks (voxel spacing, voxel budget)."""
 
+import itertools
+import json
 import re
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, Compose, Invertd
+from torch.profiler import ProfilerActivity, profile
 
 from rep3d_networks.reliability import VolumeError, volume_error_message
 
@@ -64,6 +67,39 @@ def test_labels_equal_the_previous_output_stage(shared_data, interp, max_differi
         assert differing <= max_differing
     else:  # nearest neighbour of the label map: different along boundaries, same label set
         assert differing < 0.5 and set(torch.unique(labels).tolist()) <= set(torch.unique(previous).tolist()) | {0}
+
+
+def peak_allocated_bytes(run, trace: Path) -> int:
+    """The most bytes torch's CPU allocator held at once while ``run()`` ran, above what it held before: every
+    allocation and free recorded by the profiler (its Chrome trace, in order), summed."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        run()
+    profiler.export_chrome_trace(str(trace))
+    events = [e["args"] for e in json.loads(trace.read_text())["traceEvents"] if e.get("name") == "[memory]"]
+    return max(itertools.accumulate((e["Bytes"] for e in sorted(events, key=lambda e: e["Ev Idx"])), initial=0))
+
+
+def test_output_stage_never_holds_every_class_channel_on_the_input_grid(shared_data, tmp_path):
+    """Peak memory of the output stage, counted from torch's allocations: less than one float32 copy of the 16 class
+    probabilities on the input grid (64 bytes per input voxel), which the previous all-channel inverse needs (measured
+    here too: the count sees it). A 6 mm network grid (8 times fewer voxels than the 3 mm CT), so that the input grid
+    dominates, as for a clinical CT on the bundle's 1.5 mm grid."""
+    image = str(shared_data / CT)
+    window = {"pixdim": [6.0, 6.0, 6.0], "inferer#roi_size": [64, 64, 48], "inferer#overlap": 0.0}
+    peaks, labels = {}, {}
+    for interp in ("bilinear", "nearest"):  # Invertd inverts the preprocessing objects that made the prediction
+        parser = bundle_parser("amos_ct", label_interp=interp, **window)
+        data = predicted(parser, image)
+        stage = output_stage(parser)
+        peaks[interp] = peak_allocated_bytes(lambda: labels.update(stage(dict(data))), tmp_path / "trace.json")
+    previous = Compose([make(parser.get_parsed_content("preprocessing")) for make in PREVIOUS_OUTPUT_STAGE])
+    peaks["previous"] = peak_allocated_bytes(lambda: previous(dict(data)), tmp_path / "trace.json")
+    classes, voxels = data["pred"].shape[0], labels["pred"].numel()
+    assert classes == 16 and voxels == 122 * 101 * 30 > 8 * data["pred"][0].numel()
+    per_voxel = {stage: round(peak / voxels, 1) for stage, peak in peaks.items()}
+    all_channels = classes * 4  # bytes per input voxel of the float32 probabilities of every class
+    assert per_voxel["previous"] > all_channels, per_voxel
+    assert per_voxel["bilinear"] < all_channels and per_voxel["nearest"] < all_channels, per_voxel
 
 
 def test_probabilities_only_when_asked(tmp_path, shared_data):
