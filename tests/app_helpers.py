@@ -15,7 +15,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import nibabel as nib
 import numpy as np
@@ -96,13 +96,14 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def launch_command(app: Path, studies: Path, conf: dict, port: int) -> list:
+def launch_command(app: Path, studies: Path, conf: dict, port: int, launcher: Sequence[str] = ()) -> list:
     """README.md's ``python apps/rep3d/start_server.py --studies ... --conf models ...`` for the app copy ``app``
-    (``conf["models"]`` in the README's models slot, the other ``conf`` pairs and the port appended)."""
+    (``conf["models"]`` in the README's models slot, the other ``conf`` pairs and the port appended); with a
+    ``launcher`` (a script and its arguments), python runs that script, which is given the rest of the command."""
     command = readme_command("python apps/rep3d/start_server.py")
     models = command[command.index("models", command.index("--conf")) + 1]
     values = {"apps/rep3d/start_server.py": str(app / "start_server.py"), "/data/ct": str(studies), models: conf["models"]}
-    command = [sys.executable, *fill(command[1:], values)]
+    command = [sys.executable, *launcher, *fill(command[1:], values)]
     for key, value in conf.items():
         command += [] if key == "models" else ["--conf", key, value]
     return command + ["--port", str(port)]
@@ -110,13 +111,15 @@ def launch_command(app: Path, studies: Path, conf: dict, port: int) -> list:
 
 class Server:
     """The app's server started as README.md says (``start_server.py``, which binds 127.0.0.1) in a subprocess
-    (own process group), with its log in a file."""
+    (own process group), with its log in a file; ``launcher``: see :func:`launch_command`."""
 
-    def __init__(self, app: Path, studies: Path, conf: dict, workdir: Path, env: Optional[dict] = None) -> None:
+    def __init__(
+        self, app: Path, studies: Path, conf: dict, workdir: Path, env: Optional[dict] = None, launcher: Sequence[str] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "server.log"
-        command = launch_command(app, studies, conf, self.port)
+        command = launch_command(app, studies, conf, self.port, launcher)
         env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(workdir / "sessions"), **(env or {})}
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
@@ -155,10 +158,11 @@ class Server:
 
 @contextmanager
 def serve_app(
-    root: Path, repo_root: Path, study: Path, served: dict, env: Optional[dict] = None
+    root: Path, repo_root: Path, study: Path, served: dict, env: Optional[dict] = None, launcher: Sequence[str] = ()
 ) -> Iterator[Tuple[Server, MONAILabelClient, Path, Path]]:
     """Runs the app on tiny copies of the ``served`` bundles (name -> starts with random weights) under ``root``, with
     ``study`` copied into the studies folder as ``ct_sm.nii.gz``; yields ``(server, client, bundles dir, studies dir)``.
+    ``env`` and ``launcher``: see :class:`Server`.
     """
     app = copy_app(repo_root, root / "app")
     bundles = root / "bundles"
@@ -168,7 +172,7 @@ def serve_app(
     studies.mkdir()
     shutil.copy(study, studies / "ct_sm.nii.gz")
     conf = {"models": ",".join(served), "bundles_dir": str(bundles), "device": "cpu"}
-    server = Server(app, studies, conf, root, env)
+    server = Server(app, studies, conf, root, env, launcher)
     try:
         server.wait_until_up(SERVER_START_S)
         yield server, MONAILabelClient(server.url, tmpdir=str(root / "client")), bundles, studies

@@ -59,17 +59,22 @@ def prepare_bundle(bundle: Path, data_dir: Path) -> Path:
     return bundle / "configs" / "datalist_fold0.json"
 
 
-def run_bundle(bundle: Path, configs, **override):
-    """Runs a bundle workflow in-process as ``python -m monai.bundle run`` does (``monai.bundle.run``: create the
-    workflow, run, finalize); returns the workflow, whose ``parser`` holds the objects it ran (trainer, evaluator)."""
+def bundle_workflow(bundle: Path, configs, **override):
+    """A bundle workflow created (and initialized) in-process as ``python -m monai.bundle run`` creates it."""
     files = [str(bundle / "configs" / c) for c in configs]
-    workflow = create_workflow(
+    return create_workflow(
         config_file=files if len(files) > 1 else files[0],
         meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=str(bundle / "configs" / "logging.conf"),
         bundle_root=str(bundle),
         **override,
     )
+
+
+def run_bundle(bundle: Path, configs, **override):
+    """Runs a bundle workflow in-process as ``python -m monai.bundle run`` does (``monai.bundle.run``: create the
+    workflow, run, finalize); returns the workflow, whose ``parser`` holds the objects it ran (trainer, evaluator)."""
+    workflow = bundle_workflow(bundle, configs, **override)
     workflow.run()
     workflow.finalize()
     return workflow

@@ -1,9 +1,11 @@
-"""Inference precision (``rep3d_networks.precision``): the choice per device, the inferer, and the bundles'
-``--precision`` option through ``python -m monai.bundle run``."""
+"""Inference precision (``rep3d_networks.precision``): the choice per device, the inferer, the bundles'
+``--precision`` option through ``python -m monai.bundle run``, and ``auto`` on CPUs with and without bfloat16 through
+a bundle run and an app request (the dtype the network's layers ran in)."""
 
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +17,9 @@ from rep3d_networks import Rep3D, dwconv3d
 from rep3d_networks import precision as precision_module
 from rep3d_networks.precision import PrecisionSlidingWindowInferer, autocast_dtype, cpu_has_bf16
 
-from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle, run_bundle
+from app_helpers import check_label, serve_app
+from bundle_helpers import SMALLEST_NETWORK, bundle_workflow, check_label_matches_image, copy_bundle, run_bundle
+from precision_probe import recorded_layer_dtypes
 
 CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
 AUTOCAST_CASES = [  # (precision, device, CPU with bfloat16) -> autocast dtype (None: float32)
@@ -29,6 +33,8 @@ AUTOCAST_CASES = [  # (precision, device, CPU with bfloat16) -> autocast dtype (
     ("auto", "cuda", False, torch.float16),  # MONAI's amp=True, as the bundles did before
     ("auto", "mps", True, None),
 ]
+AUTO_CASES = [(True, torch.bfloat16), (False, torch.float32)]  # CPU with bfloat16 -> dtype the network runs in
+PROBE = Path(__file__).with_name("precision_probe.py")
 
 
 @pytest.mark.parametrize("precision,device,has_bf16,expected", AUTOCAST_CASES)
@@ -113,3 +119,42 @@ def test_precision_through_monai_bundle_run(tmp_path, shared_data):
         run_bundle(bundle, ["inference.json"], output_dir=str(tmp_path / "float16"), precision="float16", **overrides)
     assert "precision must be one of auto, float32, bfloat16; got 'float16'" in str(refused.value.__cause__)
     assert not (tmp_path / "float16").exists()
+
+
+@pytest.mark.parametrize("has_bf16, dtype", AUTO_CASES)
+def test_auto_precision_through_a_bundle_run(monkeypatch, tmp_path, shared_data, has_bf16, dtype):
+    """The bundle's default ``precision: auto``, run in-process as ``monai.bundle run`` runs it, with the CPU probe
+    patched at its source: the network's layers compute in bfloat16 on a CPU with it, in float32 on one without
+    (:func:`precision_probe.recorded_layer_dtypes`)."""
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: has_bf16)
+    bundle = copy_bundle("amos_ct", tmp_path)
+    (bundle / "models").mkdir()
+    torch.save(Rep3D(1, 16, feature_size=4, depths=[1, 1, 1, 1], kernel_size=3, hidden_size=32).state_dict(),
+               bundle / "models" / "model.pt")
+    image = shared_data / CT
+    overrides = {**SMALLEST_NETWORK, "datalist": [str(image)], "num_workers": 0, "pixdim": [6.0, 6.0, 6.0],
+                 "inferer#roi_size": [32, 32, 16], "inferer#overlap": 0.0, "output_dir": str(tmp_path / "out")}
+    workflow = bundle_workflow(bundle, ["inference.json"], **overrides)
+    assert workflow.parser.get_parsed_content("inferer").precision == "auto"
+    dtypes = []
+    with recorded_layer_dtypes(dtypes.append):
+        workflow.run()
+    workflow.finalize()
+    assert dtypes and set(dtypes) == {dtype}, Counter(dtypes)
+    check_label_matches_image(tmp_path / "out" / "example_ct_sm_seg.nii.gz", image, 16)
+
+
+def test_auto_precision_through_an_app_request(tmp_path, shared_data, repo_root):
+    """``/infer`` with ``precision: auto`` on the app's server, in its own process as README.md starts it, through
+    :mod:`precision_probe` (the CPU probe patched in the server process, the layers' output dtypes recorded there): the
+    network computes in bfloat16 while the probe says the CPU has it, in float32 after it says it has not."""
+    answer, record = tmp_path / "cpu_has_bf16.json", tmp_path / "dtypes.txt"
+    answer.write_text("true")
+    launcher = [str(PROBE), str(answer), str(record)]
+    with serve_app(tmp_path, repo_root, shared_data / CT, {"amos_ct": True}, launcher=launcher) as (_, client, _, studies):
+        for has_bf16, dtype in AUTO_CASES:
+            answer.write_text(json.dumps(has_bf16))
+            record.write_text("")
+            check_label(client.infer("amos_ct", "ct_sm", {"precision": "auto"})[0], studies / "ct_sm.nii.gz", 16)
+            dtypes = record.read_text().split()
+            assert dtypes and set(dtypes) == {str(dtype)}, Counter(dtypes)
