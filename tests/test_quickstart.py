@@ -16,23 +16,31 @@ from rep3d_networks import Rep3D
 from rep3d_networks.package import sha256
 
 
-def test_quickstart_runs_end_to_end(tmp_path):
+# A reduced quickstart that still learns: 150 iterations on 6 phantom cases of 40³ (4 training, 1 validation, 1 test),
+# about 75 CPU-seconds. Held-out mean Dice at this size, seeds 0 / 1 / 2: 0.447 / 0.426 / 0.290; the untrained network 0.010.
+REDUCED = {"iterations": 150, "num_cases": 6, "size": 40}
+MIN_MEAN_DICE = 0.2
+
+
+def test_quickstart_learns(tmp_path):
+    """The README's quickstart command at a reduced size, end to end: the held-out mean Dice shows it learned."""
     out = tmp_path / "quickstart"
     result = subprocess.run(
-        # the README command with fewer training iterations and a smaller phantom to keep CI short
-        [sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out), "--iterations", "12", "--num_cases", "6", "--size", "32"],
+        [sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out),
+         *[a for k, v in REDUCED.items() for a in (f"--{k}", str(v))]],
         capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     # the settings that differ from the paper recipe are printed, with the paper's value and the quickstart's
     assert "learning_rate: 0.0001 in the paper recipe, 0.01 here" in result.stdout
     assert "roi_size: [96, 96, 96] in the paper recipe, [32, 32, 32] here" in result.stdout
-    assert "max_iterations: 60000 in the paper recipe, 12 here" in result.stdout
+    assert "max_iterations: 60000 in the paper recipe, 150 here" in result.stdout
     table = (out / "results.md").read_text()
-    assert table.startswith("# Quickstart results (12 iterations, 1 held-out phantom case(s), seed 0,")
+    assert table.startswith("# Quickstart results (150 iterations, 1 held-out phantom case(s), seed 0,")
     assert "| spleen |" in table and "| mean (classes without background) |" in table
     dice = [float(line.split("|")[2].split("±")[0]) for line in table.splitlines() if "±" in line]
-    assert len(dice) == 16 and all(0.0 <= d <= 1.0 for d in dice)  # 15 organs + the mean
+    assert len(dice) == 16  # 15 organs + the mean
+    assert dice[-1] >= MIN_MEAN_DICE, table
     assert (out / "bundle" / "models" / "model.pt").is_file()  # the best checkpoint evaluate.json loaded
     with Image.open(out / "overlay.png") as png:
         assert png.size[0] > 100 and png.size[1] > 100
