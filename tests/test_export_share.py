@@ -11,13 +11,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime
+import pytest
 import torch
-from monai.bundle import ConfigParser, ckpt_export, load
+from monai.bundle import ConfigParser, ckpt_export, download, load
 
 from app_helpers import write_overrides
 from bundle_helpers import (
     BUNDLES,
     TINY_INFER,
+    TINY_TRAIN,
+    check_evaluated_test_split,
     check_label_matches_image,
     copy_bundle,
     make_dataset,
@@ -26,6 +29,7 @@ from bundle_helpers import (
     run_bundle,
 )
 from rep3d_networks import Rep3D
+from rep3d_networks.data.cli import prepare
 from rep3d_networks.evaluation import write_summary
 from rep3d_networks.package import main as package_main
 from rep3d_networks.package import package
@@ -247,6 +251,37 @@ def test_downloaded_zip_runs_where_the_package_cannot_be_imported(tmp_path):
     result = run_blocked(downloaded, "monai.bundle", *infer, cwd=downloaded)
     missing = ("No module named 'rep3d_networks'", "Cannot locate class or function path: 'rep3d_networks.")
     assert result.returncode != 0 and any(m in result.stderr for m in missing), result.stderr[-3000:]
+
+
+ZIP_RUNS = [  # bundle, the config files run in turn from its downloaded zip, whether the last one evaluates the test split
+    ("amos_ct", ["configs/train.json", "['configs/train.json','configs/evaluate.json']"], True),
+    ("amos_ct_deepedit", ["configs/train.json"], False),  # no evaluate.json: train.json validates with simulated clicks
+]
+
+
+@pytest.mark.parametrize("name, config_files, evaluates", ZIP_RUNS)
+def test_downloaded_zip_trains_and_evaluates_where_the_package_cannot_be_imported(tmp_path, name, config_files, evaluates):
+    """``train.json`` (then ``evaluate.json``) of a zip made by ``package`` and unpacked by ``monai.bundle download``,
+    run by ``monai.bundle run`` (tiny network, 2 iterations, phantom) in processes that cannot import this repository's
+    package: training writes ``models/model.pt``, which the bundle's network loads strictly; the evaluation scores
+    exactly the test split."""
+    archive = package(str(copy_bundle(name, tmp_path / "bundles")), str(tmp_path / "dist" / f"{name}_v0.1.0.zip"))
+    download(name=name, url=archive.resolve().as_uri(), bundle_dir=str(tmp_path / "downloaded"))
+    downloaded = tmp_path / "downloaded" / name
+    assert not (downloaded / "models" / "model.pt").exists()  # the zip has no weights: training writes them
+    data_dir = make_dataset("amos_ct", "phantom", tmp_path / "data")
+    datalist = Path(prepare("amos_ct", str(data_dir), str(downloaded / "configs"))[0])
+    overrides = {**TINY_TRAIN, "dataset_dir": str(data_dir)}
+    args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
+    for config_file in config_files:
+        result = run_blocked(downloaded, "monai.bundle", "run", "--config_file", config_file, *args, cwd=downloaded)
+        assert result.returncode == 0, result.stderr[-3000:]
+    parser = ConfigParser()
+    parser.read_config(str(downloaded / "configs" / "train.json"))
+    parser.update(TINY_TRAIN)
+    parser.get_parsed_content("network_def").load_state_dict(torch.load(downloaded / "models" / "model.pt"), strict=True)
+    if evaluates:
+        check_evaluated_test_split(downloaded, data_dir, datalist)
 
 
 def test_published_weights_are_fetched_and_their_hash_checked(tmp_path, capsys):
