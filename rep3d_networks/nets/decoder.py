@@ -74,10 +74,16 @@ class UnetrDecoder(nn.Module):
     def forward(self, x_in: torch.Tensor, skips: List[torch.Tensor]) -> torch.Tensor:
         inputs = [x_in] + skips
         features: List[torch.Tensor] = []  # resolutions 1, 1/2 .. 1/16
-        for encoder, x in zip(self.encoders, inputs):
-            features.append(_run_block(encoder, x.shape[2], x))
+        for i, encoder in enumerate(self.encoders):
+            if torch.jit.is_scripting():  # TorchScript compiles this branch only (the guard is for training)
+                features.append(encoder(inputs[i]))
+            else:
+                features.append(_run_block(encoder, inputs[i].shape[2], inputs[i]))
         x = features[-1]
         for i, up_block in enumerate(self.up_blocks):
             skip = features[-2 - i]
-            x = _run_block(up_block, skip.shape[2], x, skip)
+            if torch.jit.is_scripting():
+                x = up_block(x, skip)
+            else:
+                x = _run_block(up_block, skip.shape[2], x, skip)
         return self.head(self.last_block(x))  # [B, out_channels, D, H, W]
