@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
@@ -41,12 +43,15 @@ EVERY_VALIDATION_HALVES_LR = {
     "lr_scheduler#patience": 0, "lr_scheduler#factor": 0.5, "lr_scheduler#threshold": 10.0,
     "lr_scheduler#threshold_mode": "abs",
 }
-MAX_ITERATIONS, VAL_INTERVAL, CHECKPOINT_INTERVAL, KILL_AFTER = 12, 2, 2, 6
+MAX_ITERATIONS, VAL_INTERVAL, CHECKPOINT_INTERVAL = 12, 2, 2
+LEARNING_RATE = 0.1
 # Augmentation and data order are not in a checkpoint (docs/troubleshooting.md): with one training case and a
 # centre crop instead of the random transforms, a resumed run must end with the uninterrupted run's weights.
 DETERMINISTIC_INPUT = {
-    "train#random_transforms": [{"_target_": "CenterSpatialCropd", "keys": ["image", "label"], "roi_size": "@roi_size"}]
+    "train#random_transforms": [{"_target_": "CenterSpatialCropd", "keys": ["image", "label"], "roi_size": "@roi_size"}],
+    "learning_rate": LEARNING_RATE,
 }
+BODY_HU, DENSE_HU = -175, 100  # threshold labels: classes a tiny network separates within a few iterations
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +64,31 @@ def bundle(tmp_path_factory) -> Path:
     return target
 
 
+def threshold_label(image: Path, path: Path, classes=(1, 2)) -> Path:
+    """``classes[0]`` where ``image`` is above ``BODY_HU``, ``classes[1]`` above ``DENSE_HU``, written to ``path``."""
+    source = nib.load(str(image))
+    values = np.asarray(source.dataobj)
+    label = np.where(values > DENSE_HU, classes[1], np.where(values > BODY_HU, classes[0], 0)).astype(np.uint8)
+    nib.save(nib.Nifti1Image(label, source.affine), str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def deterministic_bundle(bundle) -> Path:
-    """A copy of ``bundle`` that trains on its first training case, centre-cropped (``DETERMINISTIC_INPUT``)."""
+    """A copy of ``bundle`` that trains on its first training case, centre-cropped (``DETERMINISTIC_INPUT``), with
+    threshold labels, and validates on the same image with the two classes swapped: the validation Dice rises and
+    then falls, so the best ``model.pt`` is saved before the end and a resumed run must keep it."""
     target = Path(shutil.copytree(bundle, bundle.parent / "deterministic"))
     write_overrides(target / "configs" / "train.json", DETERMINISTIC_INPUT)
     datalist = target / "configs" / "datalist_fold0.json"
     content = json.loads(datalist.read_text())
-    datalist.write_text(json.dumps({**content, "training": content["training"][:1]}))
+    data, image = dataset_dir(bundle), content["training"][0]["image"]
+    labels = {
+        split: threshold_label(data / image, data / "labelsTr" / f"resume_{split}.nii.gz", classes)
+        for split, classes in (("training", (1, 2)), ("validation", (2, 1)))
+    }
+    pairs = {split: [{"image": image, "label": str(label.relative_to(data))}] for split, label in labels.items()}
+    datalist.write_text(json.dumps({**content, **pairs}))
     return target
 
 
@@ -94,19 +116,40 @@ def iterations_logged(text: str) -> list:
 
 
 def lr_after(validations: int) -> float:
-    return 1e-4 * 0.5 ** (validations - 1)
+    return LEARNING_RATE * 0.5 ** (validations - 1)
+
+
+def best_logged(text: str) -> tuple:
+    """``(best value, its epoch)`` of the last ``StatsHandler`` line ``Key metric: ... best value: v at epoch: e``
+    (the evaluator's ``best_metric``; its epoch is the trainer's, one per ``VAL_INTERVAL`` iterations)."""
+    value, epoch = re.findall(r"Key metric: val_mean_dice best value: (\S+) at epoch: (\d+)", text)[-1]
+    return float(value), int(epoch)
+
+
+def tensors_differing(first: dict, second: dict) -> list:
+    """The keys of two state dicts whose tensors differ (the unshared keys if the key sets differ)."""
+    if first.keys() != second.keys():
+        return sorted(set(first) ^ set(second))
+    return [k for k in first if not torch.equal(first[k], second[k])]
 
 
 def test_kill_and_resume(deterministic_bundle, tmp_path):
-    """SIGKILL mid-training; ``--resume true`` continues from the newest checkpoint with the same LR state and
-    ends with the weights of a run that was never interrupted."""
+    """SIGKILL after the best validation; ``--resume true`` continues from the newest checkpoint with the same LR
+    state and ends with the uninterrupted run's weights, best ``model.pt`` and best metric (the later, worse
+    validations must not replace ``model.pt``)."""
     bundle = deterministic_bundle
     uninterrupted = start_training(bundle, tmp_path / "uninterrupted.log", "--ckpt_dir", str(tmp_path / "uninterrupted"))
     assert uninterrupted.wait(timeout=400) == 0, (tmp_path / "uninterrupted.log").read_text()[-3000:]
+    log = (tmp_path / "uninterrupted.log").read_text()
+    best, best_epoch = best_logged(log)
+    dice = [float(v) for v in re.findall(r"Metrics -- val_mean_dice: (\S+)", log)]
+    kill_after = best_epoch * VAL_INTERVAL  # the resumed run starts at or after the best validation
+    assert kill_after < MAX_ITERATIONS - CHECKPOINT_INTERVAL, f"no validation worse than the best after it: {dice}"
+
     resume_dir = bundle / "models" / "resume"
     first = start_training(bundle, tmp_path / "first.log")
     deadline = time.monotonic() + 400
-    while not any(checkpoint_iteration(p) >= KILL_AFTER for p in resume_dir.glob("*.pt")):
+    while not any(checkpoint_iteration(p) >= kill_after for p in resume_dir.glob("*.pt")):
         assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
@@ -114,7 +157,7 @@ def test_kill_and_resume(deterministic_bundle, tmp_path):
     reached = max(iterations_logged((tmp_path / "first.log").read_text()))
     newest = Path(resume_checkpoint(str(resume_dir), "true"))
     start = checkpoint_iteration(newest)
-    assert KILL_AFTER <= start < MAX_ITERATIONS and reached - start <= CHECKPOINT_INTERVAL, (reached, start)
+    assert kill_after <= start < MAX_ITERATIONS and reached - start <= CHECKPOINT_INTERVAL, (reached, start)
     saved = torch.load(newest, weights_only=True)
     assert saved["trainer"]["iteration"] == start
     assert saved["optimizer"]["param_groups"][0]["lr"] == lr_after(start // VAL_INTERVAL)
@@ -128,11 +171,17 @@ def test_kill_and_resume(deterministic_bundle, tmp_path):
     final = torch.load(resume_dir / final_name, weights_only=True)
     assert final["optimizer"]["param_groups"][0]["lr"] == lr_after(MAX_ITERATIONS // VAL_INTERVAL)
     assert final["lr_scheduler"]["last_epoch"] == MAX_ITERATIONS // VAL_INTERVAL
-    assert final["best_model_saver"]["saved"] and (bundle / "models" / "model.pt").is_file()
-    expected = torch.load(tmp_path / "uninterrupted" / "resume" / final_name, weights_only=True)["model"]
-    different = [k for k in expected if not torch.equal(final["model"][k], expected[k])]
-    assert final["model"].keys() == expected.keys() and not different, different
-    print(f"killed at iteration {reached}, resumed from {start}: {reached - start} iteration(s) lost")
+    expected = torch.load(tmp_path / "uninterrupted" / "resume" / final_name, weights_only=True)
+    different = tensors_differing(final["model"], expected["model"])
+    assert not different, f"final weights: {len(different)} tensors differ from the uninterrupted run: {different[:3]}"
+    best_model = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    different = tensors_differing(best_model, torch.load(tmp_path / "uninterrupted" / "model.pt", weights_only=True))
+    assert not different, f"model.pt: {len(different)} tensors differ from epoch {best_epoch}'s: {different[:3]}"
+    record, expected_record = final["best_model_saver"], expected["best_model_saver"]
+    assert record == expected_record, (record, expected_record)  # ignite's (Dice, file) record, the evaluator's best
+    assert best_logged(log) == (best, best_epoch), (best_logged(log), best, best_epoch)
+    print(f"validation Dice {dice}: best {best:.4f} at iteration {kill_after}; killed at iteration {reached}, "
+          f"resumed from {start}: {reached - start} iteration(s) lost")
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

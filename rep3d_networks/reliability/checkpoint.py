@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 TRUE = {"true", "yes", "1", "latest"}
 FALSE = {"false", "no", "0", "none", ""}
+BEST_METRIC_KEYS = ("best_metric", "best_metric_epoch")  # MONAI Workflow state
 
 
 def nan_ranks_last(score_function: Callable[[Engine], float]) -> Callable[[Engine], float]:
@@ -75,12 +76,16 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     A NaN key metric (no foreground in the validation set) ranks below every real value.
     ``state_dict()`` / ``load_state_dict()`` hold the best-metric record of ``save_key_metric`` (so a resumed run
-    replaces ``model.pt`` only with a better model than the one saved before the interruption).
+    replaces ``model.pt`` only with a better model than the one saved before the interruption) and the
+    ``best_metric`` / ``best_metric_epoch`` of the engine it is attached to (the evaluator's "best value ... at
+    epoch" in the log, which MONAI does not save: without them a resumed run reports its first validation as
+    a new best).
     """
 
     def __init__(self, *args: Any, engine_key: Optional[str] = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.engine_key = engine_key
+        self._engine: Optional[Engine] = None
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
                 handler = checkpoint.save_handler
@@ -91,15 +96,30 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def attach(self, engine: Engine) -> None:
         if self.engine_key:
             self.save_dict[self.engine_key] = engine  # the ignite Checkpoints share this dict
+        self._engine = engine
         super().attach(engine)
 
     def state_dict(self) -> Dict[str, Any]:
-        """The key-metric record (ignite ``Checkpoint.state_dict``), empty without ``save_key_metric``."""
-        return self._key_metric_checkpoint.state_dict() if self._key_metric_checkpoint is not None else {}
+        """The key-metric record (ignite ``Checkpoint.state_dict``) and the attached engine's best metric and its
+        epoch; empty without ``save_key_metric``."""
+        if self._key_metric_checkpoint is None:
+            return {}
+        state = dict(self._key_metric_checkpoint.state_dict())
+        engine_state = self._engine.state if self._engine is not None else None
+        if hasattr(engine_state, "best_metric"):  # plain numbers: loadable with torch.load(weights_only=True)
+            state["best_metric"] = float(engine_state.best_metric)
+            state["best_metric_epoch"] = int(engine_state.best_metric_epoch)
+        return state
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        if state_dict:
-            super().load_state_dict(state_dict)
+        """Restores what :meth:`state_dict` returned (a checkpoint without the best metric restores the record)."""
+        if not state_dict:
+            return
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in BEST_METRIC_KEYS})
+        if self._engine is not None:
+            for key in BEST_METRIC_KEYS:
+                if key in state_dict:
+                    setattr(self._engine.state, key, state_dict[key])
 
 
 class ResumeCheckpointLoader(CheckpointLoader):
