@@ -191,11 +191,12 @@ def test_train_then_evaluate_writes_curves_and_named_summary(tmp_path):
     check_evaluated_test_split(bundle, data_dir, datalist)
 
 
-# Class probabilities of the five fold models of ``kits`` (background, kidney, tumor, cyst), the same at every voxel.
-# Each model alone picks kidney, cyst or background, any four of them average to kidney or cyst, and only the
-# mean of all five picks tumor (0.30 against 0.27, 0.27 and 0.16).
-FOLD_PROBABILITIES = [[0.05, 0.6, 0.3, 0.05]] * 2 + [[0.05, 0.05, 0.3, 0.6]] * 2 + [[0.6, 0.05, 0.3, 0.05]]
-ENSEMBLE_CLASS = 2
+# Class probabilities of the five fold models of ``kits`` (background, kidney, tumor, cyst), the same at every voxel,
+# chosen so that the answer depends on how the ensemble combines them: the mean of the five softmax outputs picks
+# tumor (0.268), the mean of the five logits picks cyst (0.24 in every model: the largest geometric mean), and the
+# mean of any four picks background or kidney.
+FOLD_PROBABILITIES = [[0.01, 0.57, 0.18, 0.24]] * 2 + [[0.57, 0.01, 0.18, 0.24]] * 2 + [[0.07, 0.07, 0.62, 0.24]]
+ENSEMBLE_OVERRIDES = {**TINY_INFER, "precision": "float32", "save_probabilities": True}  # float32: exact means
 
 
 def constant_model(classes: int, probabilities, seed: int) -> dict:
@@ -207,35 +208,58 @@ def constant_model(classes: int, probabilities, seed: int) -> dict:
     return state
 
 
-def test_fold_probabilities_need_all_five_models():
-    probabilities = np.asarray(FOLD_PROBABILITIES)
-    assert np.argmax(probabilities.mean(0)) == ENSEMBLE_CLASS
-    assert all(np.argmax(p) != ENSEMBLE_CLASS for p in probabilities)
-    assert all(np.argmax(np.delete(probabilities, k, 0).mean(0)) != ENSEMBLE_CLASS for k in range(5))
+def fold_logits(states) -> np.ndarray:
+    """Each fold model's logits (folds x classes), averaged over the voxels of a random 32³ input."""
+    logits = []
+    for state in states:
+        network = Rep3D(1, state["decoder.head.conv.conv.bias"].numel(), feature_size=8, hidden_size=32).eval()
+        network.load_state_dict(state)
+        with torch.no_grad():
+            logits.append(network(torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0)))[0])
+    return np.stack([x.flatten(1).mean(1).numpy().astype(np.float64) for x in logits])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    return exp / exp.sum(-1, keepdims=True)
 
 
 def test_five_fold_ensemble_inference(tmp_path):
-    """The ensemble averages the softmax of all five fold models (see ``FOLD_PROBABILITIES``)."""
+    """The ensemble's labels and probabilities are the mean of the five fold models' softmax outputs, computed here
+    with numpy from the models' own outputs; with ``FOLD_PROBABILITIES`` averaging the logits instead, or leaving
+    out any one fold, gives another class."""
     bundle = copy_bundle("kits", tmp_path / "bundles")
     data_dir = make_dataset("kits", "phantom", tmp_path / "data")
     datalist = prepare_bundle(bundle, data_dir)
-    for k, probabilities in enumerate(FOLD_PROBABILITIES):
-        fold = bundle / "models" / f"fold{k}"
-        fold.mkdir(parents=True)
-        torch.save(constant_model(num_classes(bundle), probabilities, seed=k), fold / "model.pt")
+    states = [constant_model(num_classes(bundle), p, seed=k) for k, p in enumerate(FOLD_PROBABILITIES)]
+    for k, state in enumerate(states):
+        (bundle / "models" / f"fold{k}").mkdir(parents=True)
+        torch.save(state, bundle / "models" / f"fold{k}" / "model.pt")
+    logits = fold_logits(states)
+    probabilities = softmax(logits)
+    expected = int(np.argmax(probabilities.mean(0)))
+    logit_mean = softmax(logits.mean(0))
+    assert np.argmax(logit_mean) != expected, f"averaging logits also picks {expected}: {logit_mean.round(3)}"
+    four_folds = [int(np.argmax(np.delete(probabilities, k, 0).mean(0))) for k in range(len(states))]
+    assert expected not in four_folds, (expected, four_folds)  # so does any four of the five
+
     case = json.loads(datalist.read_text())["test"][0]
     image = data_dir / case["image"]
     out_dir = tmp_path / "pred"
     run_bundle(bundle, ["inference.json", "inference_ensemble.json"], dataset_dir=str(data_dir), datalist=[str(image)],
-               output_dir=str(out_dir), **TINY_INFER)
+               output_dir=str(out_dir), **ENSEMBLE_OVERRIDES)
     written = list(out_dir.rglob("*_seg.nii.gz"))
     assert len(written) == 1, written
     check_label_matches_image(written[0], image, num_classes(bundle))
     labels = np.asarray(nib.load(str(written[0])).dataobj)
-    # inside the body crop every voxel is the ensemble's class; outside it (air) the output stage writes background
-    assert set(np.unique(labels).tolist()) <= {0, ENSEMBLE_CLASS}, np.unique(labels)
+    saved = np.asarray(nib.load(str(next(out_dir.rglob("*_prob.nii.gz")))).dataobj)  # x, y, z, classes
+    # inside the body crop every voxel is the ensemble's; outside it (air) the output stage writes background
     inside_body = np.asarray(nib.load(str(data_dir / case["label"])).dataobj) > 0
-    assert inside_body.any() and (labels[inside_body] == ENSEMBLE_CLASS).all()
+    assert inside_body.any()
+    classes_written, inside = np.unique(labels).tolist(), np.unique(labels[inside_body]).tolist()
+    assert set(classes_written) <= {0, expected} and inside == [expected], (expected, classes_written, inside)
+    np.testing.assert_allclose(saved[inside_body], np.broadcast_to(probabilities.mean(0), saved[inside_body].shape),
+                               atol=1e-5)
 
     (bundle / "models" / "fold3" / "model.pt").unlink()
     with pytest.raises(Exception) as error:
