@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
+from scipy import ndimage
 from monai.data import MetaTensor
 from monai.handlers import HausdorffDistance
 
@@ -125,11 +126,13 @@ def test_summary_rows_mean_std_and_non_finite():
     assert rows[2]["dice_std"] == pytest.approx(np.std([0.7, 0.7, 0.75]))  # over cases of the per-case mean
 
 
-def cube_pair(shift: int):
-    """One-hot ``[2, 16, 16, 16]`` label and prediction: the same 6³ cube, the prediction ``shift`` voxels up in z."""
+def cube_pair(shift):
+    """One-hot ``[2, 16, 16, 16]`` label and prediction: the same 6³ cube, the prediction moved by ``shift`` voxels
+    (one per axis)."""
     label, pred = torch.zeros(2, 16, 16, 16), torch.zeros(2, 16, 16, 16)
-    label[1, 5:11, 5:11, 4:10] = 1
-    pred[1, 5:11, 5:11, 4 + shift : 10 + shift] = 1
+    label[1, 4:10, 4:10, 4:10] = 1
+    x, y, z = shift
+    pred[1, 4 + x : 10 + x, 4 + y : 10 + y, 4 + z : 10 + z] = 1
     label[0], pred[0] = 1 - label[1], 1 - pred[1]
     return pred, label
 
@@ -142,13 +145,39 @@ def hd95(handler, pred, label) -> float:
     return float(engine.state.metrics["hd95"])
 
 
-def test_hd95_handler_measures_millimetres_on_an_anisotropic_grid():
-    """On a 0.8 x 0.8 x 3 mm grid a 2-voxel shift along z is 6 mm; MONAI's own handler says 2 (voxels)."""
-    pred, label = cube_pair(shift=2)
-    affine = torch.diag(torch.tensor([0.8, 0.8, 3.0, 1.0]))
-    assert hd95(HausdorffDistance(include_background=False, percentile=95), pred, label) == pytest.approx(2.0)
+def hd95_by_brute_force(pred: np.ndarray, label: np.ndarray, spacing) -> float:
+    """The symmetric 95th-percentile surface distance of two masks, without MONAI: surface voxels are the mask minus
+    its erosion, and every surface voxel's distance (in mm) to the other surface is the minimum over all pairs."""
+    surfaces = [np.argwhere(m & ~ndimage.binary_erosion(m)) * np.asarray(spacing, float) for m in (pred, label)]
+    distances = np.linalg.norm(surfaces[0][:, None] - surfaces[1][None], axis=-1)
+    return max(np.percentile(distances.min(1), 95), np.percentile(distances.min(0), 95))
+
+
+SPACING = (0.8, 1.5, 3.0)  # a different spacing per axis: swapped axes or voxel units give other distances
+HD95_SHIFTS = [  # (name, shift in voxels, HD95 in mm where it is simply shift x spacing along one axis)
+    ("x", (2, 0, 0), 1.6),
+    ("y", (0, 2, 0), 3.0),
+    ("z", (0, 0, 2), 6.0),
+    ("x, y and z", (2, 1, 1), None),
+]
+
+
+@pytest.mark.parametrize("shift, millimetres", [row[1:] for row in HD95_SHIFTS], ids=[row[0] for row in HD95_SHIFTS])
+def test_hd95_handler_measures_millimetres_on_an_anisotropic_grid(shift, millimetres):
+    """On a 0.8 x 1.5 x 3 mm grid, a cube moved along each axis (and along all three): HD95 in millimetres, as a
+    brute-force computation gives (and, along one axis, the shift times that axis' spacing); MONAI's own handler
+    gives voxels."""
+    pred, label = cube_pair(shift)
+    masks = pred[1].numpy() > 0, label[1].numpy() > 0
+    expected = hd95_by_brute_force(*masks, SPACING)
+    if millimetres is not None:
+        assert expected == pytest.approx(millimetres)
+    voxels = hd95_by_brute_force(*masks, (1, 1, 1))
+    assert not np.isclose(expected, voxels)
+    assert hd95(HausdorffDistance(include_background=False, percentile=95), pred, label) == pytest.approx(voxels)
     metric = HausdorffDistanceMM(include_background=False, percentile=95)
-    assert hd95(metric, pred, MetaTensor(label, affine=affine)) == pytest.approx(6.0)
+    affine = torch.diag(torch.tensor([*SPACING, 1.0]))
+    assert hd95(metric, pred, MetaTensor(label, affine=affine)) == pytest.approx(expected)
     with pytest.raises(ValueError, match="needs each label as a MetaTensor"):
         hd95(metric, pred, label)
 
