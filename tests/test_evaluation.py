@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
-from scipy import ndimage
 from monai.data import MetaTensor
 from monai.handlers import HausdorffDistance
+from scipy import ndimage
 
 from bundle_helpers import (
     TINY_INFER,
