@@ -110,10 +110,19 @@ def test_lrbm_gradient_identity():
     torch.testing.assert_close(conv.weight.grad, mask * w_eff.grad, rtol=1e-6, atol=1e-8)
 
 
-GENERATOR_SETTINGS = [
+ALL_GENERATOR_SETTINGS = [
     dict(generator_layers=layers, generator_kernel_size=kernel, generator_channels=channels, generator_norm_affine=norm)
     for layers, kernel, channels, norm in itertools.product((1, 2, 3), (1, 3, 5, 7), ("shared", "depthwise"), GENERATOR_NORM_AFFINE)
 ]
+
+
+def has_no_learnable_parameter(setting: dict) -> bool:
+    """A 1³ generator conv (left out) with a norm without affine: refused by ``ReparamDepthwiseConv3d``."""
+    return setting["generator_norm_affine"] == "none" and setting["generator_kernel_size"] == 1
+
+
+GENERATOR_SETTINGS = [s for s in ALL_GENERATOR_SETTINGS if not has_no_learnable_parameter(s)]
+REFUSED_GENERATOR_SETTINGS = [s for s in ALL_GENERATOR_SETTINGS if has_no_learnable_parameter(s)]
 
 
 def gradients(module: torch.nn.Module, x: torch.Tensor) -> dict:
@@ -127,10 +136,6 @@ def test_every_generator_parameter_gets_a_gradient_far_above_round_off(setting, 
     """After one step, each parameter's float32 gradient must equal its float64 gradient to 1e-3 relative: a
     parameter that cannot learn (e.g. a conv bias that the following norm cancels) has an exactly zero gradient,
     so its float32 "gradient" is round-off, 10⁸ times its float64 value (measured with 0.1's generator)."""
-    if setting["generator_norm_affine"] == "none" and setting["generator_kernel_size"] == 1:
-        with pytest.raises(ValueError, match="without a learnable parameter"):
-            ReparamDepthwiseConv3d(2, 7, reparam="lrbm", **setting)
-        return
     torch.manual_seed(0)
     conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", **setting)
     x = torch.randn(1, 2, 8, 8, 8)
@@ -154,16 +159,21 @@ def test_two_forwards_without_step_are_identical_and_weight_untouched():
     assert torch.equal(net.encoder.stages[0][0].conv.weight, w0)
 
 
-@pytest.mark.parametrize("norm", GENERATOR_NORM_AFFINE)
-@pytest.mark.parametrize("layers", [1, 2, 3])
-@pytest.mark.parametrize("gen_kernel", [1, 3, 5, 7])
-def test_generator_ablation_settings(layers, gen_kernel, norm):
-    if norm == "none" and gen_kernel == 1:
-        return  # refused, see test_every_generator_parameter_gets_a_gradient_far_above_round_off
-    conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", generator_layers=layers, generator_kernel_size=gen_kernel, generator_norm_affine=norm)
+@pytest.mark.parametrize("setting", REFUSED_GENERATOR_SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_generator_without_a_learnable_parameter_is_refused(setting):
+    with pytest.raises(ValueError, match="without a learnable parameter"):
+        ReparamDepthwiseConv3d(2, 7, reparam="lrbm", **setting)
+
+
+@pytest.mark.parametrize("setting", GENERATOR_SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_generator_ablation_settings(setting):
+    """The generator has ``generator_layers`` convs of the asked size (none for 1³) and starts at the prior."""
+    conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", **setting)
+    layers, kernel = setting["generator_layers"], setting["generator_kernel_size"]
     convs = [m for m in conv.mask.generator.modules() if isinstance(m, torch.nn.Conv3d)]
-    assert len(convs) == (0 if gen_kernel == 1 else layers) and all(c.kernel_size == (gen_kernel,) * 3 for c in convs)
-    torch.testing.assert_close(conv.mask(), conv.mask.prior(), rtol=0, atol=0)
+    assert len(convs) == (0 if kernel == 1 else layers) and all(c.kernel_size == (kernel,) * 3 for c in convs)
+    mask = conv.mask()  # one per channel with generator_channels="depthwise"
+    torch.testing.assert_close(mask, conv.mask.prior().expand_as(mask), rtol=0, atol=0)
 
 
 def _trained_tiny(model, steps=2, shape=(32, 32, 32)):
