@@ -57,12 +57,14 @@ def test_next_sample_strategies(served):
     assert client.next_sample("random", {})["id"] == "ct_sm"
 
 
+@pytest.mark.latest_stack
 @pytest.mark.parametrize("model", ["amos_ct", "kits"])
 def test_infer_returns_label_in_input_geometry(served, model):
-    """Auto-segmentation as Slicer's "Run" asks for it; the bundles resample with Spacingd (see docs: MONAI 1.6)."""
+    """Auto-segmentation as Slicer's "Run" asks for it; the bundles resample with the Spacingd that MONAI 1.6 runs
+    under MONAI Label (``rep3d_networks.reliability.Spacingd``; ``make test-latest`` runs this on MONAI 1.6)."""
     _, client, bundles, studies = served
     preprocessing = json.loads((bundles / model / "configs" / "inference.json").read_text())["preprocessing"]
-    assert "Spacingd" in [t["_target_"] for t in preprocessing["transforms"]]
+    assert "rep3d_networks.reliability.Spacingd" in [t["_target_"] for t in preprocessing["transforms"]]
     label_file, params = client.infer(model, "ct_sm", {})
     check_label(label_file, studies / "ct_sm.nii.gz", len(channel_names(bundles / model)) + 1)
     assert params["label_names"] == channel_names(bundles / model)
@@ -110,6 +112,7 @@ def test_untrained_model_refuses_inference_until_weights_appear(served):
     check_label(label_file, studies / "ct_sm.nii.gz", 3)
 
 
+@pytest.mark.latest_stack
 def test_upload_label_train_and_infer_with_new_weights(served, shared_data, tmp_path):
     """Upload, "Submit Label", "Train", then the next "Run" uses the new checkpoint without a restart."""
     server, client, bundles, studies = served

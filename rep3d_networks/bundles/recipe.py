@@ -326,7 +326,8 @@ def inference(data: DatasetSpec) -> Config:
             target("EnsureChannelFirstd", keys="image"),
             target("rep3d_networks.reliability.ValidateVolumed", keys="image", label_key=None, max_voxels="@max_voxels"),
             target("Orientationd", keys="image", axcodes="RAS"),
-            target("Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
+            # MONAI's Spacingd, safe under MONAI Label with MONAI 1.6 (see rep3d_networks.reliability.Spacingd)
+            target("rep3d_networks.reliability.Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
             *intensity_transforms(),
             # the body crop of training and evaluation: without it the network sees windows of air it never saw
             # (on the quickstart phantom inferred Dice fell from 0.90 to 0.55); the output stage inverts it

@@ -1,7 +1,7 @@
 """Reliability: clear errors for unusable inputs, atomic checkpoints, resuming interrupted training.
 
 * :class:`LoadVolumed`, :class:`ValidateVolumed`: bundle preprocessing transforms whose errors
-  (:class:`VolumeError`) name the file and the problem;
+  (:class:`VolumeError`) name the file and the problem; :class:`Spacingd`: MONAI's, also under MONAI Label on MONAI 1.6;
 * :func:`load_volume`, :func:`check_volume`, :func:`check_geometry`, :func:`check_label_values`, :func:`check_same_grid`: the same checks
   as functions (used by the MONAI Label app on uploads);
 * :class:`AtomicCheckpointSaver`, :class:`ResumeCheckpointLoader`, :func:`resume_checkpoint`: checkpoints written
@@ -29,7 +29,7 @@ from rep3d_networks.reliability.checks import (
 from rep3d_networks.reliability.errors import VolumeError, find_volume_error, volume_error_message
 from rep3d_networks.reliability.loading import describe_load_error, load_volume
 from rep3d_networks.reliability.outputs import InvertToLabelsd, background_outside_crop, output_root
-from rep3d_networks.reliability.transforms import LoadVolumed, ValidateVolumed
+from rep3d_networks.reliability.transforms import LoadVolumed, Spacingd, ValidateVolumed
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -37,6 +37,7 @@ __all__ = [
     "InvertToLabelsd",
     "LoadVolumed",
     "ResumeCheckpointLoader",
+    "Spacingd",
     "ValidateVolumed",
     "VolumeError",
     "background_outside_crop",

@@ -1,4 +1,4 @@
-"""MONAI dictionary transforms for the bundles' preprocessing: loading and validating input volumes."""
+"""MONAI dictionary transforms for the bundles' preprocessing: loading, validating and resampling input volumes."""
 
 import os
 from typing import Any, Hashable, Mapping, Optional
@@ -6,6 +6,7 @@ from typing import Any, Hashable, Mapping, Optional
 import nibabel as nib
 from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform
+from monai.transforms import Spacingd as MonaiSpacingd
 
 from rep3d_networks.reliability.checks import (
     check_geometry,
@@ -136,3 +137,24 @@ class ValidateVolumed(MapTransform):
         check_same_grid(
             image.affine, image.shape[1:], image_path, label.affine, label.shape[1:], label_path, self.tolerance
         )
+
+
+class Spacingd(MonaiSpacingd):
+    """MONAI's ``Spacingd`` that also runs inside MONAI Label with MONAI 1.6.
+
+    After resampling an image read from NIfTI, MONAI 1.6's ``Spacingd`` copies the image's metadata into every entry
+    of the data whose key starts with ``"<key>_"`` (meant for ``image_meta_dict``) with ``dict.update``. MONAI Label
+    0.8.5 (``BasicInferTask.__call__``) keeps the request's file name in the same data as ``image_path``, a ``str``,
+    so every inference request of a bundle resampling ``image`` failed with ``AttributeError: 'str' object has no
+    attribute 'update'`` (in our app and in MONAI Label's own ``BundleInferTask``). Here such entries that are not
+    mappings are set aside while MONAI's transform runs and put back unchanged; MONAI 1.5, which updates no entry,
+    gives the same result with or without them.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: Optional[bool] = None) -> dict:
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        aside = {k: v for k, v in data.items()
+                 if isinstance(k, str) and k.startswith(prefixes) and not isinstance(v, Mapping)}
+        d = super().__call__({k: v for k, v in data.items() if k not in aside}, lazy=lazy)
+        d.update(aside)
+        return d
