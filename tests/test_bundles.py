@@ -151,7 +151,7 @@ def test_train_evaluate_infer_on_phantom(name, tmp_path):
     _train_evaluate_infer(name, "phantom", tmp_path)
 
 
-@pytest.mark.parametrize("name", BUNDLES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.latest_stack) if n == "amos_ct" else n for n in BUNDLES])
 def test_train_evaluate_infer_on_real_data(name, tmp_path, shared_data):
     _train_evaluate_infer(name, "real", tmp_path, shared_data)
 

@@ -224,6 +224,7 @@ print("LABEL", label)
 """
 
 
+@pytest.mark.latest_stack
 def test_downloaded_zip_runs_where_the_package_cannot_be_imported(tmp_path):
     """The zip carries the code its configs import: downloaded and run by MONAI (CLI and MONAI Label's bundle task)
     in a process that cannot import this repository's package; without the vendored code the same run fails."""
