@@ -1,12 +1,16 @@
 """The five MONAI bundles, run through ``monai.bundle`` on phantom and real data (issue #4)."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+from typing import Dict
 
 import pytest
 from monai.bundle import ConfigWorkflow, verify_metadata
+from packaging.version import Version
 
 from bundle_helpers import (
     BUNDLES,
@@ -70,6 +74,29 @@ def test_render_command_finds_and_fixes_a_hand_edit(tmp_path, capsys):
     assert bundles_main(["render", "--bundles_dir", str(bundles)]) == 0
     assert render(str(bundles), check=True) == []
     assert json.loads(train.read_text())["num_classes"] == 4
+
+
+PIN = re.compile(r"^([A-Za-z0-9_.-]+)(\[[^]]*\])?==([^\s;#]+)")
+STACKS = ("requirements.txt", "requirements-latest.txt")  # `make test`, `make test-latest`
+
+
+def pinned(requirements: Path) -> Dict[str, str]:
+    """``{name: version}`` of the ``name==version`` lines of a requirements file (extras dropped)."""
+    return {m[1].lower(): m[3] for m in map(PIN.match, requirements.read_text().splitlines()) if m}
+
+
+@pytest.mark.parametrize("name", ALL_BUNDLES)
+def test_metadata_states_the_versions_both_stacks_pin(name):
+    """``tested_versions`` are the pins of the two stacks the suite runs on; ``monai_version``, ``pytorch_version``
+    and the packages requirements.txt pins are its versions (the lowest: MONAI warns below ``monai_version``)."""
+    stacks = [pinned(REPO_ROOT / stack) for stack in STACKS]
+    meta = json.loads((REPO_ROOT / "bundles" / name / "configs" / "metadata.json").read_text())
+    tested = meta["tested_versions"]
+    assert {"monai", "torch", "pytorch-ignite", "monailabel"} <= set(tested)
+    assert tested == {pkg: sorted({stack[pkg] for stack in stacks}, key=Version) for pkg in tested}
+    assert (meta["monai_version"], meta["pytorch_version"]) == (stacks[0]["monai"], stacks[0]["torch"])
+    packages = {**meta["required_packages_version"], **meta["optional_packages_version"], **meta["supported_apps"]}
+    assert {k: v for k, v in packages.items() if k in stacks[0]} == {k: stacks[0][k] for k in packages if k in stacks[0]}
 
 
 # What the model zoo's ci/verify_bundle.py requires of the configs (its min mode; the schema is checked above).

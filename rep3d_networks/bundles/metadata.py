@@ -7,10 +7,16 @@ from rep3d_networks.bundles.recipe import Config
 from rep3d_networks.bundles.specs import DEEPEDIT_REFERENCES, METHOD_REFERENCES, VERSION, BundleSpec
 
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
-# Versions the bundles are tested with (requirements.txt); every name is a PyPI package.
-REQUIRED = {"nibabel": "5.4.2", "pytorch-ignite": "0.4.11", "tensorboard": "2.21.0", "scipy": "1.17.1"}
+# Versions the suite runs on: the pinned stack (requirements.txt, `make test`) and the newest one
+# (requirements-latest.txt, `make test-latest`), lowest first; tests/test_bundles.py checks them against both files.
+# ``monai_version`` and ``pytorch_version`` are the lowest: MONAI warns when the installed MONAI is older.
+TESTED = {"monai": ["1.5.2", "1.6.1"], "torch": ["2.14.1", "2.15.0"], "pytorch-ignite": ["0.4.11", "0.5.5"],
+          "monailabel": ["0.8.5"]}
+# Versions of requirements.txt's stack; every name is a PyPI package.
+REQUIRED = {"nibabel": "5.4.2", "pytorch-ignite": TESTED["pytorch-ignite"][0], "tensorboard": "2.21.0", "scipy": "1.17.1"}
 DEEPEDIT_REQUIRED = {"scikit-image": "0.26.0"}
-OPTIONAL = {"fire": "0.7.1", "matplotlib": "3.11.2", "monailabel": "0.8.5", "onnx": "1.23.2", "onnxruntime": "1.32.0"}
+OPTIONAL = {"fire": "0.7.1", "matplotlib": "3.11.2", "monailabel": TESTED["monailabel"][0], "onnx": "1.23.2",
+            "onnxruntime": "1.32.0"}
 IMAGE = {"CT": ("hounsfield", "single channel CT volume, Hounsfield units"),
          "MRI": ("magnitude", "single channel MRI volume, MR signal intensity")}
 MARKER = "<!-- rendered by `python -m rep3d_networks.bundles render` from rep3d_networks/data/specs.py: {} -->"
@@ -72,12 +78,13 @@ def metadata(spec: BundleSpec) -> Config:
         "schema": SCHEMA,
         "version": VERSION,
         "changelog": {VERSION: text["changelog"]},
-        "monai_version": "1.5.2",
-        "pytorch_version": "2.14.1",
+        "monai_version": TESTED["monai"][0],
+        "pytorch_version": TESTED["torch"][0],
         "numpy_version": "1.26.4",
         "required_packages_version": required,
         "optional_packages_version": optional,
-        "supported_apps": {"monailabel": "0.8.5"},
+        "tested_versions": TESTED,
+        "supported_apps": {"monailabel": TESTED["monailabel"][-1]},
         "name": text["name"],
         "task": text["task"],
         "description": text["description"],
