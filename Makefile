@@ -2,6 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Python versions each stack is tested on (README "Installation notes"), checked before its venv is created:
+# Python 3.11.0-3.11.3 (e.g. Debian 12's 3.11.2) cannot import pytorch-ignite 0.4.11 (a CPython enum bug fixed in
+# 3.11.4; ignite 0.4.12+ works around it), torch 2.15 needs Python 3.11, numpy 1.26 (numpy<2) has no wheels for 3.13.
+PYTHON_MIN := 3.11.4
+PYTHON_MIN_LATEST := 3.11.0
+PYTHON_BELOW := 3.13
+check_python = @$(PYTHON) -c 'import sys; v = sys.version_info[:3]; lo, hi = (tuple(map(int, s.split("."))) for s in \
+	("$(1)", "$(PYTHON_BELOW)")); sys.exit(None if lo <= v < hi else "$(PYTHON) is Python %d.%d.%d; $(2) supports Python \
+	$(1) up to (not including) $(PYTHON_BELOW) (README: Installation notes)" % v)'
 # The "current" stack (requirements-latest.txt: newest MONAI, ignite, torch) in a venv of its own.
 VENV_LATEST ?= .venv-latest
 PY_LATEST := $(VENV_LATEST)/bin/python
@@ -9,6 +18,7 @@ PY_LATEST := $(VENV_LATEST)/bin/python
 .PHONY: install test install-latest test-latest quickstart real-ct-model gpu-prepare gpu-check gpu-check-dry
 
 $(VENV)/.installed: requirements.txt pyproject.toml
+	$(call check_python,$(PYTHON_MIN),requirements.txt)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt
 	touch $@
@@ -21,6 +31,7 @@ test: install
 # PIP_CONSTRAINT=/dev/null: the pins are the whole constraint here (a machine-wide pip constraint capping torch
 # below the pinned release would make the install fail).
 $(VENV_LATEST)/.installed: requirements-latest.txt pyproject.toml
+	$(call check_python,$(PYTHON_MIN_LATEST),requirements-latest.txt)
 	$(PYTHON) -m venv $(VENV_LATEST)
 	PIP_CONSTRAINT=/dev/null $(PY_LATEST) -m pip install -r requirements-latest.txt
 	touch $@

@@ -1,12 +1,9 @@
 """The five MONAI bundles, run through ``monai.bundle`` on phantom and real data (issue #4)."""
 
 import json
-import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
-from typing import Dict
 
 import pytest
 from monai.bundle import ConfigWorkflow, verify_metadata
@@ -25,6 +22,7 @@ from bundle_helpers import (
     prepare_bundle,
     run_bundle,
 )
+from stack_helpers import STACKS, pins
 from rep3d_networks.bundles import all_bundle_specs, get_bundle_spec, render
 from rep3d_networks.bundles.__main__ import main as bundles_main
 
@@ -76,20 +74,11 @@ def test_render_command_finds_and_fixes_a_hand_edit(tmp_path, capsys):
     assert json.loads(train.read_text())["num_classes"] == 4
 
 
-PIN = re.compile(r"^([A-Za-z0-9_.-]+)(\[[^]]*\])?==([^\s;#]+)")
-STACKS = ("requirements.txt", "requirements-latest.txt")  # `make test`, `make test-latest`
-
-
-def pinned(requirements: Path) -> Dict[str, str]:
-    """``{name: version}`` of the ``name==version`` lines of a requirements file (extras dropped)."""
-    return {m[1].lower(): m[3] for m in map(PIN.match, requirements.read_text().splitlines()) if m}
-
-
 @pytest.mark.parametrize("name", ALL_BUNDLES)
 def test_metadata_states_the_versions_both_stacks_pin(name):
     """``tested_versions`` are the pins of the two stacks the suite runs on; ``monai_version``, ``pytorch_version``
     and the packages requirements.txt pins are its versions (the lowest: MONAI warns below ``monai_version``)."""
-    stacks = [pinned(REPO_ROOT / stack) for stack in STACKS]
+    stacks = [pins(stack) for stack in STACKS]
     meta = json.loads((REPO_ROOT / "bundles" / name / "configs" / "metadata.json").read_text())
     tested = meta["tested_versions"]
     assert {"monai", "torch", "pytorch-ignite", "monailabel"} <= set(tested)

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from bundle_helpers import REPO_ROOT
+from stack_helpers import pins
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -59,16 +60,6 @@ def test_without_cuda_the_full_check_refuses_with_a_clear_error(tmp_path, shared
     result, report = run_check(tmp_path, shared_data, timeout=120)
     assert result.returncode == 2 and "no CUDA device" in result.stderr and "--dry-run" in result.stderr
     assert not report.exists()
-
-
-def pins(path):
-    """``name -> version`` of the ``name==version`` lines (extras and comments dropped, names normalised)."""
-    found = {}
-    for line in path.read_text().splitlines():
-        match = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s#;]+)", line.strip())
-        if match:
-            found[match.group(1).lower().replace("_", "-")] = match.group(3)
-    return found
 
 
 def test_gpu_wheels_are_pinned_as_the_requirements():
