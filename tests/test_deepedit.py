@@ -15,7 +15,7 @@ from monai.bundle import ConfigParser, verify_metadata
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 
 from app_helpers import CT, TINY, TINY_INFERENCE, save_random_weights, write_overrides
-from bundle_helpers import REPO_ROOT, check_label_matches_image, copy_bundle, run_bundle
+from bundle_helpers import REPO_ROOT, check_label_matches_image, copy_bundle, make_dataset, run_bundle
 from rep3d_networks.deepedit import GuidanceToImageGridd, map_points
 
 DEEPEDIT_BUNDLES = {"amos_ct_deepedit": "amos_ct", "kits_deepedit": "kits"}  # -> the bundle with the same classes
@@ -62,6 +62,28 @@ def write_oblique_phantom(path: Path, bright_voxel) -> np.ndarray:
     volume[tuple(bright_voxel)] = 1000.0
     nib.save(nib.Nifti1Image(volume, affine), str(path))
     return affine
+
+
+def most_common_organ(label) -> int:
+    values, counts = np.unique(np.asarray(label), return_counts=True)
+    return int(values[values > 0][np.argmax(counts[values > 0])])
+
+
+@pytest.mark.latest_stack
+def test_training_keeps_the_label_values_and_label_names(tmp_path):
+    """The DeepEdit training transforms keep the file's label values (MONAI 1.6's ``NormalizeLabelsInDatasetd``
+    renumbers them alphabetically) and a ``label_names`` of the bundle's classes only (MONAI 1.6's ``Spacingd``
+    copied the NIfTI header into it and the click transforms failed)."""
+    data_dir = make_dataset("amos_ct", "phantom", tmp_path / "data")
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundles" / "amos_ct_deepedit" / "configs" / "train.json"))
+    parser["pixdim"] = [4.0, 4.0, 4.0]
+    image = sorted((data_dir / "imagesTr").glob("*.nii.gz"))[0]
+    label = data_dir / "labelsTr" / image.name
+    transforms = parser.get_parsed_content("train#deterministic_transforms") + parser.get_parsed_content("train#guidance_transforms")
+    data = Compose(transforms)({"image": str(image), "label": str(label)})
+    assert data["label_names"] == parser["label_names"]
+    assert most_common_organ(data["label"]) == most_common_organ(nib.load(str(label)).dataobj) == 6  # the liver
 
 
 def test_clicks_follow_orientation_and_resampling(tmp_path):

@@ -113,6 +113,7 @@ def test_background_click_reaches_the_network(served, liver_voxel):
     assert not np.array_equal(automatic, background)
 
 
+@pytest.mark.latest_stack
 def test_train_deepedit_through_the_server(served, shared_data, tmp_path, liver_voxel):
     """Upload, "Submit Label", "Train" (simulated clicks in every iteration), then clicks use the new weights."""
     server, client, bundles, studies = served

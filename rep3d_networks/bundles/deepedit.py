@@ -75,7 +75,7 @@ def train(base: Config, data: DatasetSpec) -> Config:
     config["network_def"] = {**base["network_def"], "in_channels": IN_CHANNELS}
     section = dict(base["train"])
     section["deterministic_transforms"] = inserted(section["deterministic_transforms"], "rep3d_networks.reliability.ValidateVolumed",
-                                                   [target("NormalizeLabelsInDatasetd", keys="label", label_names="@label_names")])
+                                                   [target("rep3d_networks.deepedit.LabelNamesd", keys="label", label_names="@label_names")])
     guidance = [
         target("FindAllValidSlicesMissingLabelsd", keys="label", sids="sids"),
         target("AddInitialSeedPointMissingLabelsd", keys="label", guidance="guidance", sids="sids"),

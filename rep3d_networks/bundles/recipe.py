@@ -69,7 +69,8 @@ def train_transforms() -> Config:
         target("EnsureChannelFirstd", keys=KEYS),
         target("rep3d_networks.reliability.ValidateVolumed", keys=KEYS, label_key="label", num_classes="@num_classes"),
         target("Orientationd", keys=KEYS, axcodes="RAS"),
-        target("Spacingd", keys=KEYS, pixdim="@pixdim", mode=["bilinear", "nearest"]),
+        # MONAI's Spacingd, safe with DeepEdit's label_names on MONAI 1.6 (see rep3d_networks.reliability.Spacingd)
+        target("rep3d_networks.reliability.Spacingd", keys=KEYS, pixdim="@pixdim", mode=["bilinear", "nearest"]),
         *intensity_transforms(),
         target("CropForegroundd", keys=KEYS, source_key="image", allow_smaller=True),
         target("SpatialPadd", keys=KEYS, spatial_size="@roi_size"),
@@ -326,7 +327,7 @@ def inference(data: DatasetSpec) -> Config:
             target("EnsureChannelFirstd", keys="image"),
             target("rep3d_networks.reliability.ValidateVolumed", keys="image", label_key=None, max_voxels="@max_voxels"),
             target("Orientationd", keys="image", axcodes="RAS"),
-            # MONAI's Spacingd, safe under MONAI Label with MONAI 1.6 (see rep3d_networks.reliability.Spacingd)
+            # MONAI's Spacingd, safe under MONAI Label on MONAI 1.6 (see rep3d_networks.reliability.Spacingd)
             target("rep3d_networks.reliability.Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
             *intensity_transforms(),
             # the body crop of training and evaluation: without it the network sees windows of air it never saw

@@ -74,3 +74,29 @@ class GuidanceToImageGridd(MapTransform):
         mapped = np.rint(map_points(clicks, source, target)).astype(int)
         inside = np.all((mapped >= 0) & (mapped < shape), axis=1)
         return mapped[inside].tolist()
+
+
+class LabelNamesd(MapTransform):
+    """Puts DeepEdit's ``label_names`` (label name -> value) in the data, leaving the label's values as they are.
+
+    MONAI's ``NormalizeLabelsInDatasetd`` renumbers the labels 1, 2, ... in the order of ``label_names`` up to
+    MONAI 1.5, but in alphabetical order of the names from MONAI 1.6 (``RemapLabelsToSequentiald``): with 1.6 the
+    AMOS liver (6) would be trained as channel 9 while ``metadata.json`` and the inference's clicks say 6. The
+    bundles' labels already hold the values of ``label_names`` (``ValidateVolumed`` checks them), so they need no
+    renumbering, only the dictionary that DeepEdit's transforms read.
+
+    Args:
+        keys: the label key (only checked for presence, unless ``allow_missing_keys``).
+        label_names: ``{name: value}``, background included.
+        allow_missing_keys: do not fail when the label is absent.
+    """
+
+    def __init__(self, keys: Hashable, label_names: Mapping[str, int], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_names = dict(label_names)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> Dict[Hashable, object]:
+        d = dict(data)
+        for _ in self.key_iterator(d):
+            d["label_names"] = dict(self.label_names)
+        return d

@@ -1,7 +1,7 @@
 """Reliability: clear errors for unusable inputs, atomic checkpoints, resuming interrupted training.
 
 * :class:`LoadVolumed`, :class:`ValidateVolumed`: bundle preprocessing transforms whose errors
-  (:class:`VolumeError`) name the file and the problem; :class:`Spacingd`: MONAI's, also under MONAI Label on MONAI 1.6;
+  (:class:`VolumeError`) name the file and the problem; :class:`Spacingd`: MONAI's, also under MONAI Label and DeepEdit on MONAI 1.6;
 * :func:`load_volume`, :func:`check_volume`, :func:`check_geometry`, :func:`check_label_values`, :func:`check_same_grid`: the same checks
   as functions (used by the MONAI Label app on uploads);
 * :class:`AtomicCheckpointSaver`, :class:`ResumeCheckpointLoader`, :func:`resume_checkpoint`: checkpoints written
