@@ -9,6 +9,8 @@ Examples::
     python -m rep3d_networks.analysis erf --output_dir out/erf_bundle --config bundles/amos_ct/configs/train.json \\
         --checkpoint bundles/amos_ct/models/model.pt
     python -m rep3d_networks.analysis convergence --output_dir out/convergence
+    python -m rep3d_networks.analysis clicks --server_url http://127.0.0.1:8000 --references /data/ct_labels \\
+        --output_dir out/clicks
 """
 
 import json
@@ -21,6 +23,8 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from rep3d_networks.analysis.clicks import run_annotator
+from rep3d_networks.analysis.clicks_report import write_clicks_report
 from rep3d_networks.analysis.convergence import (
     MODELS, StudySettings, describe, fitting_cap, measure_timing, model_parameters, run_study, time_plan, worker_pool,
 )
@@ -319,6 +323,43 @@ def convergence(
     return announce(paths)
 
 
+def clicks(
+    server_url: str,
+    references: str,
+    output_dir: str,
+    models=None,
+    organs=None,
+    max_clicks: int = 10,
+) -> Dict[str, str]:
+    """Simulated annotator: Dice against clicks of the models of a running MONAI Label server (see docs/interactive.md).
+
+    Per image of --references, model and organ: the answer without clicks, then one corrective click per round at the
+    voxel deepest inside the largest error region (missed → the organ, false → background), all clicks sent again as
+    3D Slicer does (rep3d_networks.analysis.clicks). Writes clicks.md/.json/.png: mean Dice after 0, 1, 2, 3, 5, 10
+    clicks per organ and overall, NoC@80/85/90, seconds per click, and the curve checks (a click-taking model whose
+    curve stays flat, any step where it falls), which are also printed as FLAG lines.
+
+    Args:
+        server_url: The running server, e.g. http://127.0.0.1:8000.
+        references: Folder of reference labels named <image id>.nii.gz (image ids of the server's studies), each on
+            its image's voxel grid, with the label values of the models.
+        output_dir: Folder for the results.
+        models: Comma-separated model names (default: every model the server lists).
+        organs: Comma-separated label names (default: every label of a model other than background that the
+            reference holds).
+        max_clicks: Clicks per (image, organ).
+    """
+    results = run_annotator(
+        server_url, Path(references), as_tuple(models) if models else None, as_tuple(organs) if organs else None, int(max_clicks)
+    )
+    summary, paths = write_clicks_report(results, Path(output_dir))
+    print(paths["markdown"].read_text())
+    for check in summary["curve_checks"].values():
+        for message in check["flags"]:
+            print(f"[clicks] !!! FLAG {message}", flush=True)
+    return announce(paths)
+
+
 def commands() -> dict:
     """The CLI commands by name."""
-    return {"lr-field": lr_field, "erf": erf, "convergence": convergence}
+    return {"lr-field": lr_field, "erf": erf, "convergence": convergence, "clicks": clicks}

@@ -112,3 +112,19 @@ def plot_mask_montage(masks: List[Dict], path: Path) -> Path:
         axes[0, column].set_title(f"{short}\nβ={mask['beta']:.2f}", fontsize=7)
     fig.colorbar(image, ax=axes, shrink=0.8, label="M (central planes)")
     return save(fig, path)
+
+
+def plot_click_curves(curves: Dict[str, List[float]], path: Path) -> Path:
+    """``clicks``: mean Dice against the number of clicks (0 = the answer without clicks), one line per model."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for model, curve in curves.items():
+        ax.plot(np.arange(len(curve)), curve, marker="o", ms=3, label=model)
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mean Dice")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xticks(np.arange(max(len(c) for c in curves.values())) if curves else [])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, framealpha=0.9)
+    ax.set_title("Simulated annotator: mean Dice against clicks", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
