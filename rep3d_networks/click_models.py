@@ -59,9 +59,12 @@ MODELS = {  # model -> (copy's folder name, repository bundle, network overrides
     "dynunet": ("amos_ct_deepedit_dynunet", "amos_ct_deepedit", {"network_def": DYNUNET}),
     "auto": ("amos_ct", "amos_ct", SMALL_NETWORK),
 }
+TRAINED = "trained.json"
+"""Written in a copy when its training has finished (settings, best validation Dice, minutes): a copy without it is
+retrained, never served as if trained."""
 SETTINGS = {  # dataset -> (patch, learning rate, iterations)
-    "phantom": (quickstart.PATCH, quickstart.LEARNING_RATE, 1000),
-    "real_ct": (real_ct.PATCH, 3e-3, 800),
+    "phantom": (quickstart.PATCH, quickstart.LEARNING_RATE, quickstart.ITERATIONS),
+    "real_ct": (real_ct.PATCH, 3e-3, 600),
 }
 
 
@@ -122,6 +125,33 @@ def serve_ready(bundle: Path, overrides: Dict) -> None:
     ConfigParser.export_config_file(parser.get(), str(path), indent=4)
 
 
+def run_line() -> str:
+    """What the numbers depend on beyond the arguments: commit, torch, CPU, threads."""
+    return (f"rep3d_networks {real_ct.source_commit()}, torch {torch.__version__}, CPU {real_ct.cpu_name()}, "
+            f"{torch.get_num_threads()} torch thread(s)")
+
+
+def write_results(out: Path, dataset: str, seed: int) -> Path:
+    """``results.md``: one row per trained copy (from their :data:`TRAINED` records) and the settings that differ."""
+    rows, notes = [], []
+    for name in (folder for folder, _, _ in MODELS.values()):
+        path = out / "bundles" / name / TRAINED
+        if path.exists():
+            record = json.loads(path.read_text())
+            rows.append(f"| {name} | {record['model']} | {record['iterations']} | {record['best_validation_dice']:.3f} | "
+                        f"{record['training_minutes']:.1f} |")
+            notes.append(f"\n{name} ({record['run']}), settings that differ from the paper recipe:\n\n"
+                         + "".join(f"- {line}\n" for line in record["differences"]))
+    module = "quickstart" if dataset == "phantom" else "real_ct"
+    results = out / "results.md"
+    results.write_text(
+        f"# Click-study models, {dataset} (seed {seed}, the settings of rep3d_networks.{module})\n\n"
+        "| bundle copy | model | iterations | best validation Dice | training min |\n|---|---|---:|---:|---:|\n"
+        + "\n".join(rows) + "\n" + "".join(notes)
+    )
+    return results
+
+
 def main(
     dataset: str = "phantom",
     output_dir: str = None,
@@ -138,14 +168,13 @@ def main(
         dataset: ``phantom`` (the quickstart's settings) or ``real_ct`` (the real-CT model's settings).
         output_dir: where data, bundle copies and results go (default ``click_models_<dataset>``).
         models: comma-separated subset of ``rep3d`` (DeepEdit Rep3D), ``dynunet`` (DeepEdit DynUNet), ``auto``
-            (automatic Rep3D); a model whose copy exists is not trained again (several commands may share the folder).
-        iterations: training iterations of every model (default: 1000 phantom, 800 real CT).
+            (automatic Rep3D); a copy whose training finished is not trained again (several commands may share the folder).
+        iterations: training iterations of every model (default: 600, the quickstart's, on both).
         seed: data (phantom) and training seed.
         num_heldout: phantom only: held-out cases, drawn with another seed than the training phantom.
         num_threads: torch CPU threads (1: see ``rep3d_networks.ops``; 0 keeps torch's default).
         shared_data: real_ct only: the shared data folder (default ``$REP3D_SHARED_DATA`` or ``../shared/data``).
     """
-    start = time.perf_counter()
     if dataset not in SETTINGS:
         raise ValueError(f"dataset must be one of {sorted(SETTINGS)}, got {dataset!r}")
     names = models if isinstance(models, (list, tuple)) else str(models).split(",")  # fire parses "a,b" as a tuple
@@ -180,14 +209,13 @@ def main(
     if dataset == "real_ct":
         train[CROP] = class_balanced_crop(get_dataset_spec(DATASET).num_classes)
         train.update(class_weighted_sampling(class_counts(data_dir, datalist["training"])))
-    lines = []
     for model in chosen:
         name, source, network = MODELS[model]
         bundle = out / "bundles" / name
-        if (bundle / "models" / "model.pt").exists():
-            print(f"[click_models] {name}: {bundle / 'models' / 'model.pt'} exists, not trained again")
+        if (bundle / TRAINED).exists():
+            print(f"[click_models] {name}: trained already ({bundle / TRAINED}), not trained again")
             continue
-        shutil.rmtree(bundle, ignore_errors=True)  # a run killed before its checkpoint
+        shutil.rmtree(bundle, ignore_errors=True)  # a run stopped before the end: its early checkpoint is not the model
         shutil.copytree(REPO_BUNDLES / source, bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
         write_json_files({bundle / "configs" / datalist_filename(0): datalist}, overwrite=True)
         overrides = {**train, **network}
@@ -201,17 +229,12 @@ def main(
         best = train_copy(bundle, overrides)
         minutes = (time.perf_counter() - began) / 60
         serve_ready(bundle, {**network, **grid, "inferer#roi_size": patch})
-        lines.append(f"| {name} | {model} | {iterations} | {best:.3f} | {minutes:.1f} |")
-        (bundle / "differences.md").write_text("".join(f"- {line}\n" for line in differences))
+        record = {"model": model, "iterations": iterations, "best_validation_dice": best, "training_minutes": minutes,
+                  "differences": differences, "run": run_line()}
+        (bundle / TRAINED).write_text(json.dumps(record, indent=2))
         print(f"[click_models] {name}: best validation Dice {best:.3f} after {minutes:.1f} min")
 
-    results = out / f"results_{'_'.join(chosen)}.md"
-    results.write_text(
-        f"# Click-study models, {dataset} (seed {seed}, the settings of rep3d_networks.{'quickstart' if dataset == 'phantom' else 'real_ct'})\n\n"
-        "| bundle copy | model | iterations | best validation Dice | training min |\n|---|---|---:|---:|---:|\n"
-        + "\n".join(lines) + f"\n\nRun: {real_ct.source_commit()}, torch {torch.__version__}, CPU {real_ct.cpu_name()}, "
-        f"{torch.get_num_threads()} torch thread(s); {(time.perf_counter() - start) / 60:.1f} min in all.\n"
-    )
+    results = write_results(out, dataset, seed)
     print(f"[click_models] results: {results}\n[click_models] serve: python apps/rep3d/start_server.py --studies "
           f"{out / 'heldout' / 'images'} --conf bundles_dir {out / 'bundles'} --conf models "
           f"{','.join(MODELS[m][0] for m in MODELS)} --conf device cpu")

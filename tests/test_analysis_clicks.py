@@ -1,7 +1,7 @@
 """The simulated annotator (``python -m rep3d_networks.analysis clicks``, issue #26) through the real server.
 
 The click chooser is checked on small arrays. The command itself runs once, against one server (the app started as
-README.md says) serving three scratch models whose networks are :class:`click_models.ClickEcho` (no training needed):
+README.md says) serving three scratch models whose networks are :class:`click_echo.ClickEcho` (no training needed):
 
 * ``echo``: a copy of ``amos_ct_deepedit`` (type ``deepedit``) whose label is wherever its clicks are, so a correct
   annotator and correctly placed clicks make Dice rise with every click;
@@ -152,12 +152,12 @@ def store_as(source: Path, axcodes, target: Path) -> Path:
 
 
 def echo_bundle(source: str, listen: bool, name: str, bundles: Path, scratch: Path) -> None:
-    """A tiny copy of ``source`` named ``name`` whose network is :class:`click_models.ClickEcho` (no parameters:
+    """A tiny copy of ``source`` named ``name`` whose network is :class:`click_echo.ClickEcho` (no parameters:
     an empty state dict is its ``models/model.pt``, so the app lists it as trained)."""
     bundle = Path(shutil.move(make_tiny_bundle(source, scratch / name, with_weights=False), bundles / name))
     config = TESTS.parent / "bundles" / "amos_ct_deepedit" / "configs" / "inference.json"
     label_names = json.loads(config.read_text())["label_names"]
-    network = {"_target_": "click_models.ClickEcho", "label_names": label_names, "number_intensity_ch": 1, "listen": listen}
+    network = {"_target_": "click_echo.ClickEcho", "label_names": label_names, "number_intensity_ch": 1, "listen": listen}
     write_overrides(bundle / "configs" / "inference.json", {"network_def": network})
     (bundle / "models").mkdir()
     torch.save({}, bundle / "models" / "model.pt")
@@ -177,7 +177,7 @@ def measured(tmp_path_factory, shared_data, repo_root):
         store_as(shared_data / CT, axcodes, studies / f"{image_id}.nii.gz")
         store_as(label, axcodes, references / f"{image_id}.nii.gz")
     conf = {"models": ",".join(MODELS), "bundles_dir": str(bundles), "device": "cpu"}
-    python_path = os.pathsep.join(p for p in [str(TESTS), os.environ.get("PYTHONPATH", "")] if p)  # click_models
+    python_path = os.pathsep.join(p for p in [str(TESTS), os.environ.get("PYTHONPATH", "")] if p)  # click_echo
     env = {"PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
     server = Server(copy_app(repo_root, root / "app"), studies, conf, root, env)
     try:
