@@ -24,6 +24,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelUtils
 
 from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle
 from readme_helpers import fill, readme_command
@@ -158,11 +159,12 @@ class Server:
 
 @contextmanager
 def serve_app(
-    root: Path, repo_root: Path, study: Path, served: dict, env: Optional[dict] = None, launcher: Sequence[str] = ()
+    root: Path, repo_root: Path, study: Path, served: dict, env: Optional[dict] = None, launcher: Sequence[str] = (),
+    conf: Optional[dict] = None,
 ) -> Iterator[Tuple[Server, MONAILabelClient, Path, Path]]:
     """Runs the app on tiny copies of the ``served`` bundles (name -> starts with random weights) under ``root``, with
     ``study`` copied into the studies folder as ``ct_sm.nii.gz``; yields ``(server, client, bundles dir, studies dir)``.
-    ``env`` and ``launcher``: see :class:`Server`.
+    ``env`` and ``launcher``: see :class:`Server`; ``conf``: more ``--conf`` options (see :func:`app_conf`).
     """
     app = copy_app(repo_root, root / "app")
     bundles = root / "bundles"
@@ -171,13 +173,34 @@ def serve_app(
     studies = root / "studies"
     studies.mkdir()
     shutil.copy(study, studies / "ct_sm.nii.gz")
-    conf = {"models": ",".join(served), "bundles_dir": str(bundles), "device": "cpu"}
-    server = Server(app, studies, conf, root, env, launcher)
+    server = Server(app, studies, app_conf(served, bundles, conf), root, env, launcher)
     try:
         server.wait_until_up(SERVER_START_S)
         yield server, MONAILabelClient(server.url, tmpdir=str(root / "client")), bundles, studies
     finally:
         server.stop()
+
+
+def app_conf(served: dict, bundles: Path, extra: Optional[dict] = None) -> dict:
+    """The ``--conf`` options of :func:`serve_app`: the served models from ``bundles`` on the CPU, plus ``extra``."""
+    return {"models": ",".join(served), "bundles_dir": str(bundles), "device": "cpu", **(extra or {})}
+
+
+def task_status(server: Server, kind: str) -> dict:
+    """The latest ``train`` or ``scoring`` task of the server (``GET /<kind>/``, with the client's request helper)."""
+    status, response, _, _ = MONAILabelUtils.http_method("GET", server.url, f"/{kind}/")
+    assert status == 200, f"GET /{kind}/: {status} {response!r}"
+    return json.loads(response)
+
+
+def wait_for_task(server: Server, kind: str, timeout_s: float = TRAIN_S, expected: str = "DONE") -> dict:
+    """Polls :func:`task_status` until the task has ended; fails unless it ended ``expected``."""
+    deadline = time.monotonic() + timeout_s
+    while (status := task_status(server, kind))["status"] in ("SUBMITTED", "RUNNING"):
+        assert time.monotonic() < deadline, f"{kind} still running after {timeout_s} s:\n{server.log_tail()}"
+        time.sleep(0.5)
+    assert status["status"] == expected, f"{status}\n{server.log_tail()}"
+    return status
 
 
 def check_label(label_file: str, image_file: Path, num_classes: int) -> np.ndarray:

@@ -41,7 +41,8 @@ def test_info_lists_models_labels_and_training_state(served):
     server, client, bundles, _ = served
     info = client.info()
     assert set(info["models"]) == set(info["trainers"]) == set(SERVED)
-    assert set(info["strategies"]) == {"random", "first"}
+    entropy = {f"entropy_{name}" for name in SERVED}  # tests/test_app_scoring.py tests them
+    assert set(info["strategies"]) == {"random", "first"} | entropy and set(info["scoring"]) == entropy
     for name, with_weights in SERVED.items():
         model = info["models"][name]
         assert model["labels"] == channel_names(bundles / name)

@@ -74,6 +74,8 @@ def test_info_lists_deepedit_models_with_background(served):
     assert models["amos_ct_deepedit"]["trained"] and not models["kits_deepedit"]["trained"]
     trainer = info["trainers"]["amos_ct_deepedit"]["config"]
     assert trainer["deepgrow_probability_train"] == 0.4 and trainer["max_iterations"] > 0
+    assert set(info["scoring"]) == {"entropy_amos_ct"}  # uncertainty scoring for the automatic model only
+    assert set(info["strategies"]) == {"random", "first", "entropy_amos_ct"}
 
 
 def test_untrained_deepedit_model_is_refused(served):

@@ -6,6 +6,12 @@ and files that are not images (or labels on another grid) are stored and only fa
 Here every id and tag must be a plain name, uploads must be readable 3D single-channel volumes with finite
 values, an existing image is not replaced by different content, and a label must hold non-negative integers on
 its image's grid. Refusals are HTTP errors (400, 404, 409) whose message names the id and the problem.
+
+Several processes write ``datastore_v2.json``: the server (labels, uploads, strategy time stamps) and the
+background tasks MONAI Label starts as processes of their own (scoring stores its scores in the image info; a
+training run or a scoring run reconciles the file at start-up). Upstream writes its in-memory copy as it is, so a
+process that loaded the file before a label was saved would drop that label when it stores a score. Here info
+updates re-read the file under the datastore's lock before changing it, and uploads / labels re-read it first.
 """
 
 import logging
@@ -14,8 +20,9 @@ import tempfile
 from typing import Any, Dict
 
 from fastapi import HTTPException
+from filelock import FileLock
 from monailabel.config import settings
-from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.local import LocalDatastore, LocalDatastoreModel
 from monailabel.interfaces.datastore import Datastore
 from monailabel.utils.others.generic import file_checksum
 
@@ -88,6 +95,7 @@ class Rep3DDatastore(LocalDatastore):
             check_volume(load_volume(image_filename), image_filename)
         except VolumeError as error:
             raise invalid_upload(f"image {image_id!r}", error) from error
+        self._init_from_datastore_file()  # what other processes wrote since this one read the file
         existing = self.get_image_uri(image_id)
         if existing and os.path.isfile(existing) and file_checksum(existing) != file_checksum(image_filename):
             raise HTTPException(
@@ -112,6 +120,7 @@ class Rep3DDatastore(LocalDatastore):
             check_same_grid(image.affine, image.shape[1:], image_path, label.affine, label.shape[1:], label_filename)
         except VolumeError as error:
             raise invalid_upload(what, error) from error
+        self._init_from_datastore_file()  # keeps the scores another process stored since this one read the file
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
     def remove_image(self, image_id: str) -> None:
@@ -144,14 +153,34 @@ class Rep3DDatastore(LocalDatastore):
         return super().get_label_info(label_id, label_tag)
 
     def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        """Upstream's update on the latest ``datastore_v2.json`` (see the module docstring)."""
         check_name(image_id, "image id")
-        if not self.get_image_uri(image_id):
-            raise not_found(image_id)
-        super().update_image_info(image_id, info)
+        with FileLock(self._lock_file):
+            self._read_datastore_file()
+            obj = self._datastore.objects.get(image_id)
+            if obj is None:
+                raise not_found(image_id)
+            obj.image.info.update(info)
+            self._update_datastore_file(lock=False)
 
     def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
+        """Upstream's update on the latest ``datastore_v2.json`` (see the module docstring)."""
         check_name(label_id, "label id")
         check_name(label_tag, "label tag")
-        if not self.get_label_uri(label_id, label_tag):
-            raise HTTPException(status_code=404, detail=f"No label {label_tag!r} for image {label_id!r}.")
-        super().update_label_info(label_id, label_tag, info)
+        with FileLock(self._lock_file):
+            self._read_datastore_file()
+            label = self._datastore.label(label_id, label_tag)
+            if label is None:
+                raise HTTPException(status_code=404, detail=f"No label {label_tag!r} for image {label_id!r}.")
+            label.info.update(info)
+            self._update_datastore_file(lock=False)
+
+    def _read_datastore_file(self) -> None:
+        """Loads ``datastore_v2.json`` as upstream's ``_init_from_datastore_file`` does, for a caller that holds the
+        lock already (upstream's takes it, and a second ``FileLock`` on the same file in one process waits for
+        ever)."""
+        if os.path.exists(self._datastore_config_path):
+            with open(self._datastore_config_path) as stream:
+                self._datastore = LocalDatastoreModel.model_validate_json(stream.read())
+            self._datastore.base_path = self._datastore_path
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime

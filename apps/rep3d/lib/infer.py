@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 PRECISION = "precision"
 """The ``displayable_configs`` key of the inference precision (``rep3d_networks.precision``)."""
 
+NETWORK_OUTPUT = "network_output"
+"""Request key of the app's own callers (scoring): return the network's output instead of writing a label."""
+
 
 class Rep3DInferTask(BundleInferTask):
     """Automatic segmentation with a bundle's ``configs/inference.json``.
@@ -40,6 +43,10 @@ class Rep3DInferTask(BundleInferTask):
     ``sw_batch_size``, and ``precision``: ``auto`` | ``float32`` | ``bfloat16``) are per-request options, listed
     in the model's config for Slicer; ``precision`` is listed as a menu (the bundle's value first) and an unknown
     value is refused (``INVALID_INPUT``) before the image is read.
+
+    A request with :data:`NETWORK_OUTPUT` true (the app's scoring, not a client: ``Rep3DApp.infer`` refuses it)
+    stops after the sliding window: the result is ``(None, data)`` with the network's output (logits,
+    ``(C, *spatial)`` on the bundle's grid) under ``output_label_key``; no label post-processing, no file.
 
     Args:
         bundle: path of the bundle folder.
@@ -98,6 +105,8 @@ class Rep3DInferTask(BundleInferTask):
             )
         if PRECISION in self._config:
             request = {**request, PRECISION: self._request_precision(request)}
+        if request.get(NETWORK_OUTPUT):
+            request = {**request, "skip_writer": True}  # upstream BasicInferTask option: return the data
         try:
             return super().__call__(request, callbacks)
         except Exception as error:
@@ -105,6 +114,12 @@ class Rep3DInferTask(BundleInferTask):
             if message is None:
                 raise
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, message) from error
+
+    def post_transforms(self, data=None):
+        """The bundle's post-processing, none for a :data:`NETWORK_OUTPUT` request."""
+        if data is not None and data.get(NETWORK_OUTPUT):
+            return []
+        return super().post_transforms(data)
 
     def _request_precision(self, request) -> str:
         """The request's ``precision`` (the first item if a list, the default menu if absent), checked."""
