@@ -1,5 +1,6 @@
 """Training task: fine-tunes one Rep3D bundle on the labels saved in the datastore (``BundleTrainTask``)."""
 
+import glob
 import json
 import logging
 import math
@@ -14,8 +15,10 @@ from ignite.engine import Engine, Events
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.tasks.train.handler import prepare_stats
+from monailabel.utils.others.generic import strtobool
 
 from rep3d_networks.evaluation.summary import class_names_from_meta
+from rep3d_networks.reliability import resume_checkpoint
 
 from lib.bundles import has_weights
 from lib.device import device_choices
@@ -25,8 +28,11 @@ logger = logging.getLogger(__name__)
 STATS_FILE = os.path.join("models", "train_stats.json")
 """Where a training run of the app writes its progress, in the bundle folder (read by ``Rep3DTrainTask.stats``)."""
 
-ITERATION_KEYS = ("max_iterations", "val_interval")
+ITERATION_KEYS = ("max_iterations", "val_interval", "checkpoint_interval")
 """Top-level ``train.json`` keys, counted in iterations, that a train request may set."""
+
+RESUME = "resume"
+"""Train option and ``train.json`` key: continue the interrupted run from its last resume checkpoint."""
 
 
 def json_safe(value: Any) -> Any:
@@ -44,13 +50,20 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def dataset_size(engine: Optional[Engine]) -> Optional[int]:
+    """Number of items in the dataset of a MONAI workflow's data loader (None without one)."""
+    dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
+    return len(dataset) if dataset is not None else None
+
+
 class TrainingStats:
     """Writes a training run's progress to a JSON file while it runs, for MONAI Label's ``/info`` ``train_stats``.
 
     The content is MONAI Label's own ``prepare_stats`` (``epoch``, ``total_epochs``, ``best_metric``,
     ``current_time`` while running and ``total_time`` at the end, the metrics of both engines), which the 3D Slicer
     plugin reads for its training progress and accuracy bars, plus ``label_dice``: ``{class name: Dice}`` of the
-    latest validation (from the key metric's per-case details). The file is written at the start, after every
+    latest validation (from the key metric's per-case details) and ``num_train`` / ``num_val``: the images (labels)
+    the run trains and validates on (its data loaders' datasets). The file is written at the start, after every
     validation and epoch, and at the end; atomically (temporary file, then ``os.replace``), so a reader never
     sees half of it. Failures are logged and never stop training.
 
@@ -94,6 +107,8 @@ class TrainingStats:
         try:
             stats = prepare_stats(self.start_ts, self.trainer, self.evaluator)
             stats["label_dice"] = self.label_dice()
+            stats["num_train"] = dataset_size(self.trainer)
+            stats["num_val"] = dataset_size(self.evaluator)
             folder = os.path.dirname(self.path) or "."
             os.makedirs(folder, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as stream:
@@ -119,6 +134,14 @@ class Rep3DTrainTask(BundleTrainTask):
     * ``pretrained: false`` works (upstream calls ``os.path.exists(None)``) and the checkpoint loads strictly.
     * ``stats()`` (the ``train_stats`` of ``/info``, which 3D Slicer shows as training progress and accuracy) is
       written while training runs by :class:`TrainingStats`, added to the bundle's ``train#handlers``.
+    * ``checkpoint_interval`` and ``resume`` are train options: the bundle writes a resume checkpoint (network,
+      optimizer, scheduler, trainer state; atomically) every ``checkpoint_interval`` iterations to
+      ``models/resume``; ``resume: true`` continues the interrupted run from the newest one (its own length and
+      schedule: ignite restores ``max_epochs`` and the iteration) instead of starting from ``models/model.pt``.
+      Without a checkpoint the run is refused with a message saying so. A run without ``resume`` deletes the
+      checkpoints of the earlier run first, so that ``resume`` always means the latest run.
+    * A ``max_iterations`` below ``val_interval`` lowers ``val_interval`` to it (the bundle's epoch is
+      ``val_interval`` iterations long, so the run would otherwise train ``val_interval`` iterations).
     * Single process only (no ``multi_gpu`` option): upstream's ``torchrun`` path writes its overrides to a config
       file that the iteration overrides (added in ``run_single_gpu``) would not reach; ``multi_gpu_train.json``
       is not used.
@@ -165,14 +188,45 @@ class Rep3DTrainTask(BundleTrainTask):
         options.pop("multi_gpu", None)
         options["device"] = device_choices(self.device)
         options.update({key: self.bundle_config.get(key) for key in ITERATION_KEYS})
+        options[RESUME] = False
         return options
+
+    def resume_dir(self) -> str:
+        """The bundle's ``resume_dir`` (``models/resume``), where its resume checkpoints are written."""
+        return self.bundle_config.get_parsed_content("resume_dir")
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore):
         request = {"device": self.device, **request, "multi_gpu": False}
         stale = os.path.join(self.bundle_path, STATS_FILE)
         if os.path.exists(stale):  # the previous run's progress is not this run's
             os.remove(stale)
-        return super().__call__(request, datastore)
+        resume = strtobool(request.get(RESUME, False))
+        if resume:
+            checkpoint = self._resume_checkpoint()
+            logger.info(f"Resuming from {checkpoint}")
+            request["pretrained"] = False  # the resume checkpoint holds the network's weights
+        else:
+            for old in glob.glob(os.path.join(self.resume_dir(), "*.pt")):  # an abandoned run's: resume means ours
+                os.remove(old)
+        return super().__call__({**request, RESUME: resume}, datastore)
+
+    def _resume_checkpoint(self) -> str:
+        """The newest resume checkpoint (``rep3d_networks.reliability.resume_checkpoint``).
+
+        Raises:
+            ValueError: there is none; the message says what to do instead.
+        """
+        try:
+            return resume_checkpoint(self.resume_dir(), True)
+        except FileNotFoundError as error:
+            name = os.path.basename(self.bundle_path)
+            message = (
+                f"Model '{name}': resume requested, but there is no checkpoint to resume from in {self.resume_dir()} "
+                f"(a run writes one every checkpoint_interval iterations; a run without resume deletes the earlier "
+                f"run's). Train without resume: pretrained: true continues from the current weights."
+            )
+            logger.error(message)
+            raise ValueError(message) from error
 
     def _partition_datalist(self, datalist, request, shuffle=False):
         train, val = super()._partition_datalist(datalist, request, shuffle)
@@ -188,5 +242,10 @@ class Rep3DTrainTask(BundleTrainTask):
     def run_single_gpu(self, request, overrides):
         overrides = {k: v for k, v in overrides.items() if k != self.const.key_train_trainer_max_epochs()}
         overrides.update({key: int(request[key]) for key in ITERATION_KEYS if request.get(key) is not None})
+        iterations = overrides.get("max_iterations", self.bundle_config.get("max_iterations"))
+        if iterations < overrides.get("val_interval", self.bundle_config.get("val_interval")):
+            logger.info(f"val_interval lowered to max_iterations={iterations}")
+            overrides["val_interval"] = iterations
+        overrides[RESUME] = request[RESUME]
         logger.info(f"Bundle overrides: { {k: v for k, v in overrides.items() if not k.endswith('#data')} }")
         super().run_single_gpu(request, overrides)
