@@ -124,12 +124,16 @@ def test_scores_are_stored_the_strategy_picks_the_highest_and_labels_saved_meanw
 
 
 def test_images_scored_with_the_current_weights_are_skipped(served):
+    """A second run scores only the new images; one the model refuses (a 2D file copied into the studies folder)
+    is reported and does not stop the others."""
     server, client, _, studies = served
     before = stored(studies)
     client.upload_image(str(studies / "ct_sm.nii.gz"), image_id="copy")
+    nib.save(nib.Nifti1Image(np.zeros((32, 32), np.float32), np.eye(4)), studies / "flat.nii.gz")
     start_scoring(server)
     result = scoring_result(server)
-    assert (result["total"], result["skipped"], result["scored"]) == (3, 2, 1), result
+    assert (result["total"], result["skipped"], result["scored"], result["failed"]) == (4, 2, 1, 1), result
+    assert re.search(rf"{METHOD}: flat not scored: .*flat\.nii\.gz", server.log_text()), server.log_tail()
     after = stored(studies)
     assert all(after[k]["info"][METHOD] == before[k]["info"][METHOD] for k in ("ct_sm", "flipped"))
     assert after["copy"]["info"][METHOD]["entropy"] == pytest.approx(after["ct_sm"]["info"][METHOD]["entropy"], abs=1e-6)
@@ -139,7 +143,8 @@ def test_new_weights_make_the_scores_stale(served):
     """A training run (here: new weights written as one would) makes every stored score stale."""
     _, client, bundles, studies = served
     save_random_weights(bundles / "amos_ct", seed=99)
-    assert all(v["info"][METHOD]["model_mtime_ns"] != weights_version(bundles) for v in stored(studies).values())
+    scored = [v["info"][METHOD] for v in stored(studies).values() if METHOD in v["info"]]
+    assert len(scored) == 4 and all(entry["model_mtime_ns"] != weights_version(bundles) for entry in scored)
     with pytest.raises(MONAILabelClientException, match=rf"Status: 400.*No {METHOD} scores for the current weights"):
         client.next_sample(METHOD, {})
 

@@ -83,7 +83,9 @@ class EntropyScoring(ScoringMethod):
     Each image runs through the model's own infer task (same preprocessing, sliding window, precision, weights),
     which returns the network's output on the bundle's grid instead of a label (:data:`lib.infer.NETWORK_OUTPUT`).
     Images already scored with the current weights are skipped; a score whose weights changed while it was computed
-    is not stored. Request options: ``device`` (default: the infer task's).
+    is not stored; an image the model refuses (unreadable, 2D...) is logged and counted as ``failed``. Returns the
+    counts (``total`` unlabelled, ``skipped``, ``scored``, ``stale``, ``failed``) and ``seconds``. Request options:
+    ``device`` (default: the infer task's).
 
     Args:
         model: the served model (bundle name).
@@ -102,13 +104,18 @@ class EntropyScoring(ScoringMethod):
         if version is None:
             raise untrained_error(self.model, bundle)
         start = time.time()
-        summary = {"total": 0, "skipped": 0, "scored": 0, "stale": 0}
+        summary = {"total": 0, "skipped": 0, "scored": 0, "stale": 0, "failed": 0}
         for image_id in datastore.get_unlabeled_images():
             summary["total"] += 1
             if current_score(datastore.get_image_info(image_id), self.method, version) is not None:
                 summary["skipped"] += 1
                 continue
-            entry = self.score_image(datastore.get_image_uri(image_id), request)
+            try:
+                entry = self.score_image(datastore.get_image_uri(image_id), request)
+            except MONAILabelException as error:  # an unusable image (INVALID_INPUT): the others are still scored
+                logger.error(f"{self.method}: {image_id} not scored: {error.msg}")
+                summary["failed"] += 1
+                continue
             if weights_version(bundle) != version:  # the network may have been reloaded mid-way: keep nothing
                 logger.info(f"{self.method}: {image_id}: weights changed while scoring; not stored")
                 summary["stale"] += 1
