@@ -4,14 +4,16 @@ The study command runs once, tiny: 24³ phantom, 2 labelled cases and an initial
 one held-out case, one session with the ``first`` strategy (deterministic: the pool in name order) of one round of 2
 labels and a 2-iteration fine-tuning, through the app's real server (``rep3d_networks.analysis.app_server``) and
 ``MONAILabelClient``. Checked: the labels reached the datastore, the training ran and wrote new weights, the server
-answered ``/infer`` while it ran, the report. Then a server on that session's datastore refuses a strategy it does not
-offer, by name, before any label is submitted; bad arguments are refused before any server is asked anything.
+answered ``/infer`` while it ran, the report. Then a server on a copy of that session's datastore and model refuses a
+strategy it does not offer, by name, before any label is submitted, and runs the control (``none``: no labels, the same
+fine-tuning); bad arguments are refused before any server is asked anything.
 Whether labels raise Dice is measured outside CI (docs/annotation_sessions.md).
 """
 
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,18 +98,28 @@ def test_report_files_and_numbers(study):
     assert "| first | 0 |" in markdown and "0 labels | 2 labels" in markdown and "![" in markdown
 
 
-def test_unknown_strategy_is_refused_by_name(study, tmp_path):
-    """A server on the session's datastore: a strategy it does not offer stops the session before any label is sent."""
+def test_control_and_unknown_strategy_on_the_sessions_datastore(study, tmp_path):
+    """A server on a copy of the session's datastore and model: a strategy it does not offer stops a session before
+    any label is sent; the control (``none``) submits nothing and still fine-tunes, and its report says so."""
     out, _ = study
-    folder = out / "sessions" / "first_seed0"
-    stored = sorted((folder / "studies" / "labels" / "final").iterdir())
-    conf = {"models": MODEL, "bundles_dir": str(folder / "bundles"), "device": "cpu"}
-    with running_server(folder / "studies", conf, tmp_path / "server", SERVER_START_S) as server:
+    for part in ("studies", "bundles"):
+        shutil.copytree(out / "sessions" / "first_seed0" / part, tmp_path / part)
+    stored = sorted((tmp_path / "studies" / "labels" / "final").iterdir())
+    weights = tmp_path / "bundles" / MODEL / "models" / "model.pt"
+    before = sha256(weights)
+    conf = {"models": MODEL, "bundles_dir": str(tmp_path / "bundles"), "device": "cpu"}
+    inputs = (str(out / "heldout" / "labels"), str(out / "heldout" / "images"), str(out / "pool_labels"))
+    with running_server(tmp_path / "studies", conf, tmp_path / "server", SERVER_START_S) as server:
         with pytest.raises(ValueError, match=r"strategy 'nope' is not offered by the server; it offers: random, first"):
-            cli.session(server.url, str(out / "heldout" / "labels"), str(out / "heldout" / "images"), str(out / "pool_labels"),
-                        str(tmp_path / "out"), strategy="nope", rounds=1, labels_per_round=1, train_iterations=1)
-    assert sorted((folder / "studies" / "labels" / "final").iterdir()) == stored
-    assert not (tmp_path / "out").exists()
+            cli.session(server.url, *inputs, str(tmp_path / "nope"), strategy="nope", rounds=1, labels_per_round=1, train_iterations=1)
+        assert not (tmp_path / "nope").exists()
+        cli.session(server.url, *inputs, str(tmp_path / "control"), strategy="none", rounds=1, labels_per_round=1, train_iterations=1)
+    assert sorted((tmp_path / "studies" / "labels" / "final").iterdir()) == stored
+    assert sha256(weights) != before
+    session = json.loads((tmp_path / "control" / "session.json").read_text())["sessions"][0]
+    assert [(r["labels"], r["submitted"], r["final_labels"]) for r in session["rounds"]] == [(0, [], 4), (0, [], 4)]
+    assert session["rounds"][1]["train"]["epochs"] == 1
+    assert "`none` is the control" in (tmp_path / "control" / "session.md").read_text()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -176,6 +188,15 @@ def test_summary_mean_sd_and_flags():
     ]
     with pytest.raises(ValueError, match="differ in their rounds"):
         summarize([session_record("random", 0, [0.5, 0.6]), session_record("random", 1, [0.5, 0.6, 0.7])])
+
+
+def test_control_is_not_flagged_for_staying_flat_but_a_strategy_that_rises_no_more_is():
+    sessions = [session_record("random", 0, [0.5, 0.55, 0.6]), session_record("none", 0, [0.5, 0.6, 0.5])]
+    assert summarize(sessions)["flags"] == []
+    sessions = [session_record("random", 0, [0.5, 0.55, 0.6]), session_record("none", 0, [0.5, 0.6, 0.65])]
+    assert summarize(sessions)["flags"] == [
+        "random: its mean rise (+0.100) is no larger than the control's, the same fine-tuning without labels (+0.150): "
+        "the labels do not explain it"]
 
 
 def test_seeded_server_start_seeds_random(tmp_path):

@@ -403,7 +403,8 @@ def session(
         label_source: Folder of the reference labels of the datastore's unlabelled images, <image id>.nii.gz.
         output_dir: Folder for the results.
         model: The model trained and measured (a model the server serves and trains).
-        strategy: The active-learning strategy (random, first; entropy_<model> is scored first, every round).
+        strategy: The active-learning strategy (random, first; entropy_<model> is scored first, every round), or
+            none: the control, which submits no label and fine-tunes the same rounds.
         rounds: Rounds of labels and fine-tuning after round 0.
         labels_per_round: Labels submitted per round.
         train_iterations: Fine-tuning iterations per round.
@@ -417,23 +418,29 @@ def session(
     return announce(paths)
 
 
-def study_preamble(study: dict, initial: dict, machine: str, minutes: float) -> list:
-    """The study report's first lines: data, initial model, servers, machine and time."""
+def study_preamble(study: dict, initial: dict, sessions: list) -> list:
+    """The study report's first lines: data, initial model, servers, seeds, machine and time (from the records, so
+    that a resumed study reports the time its parts took)."""
     s = study
+    loads = [v for session in sessions for v in session["load_average"]]
+    minutes = [session["minutes"] for session in sessions]
     return [
         f"`python -m rep3d_networks.analysis session_study`: phantom (`rep3d_networks.data phantom`, {s['size']}³ voxels, data seed "
         f"{s['data_seed']}): {s['initial_cases']} labelled cases, {s['pool_cases']} unlabelled pool cases and "
         f"{s['heldout_cases']} held-out cases drawn with another seed. Initial model: `bundles/amos_ct` with the quickstart's "
         f"settings, trained {initial['iterations']} iterations on the labelled cases only (validation Dice "
-        f"{initial['best_validation_dice']:.3f} on those same cases, {initial['training_minutes']:.1f} min; {initial['run']}). "
-        "Every session starts from a fresh copy of that model and of the datastore, on its own server "
-        "(`apps/rep3d/start_server.py` on 127.0.0.1, `OMP_NUM_THREADS=1`, its `random` seeded with the session's seed, "
-        "MONAI Label's automatic re-scoring off). The app's training does not run the bundle's `initialize`: the "
-        "fine-tuning's random crops are unseeded.",
+        f"{initial['best_validation_dice']:.3f} on those same cases; {initial['run']}). Every session starts from a fresh "
+        "copy of that model and of the datastore, on its own server (`apps/rep3d/start_server.py` on 127.0.0.1, "
+        "`OMP_NUM_THREADS=1`, its `random` seeded with the session's seed, MONAI Label's automatic re-scoring off). A seed "
+        "changes only the `random` strategy's draws: each fine-tuning runs in a new process from torch's fixed default "
+        "seed and repeats exactly for the same labels and weights, so the control runs once.",
         "",
         "Settings that differ from the paper recipe: " + "; ".join(initial["differences"]) + ".",
         "",
-        f"Machine: {machine}; {minutes:.0f} min in all.",
+        f"Time: initial model {initial['training_minutes']:.1f} min, sessions {min(minutes):.1f}–{max(minutes):.1f} min each, "
+        f"{initial['training_minutes'] + sum(minutes):.0f} min in all, on {platform.processor() or platform.machine()} with "
+        f"{os.cpu_count()} logical CPUs, one process at a time; 1-minute load average at the sessions' starts and ends "
+        f"{min(loads):.1f}–{max(loads):.1f} (other jobs shared the cores).",
         "",
     ]
 
@@ -471,8 +478,10 @@ def session_study(
 
     Args:
         output_dir: Folder for everything.
-        strategies: Comma-separated strategies of the app, e.g. random,first (entropy_amos_ct: scored every round).
-        seeds: Comma-separated seeds (one session per strategy and seed; the seed seeds the server's random).
+        strategies: Comma-separated strategies of the app, e.g. random,first (entropy_amos_ct: scored every round),
+            and none: the control (no labels, the same rounds of fine-tuning).
+        seeds: Comma-separated seeds (one session per strategy and seed, the control once; a seed seeds the
+            server's random, i.e. the random strategy's draws).
         rounds: Rounds of labels and fine-tuning after round 0.
         labels_per_round: Labels submitted per round.
         train_iterations: Fine-tuning iterations per round.
@@ -503,15 +512,14 @@ def session_study(
         raise ValueError(f"size must be at least {PHANTOM_MIN_SIZE} voxels, got {size!r}")
     use_threads(num_threads)
     out = Path(output_dir).resolve()
-    machine = machine_note(1, num_threads)
     results = run_study(out, chosen, seed_list, settings, int(data_seed), initial_cases, initial_iterations, pool_cases,
                         heldout_cases, size)
-    minutes = (time.perf_counter() - start) / 60
-    preamble = study_preamble(results["study"], results["initial_model"], machine, minutes)
+    preamble = study_preamble(results["study"], results["initial_model"], results["sessions"])
     summary, paths = write_session_report(
         results["sessions"], out, "session_study", SESSION_TITLE, preamble,
-        {"study": results["study"], "initial_model": results["initial_model"], "machine": machine, "minutes": minutes},
+        {"study": results["study"], "initial_model": results["initial_model"]},
     )
+    print(f"[session_study] this command: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     print(paths["markdown"].read_text())
     print_flags(summary, "[session_study]")
     return announce(paths)

@@ -130,17 +130,19 @@ def plot_click_curves(curves: Dict[str, List[float]], path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_session_curves(strategies: Dict[str, Dict], path: Path) -> Path:
-    """``session``: mean held-out Dice against submitted labels, one line per strategy (± sd over seeds as bars)."""
+def plot_session_curves(strategies: Dict[str, Dict], path: Path, control: str) -> Path:
+    """``session``: mean held-out Dice against submitted labels, one line per strategy (± sd over seeds as bars);
+    the ``control`` strategy (no labels, the same rounds of fine-tuning) dashed and grey."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, entry in strategies.items():
         spread = [0.0 if s is None else s for s in entry["sd"]]
         seeds = len(entry["seeds"])
-        ax.errorbar(entry["labels"], entry["mean"], yerr=spread, marker="o", ms=3, capsize=3,
-                    label=f"{name} ({seeds} seed{'s' if seeds > 1 else ''})")
+        label = f"{name} ({seeds} seed{'s' if seeds > 1 else ''})"
+        style = dict(ls="--", color="tab:gray", label=f"{label}: no labels, same fine-tuning") if name == control else dict(label=label)
+        ax.errorbar(entry["labels"], entry["mean"], yerr=spread, marker="o", ms=3, capsize=3, **style)
     labels = sorted({k for entry in strategies.values() for k in entry["labels"]})
     ax.set_xticks(labels)
-    ax.set_xlabel("labels submitted")
+    ax.set_xlabel("labels submitted (control: rounds of fine-tuning)" if control in strategies else "labels submitted")
     ax.set_ylabel("mean held-out Dice")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, framealpha=0.9)

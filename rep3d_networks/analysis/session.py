@@ -10,7 +10,8 @@ keeps asking ``/infer/<model>`` for a held-out image and records whether and how
 training is done it measures the served model's Dice per organ on every held-out image. Held-out images are uploaded
 with each ``/infer`` request and never enter the datastore: the strategy cannot offer them and training never sees
 them. A strategy whose name starts with ``entropy_`` is scored first in every round (``POST /scoring/<strategy>``,
-with that round's model). Everything goes through ``monailabel.client`` (``MONAILabelClient``; the scoring call, which
+with that round's model). The strategy ``none`` is the control: the same rounds of fine-tuning with no label
+submitted, so that what the labels add can be told from what the further training adds. Everything goes through ``monailabel.client`` (``MONAILabelClient``; the scoring call, which
 the client lacks, through its ``MONAILabelUtils``).
 """
 
@@ -29,6 +30,8 @@ from monailabel.client.client import MONAILabelUtils
 
 from rep3d_networks.analysis.clicks import REFERENCE_SUFFIXES, Reference, dice, read_reference, served_models
 
+CONTROL = "none"
+"""Not a strategy of the server: the control session, which submits no label and fine-tunes as the others do."""
 SCORED_PREFIX = "entropy_"
 """Strategies with this prefix rank images by scores that ``POST /scoring/<strategy>`` computes first."""
 FINAL = "final"
@@ -267,8 +270,9 @@ def check_server(client: MONAILabelClient, settings: SessionSettings, label_sour
     if settings.model not in info.get("trainers", {}):
         raise ValueError(f"model {settings.model!r} has no training task on the server; it trains: {', '.join(info.get('trainers', {})) or 'none'}")
     strategies = info.get("strategies", {})
-    if settings.strategy not in strategies:
-        raise ValueError(f"strategy {settings.strategy!r} is not offered by the server; it offers: {', '.join(strategies) or 'none'}")
+    if settings.strategy != CONTROL and settings.strategy not in strategies:
+        raise ValueError(f"strategy {settings.strategy!r} is not offered by the server; it offers: "
+                         f"{', '.join(strategies) or 'no strategy'} (and {CONTROL!r}: the control, no labels)")
     sources = files_by_id(label_source, "label_source")
     strangers = sorted(set(sources) - set(labelled))
     if strangers:
@@ -309,15 +313,15 @@ def run_session(
         rounds = [{"round": 0, "labels": 0, "submitted": [], "scoring_s": None, "train": None, "final_labels": len(labelled), "dice": dice_0}]
         for index in range(1, settings.rounds + 1):
             scoring_s = score(client, settings.strategy)
-            submitted = submit_labels(client, settings, sources, labelled)
+            submitted = [] if settings.strategy == CONTROL else submit_labels(client, settings, sources, labelled)
             stored = sum(final_labels(client).values())
             train = train_and_probe(client, settings, cases[0])
             measured = measure_dice(client, settings.model, organs, cases)
-            record = {"round": index, "labels": index * settings.labels_per_round, "submitted": submitted,
+            record = {"round": index, "labels": len(labelled) - len(initially_labelled), "submitted": submitted,
                       "scoring_s": scoring_s, "train": train, "final_labels": stored, "dice": measured}
             rounds.append(record)
             answered = sum(p["answered"] for p in train["probes"])
-            print(f"{log_prefix} round {index} ({record['labels']} labels: {', '.join(s['image'] for s in submitted)}): "
+            print(f"{log_prefix} round {index} ({record['labels']} labels: {', '.join(s['image'] for s in submitted) or '-'}): "
                   f"trained {train['client_s']:.0f} s, /infer answered {answered}/{len(train['probes'])} during training, "
                   f"mean Dice {measured['mean']:.3f}", flush=True)
     return {

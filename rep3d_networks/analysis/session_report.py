@@ -8,11 +8,14 @@ import numpy as np
 
 from rep3d_networks.analysis.plots import plot_session_curves
 from rep3d_networks.analysis.reports import markdown_table, write_json
+from rep3d_networks.analysis.session import CONTROL
 
 
 def curve(session: dict) -> Tuple[List[int], List[float]]:
-    """(submitted labels, mean held-out Dice) of every round of a session, round 0 first."""
-    return [r["labels"] for r in session["rounds"]], [r["dice"]["mean"] for r in session["rounds"]]
+    """(labels a labelling session has submitted by the round, mean held-out Dice) of every round, round 0 first.
+    The control (:data:`CONTROL`) submits none: its points are the same rounds."""
+    per_round = session["settings"]["labels_per_round"]
+    return [r["round"] * per_round for r in session["rounds"]], [r["dice"]["mean"] for r in session["rounds"]]
 
 
 def seed_name(session: dict) -> str:
@@ -77,16 +80,23 @@ def summarize_strategy(sessions: Sequence[dict]) -> dict:
 
 def flags(sessions: Sequence[dict], strategies: Dict[str, dict]) -> List[str]:
     """Messages for: a strategy's mean Dice or a session's Dice that does not rise from 0 labels to the last round;
+    a strategy whose mean rise is no larger than the control's (:data:`CONTROL`, which is not expected to rise);
     ``/infer`` calls that failed while a training ran; a training during which no ``/infer`` was answered."""
     messages = []
+    control = strategies.get(CONTROL)
     for strategy, entry in strategies.items():
+        if strategy == CONTROL:
+            continue
         if entry["rise"] <= 0:
             messages.append(f"{strategy}: mean Dice does not rise from 0 labels ({entry['mean'][0]:.3f}) to "
                             f"{entry['labels'][-1]} labels ({entry['mean'][-1]:.3f})")
+        if control is not None and entry["rise"] <= control["rise"]:
+            messages.append(f"{strategy}: its mean rise ({entry['rise']:+.3f}) is no larger than the control's, the same "
+                            f"fine-tuning without labels ({control['rise']:+.3f}): the labels do not explain it")
     for session in sessions:
         name = f"{session['settings']['strategy']} seed {seed_name(session)}"
         labels, dice = curve(session)
-        if dice[-1] <= dice[0]:
+        if session["settings"]["strategy"] != CONTROL and dice[-1] <= dice[0]:
             messages.append(f"{name}: Dice does not rise from 0 labels ({dice[0]:.3f}) to {labels[-1]} labels ({dice[-1]:.3f})")
         for record in session["rounds"][1:]:
             probes = record["train"]["probes"]
@@ -140,12 +150,15 @@ def report_markdown(sessions: Sequence[dict], summary: dict, figure: str, title:
         "answer; once it is done the served model's Dice per organ is measured on every held-out image (uploaded with the "
         "request: held-out images are not in the datastore). Dice: MONAI's `compute_dice` per organ present in the "
         "reference; the mean is over all (image, organ) pairs; ± is the sample standard deviation over seeds.",
+        *([f"The strategy `{CONTROL}` is the control: the same rounds of fine-tuning with no label submitted (its column "
+           "\"k labels\" is the round after which the others have k labels), so that what the labels add can be told from "
+           "what the further training adds."] if CONTROL in strategies else []),
         "",
         "## Checks",
         "",
         *([f"- **FLAG** {m}" for m in all_flags] or [
-            "- no flags: every strategy's mean Dice and every session's Dice rise from 0 labels to the last round, and the "
-            "server answered every `/infer` during training"]),
+            "- no flags: every labelling strategy's mean Dice and every labelling session's Dice rise from 0 labels to the "
+            "last round (and more than the control's, if run), and the server answered every `/infer` during training"]),
         "",
         "## Held-out Dice against submitted labels",
         "",
@@ -193,7 +206,7 @@ def write_session_report(
     returns the summary and the paths."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(sessions)
-    figure = plot_session_curves(summary["strategies"], out / f"{name}.png")
+    figure = plot_session_curves(summary["strategies"], out / f"{name}.png", CONTROL)
     (out / f"{name}.md").write_text(report_markdown(sessions, summary, figure.name, title, preamble))
     data = write_json(out / f"{name}.json", {**(extra or {}), "sessions": list(sessions), "summary": summary})
     return summary, {"markdown": out / f"{name}.md", "json": data, "figure": figure}
