@@ -32,6 +32,7 @@ STUDY = {"strategies": "first", "seeds": "0", "rounds": 1, "labels_per_round": 2
          "initial_iterations": 2, "pool_cases": 3, "heldout_cases": 1, "size": 24}
 COMMAND_S = 300
 SERVER_START_S = 120
+ONE_ROUND = {"rounds": 1, "labels_per_round": 1, "train_iterations": 1}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,8 @@ def test_submitted_labels_reach_the_datastore(study):
     stored = out / "sessions" / "first_seed0" / "studies" / "labels" / "final"
     assert sorted(p.name for p in stored.iterdir()) == sorted(f"{i}.nii.gz" for i in session["initially_labelled"] + submitted)
     for image in submitted:
-        assert np.array_equal(nib.load(stored / f"{image}.nii.gz").get_fdata(), nib.load(out / "pool_labels" / f"{image}.nii.gz").get_fdata())
+        source = nib.load(out / "pool_labels" / f"{image}.nii.gz").get_fdata()
+        assert np.array_equal(nib.load(stored / f"{image}.nii.gz").get_fdata(), source)
     assert [r["final_labels"] for r in session["rounds"]] == [2, 4]
     assert not set(submitted) & set(session["initially_labelled"])
 
@@ -111,9 +113,9 @@ def test_control_and_unknown_strategy_on_the_sessions_datastore(study, tmp_path)
     inputs = (str(out / "heldout" / "labels"), str(out / "heldout" / "images"), str(out / "pool_labels"))
     with running_server(tmp_path / "studies", conf, tmp_path / "server", SERVER_START_S) as server:
         with pytest.raises(ValueError, match=r"strategy 'nope' is not offered by the server; it offers: random, first"):
-            cli.session(server.url, *inputs, str(tmp_path / "nope"), strategy="nope", rounds=1, labels_per_round=1, train_iterations=1)
+            cli.session(server.url, *inputs, str(tmp_path / "nope"), strategy="nope", **ONE_ROUND)
         assert not (tmp_path / "nope").exists()
-        cli.session(server.url, *inputs, str(tmp_path / "control"), strategy="none", rounds=1, labels_per_round=1, train_iterations=1)
+        cli.session(server.url, *inputs, str(tmp_path / "control"), strategy="none", **ONE_ROUND)
     assert sorted((tmp_path / "studies" / "labels" / "final").iterdir()) == stored
     assert sha256(weights) != before
     session = json.loads((tmp_path / "control" / "session.json").read_text())["sessions"][0]
@@ -162,7 +164,8 @@ def session_record(strategy: str, seed: int, dice: list, answered=True) -> dict:
     """A session as ``run_session`` returns it, with the given mean Dice per round (3 labels per round)."""
     probe = {"at_s": 1.0, "seconds": 0.5, "answered": answered, "error": None if answered else "MONAILabelClientException: 500"}
     rounds = [{"round": k, "labels": 3 * k, "submitted": [], "final_labels": 3 + 3 * k,
-               "train": None if k == 0 else {"client_s": 50.0 + seed, "probes": [probe, {**probe, "answered": True, "error": None}]},
+               "train": None if k == 0 else {"client_s": 50.0 + seed,
+                                             "probes": [probe, {**probe, "answered": True, "error": None}]},
                "dice": {"mean": d, "organs": {"liver": d}, "images": {}, "infer_s": [0.2]}} for k, d in enumerate(dice)]
     return {"settings": {"strategy": strategy, "model": "amos_ct", "rounds": len(dice) - 1, "labels_per_round": 3},
             "seed": seed, "organs": {"liver": 6}, "rounds": rounds}
@@ -179,7 +182,8 @@ def test_summary_mean_sd_and_flags():
     assert random["organs"]["liver"] == pytest.approx({"start": 0.5, "end": 0.8})
     assert random["server"][0] == pytest.approx({"round": 1, "labels": 3, "train_s": 50.5, "train_s_sd": np.std([50, 51], ddof=1),
                                                  "asked": 4, "answered": 4, "median_s": 0.5, "idle_median_s": 0.2})
-    assert summary["strategies"]["first"]["sd"] == [None, None, None] and summary["strategies"]["first"]["server"][0]["answered"] == 1
+    first = summary["strategies"]["first"]
+    assert first["sd"] == [None, None, None] and first["server"][0]["answered"] == 1
     assert summary["flags"] == [
         "first: mean Dice does not rise from 0 labels (0.500) to 6 labels (0.400)",
         "first seed 0: Dice does not rise from 0 labels (0.500) to 6 labels (0.400)",
@@ -203,5 +207,6 @@ def test_seeded_server_start_seeds_random(tmp_path):
     """The launcher that starts a seeded server gives the script it runs the seeded ``random`` and its arguments."""
     script = tmp_path / "draw.py"
     script.write_text("import random, sys\nprint(random.random(), sys.argv[1:])\n")
-    run = subprocess.run([sys.executable, "-c", SEEDED_START, "7", str(script), "--x", "1"], capture_output=True, text=True, check=True)
+    command = [sys.executable, "-c", SEEDED_START, "7", str(script), "--x", "1"]
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
     assert run.stdout.split(" ", 1) == [str(random.Random(7).random()), "['--x', '1']\n"]

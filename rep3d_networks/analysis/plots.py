@@ -138,7 +138,10 @@ def plot_session_curves(strategies: Dict[str, Dict], path: Path, control: str) -
         spread = [0.0 if s is None else s for s in entry["sd"]]
         seeds = len(entry["seeds"])
         label = f"{name} ({seeds} seed{'s' if seeds > 1 else ''})"
-        style = dict(ls="--", color="tab:gray", label=f"{label}: no labels, same fine-tuning") if name == control else dict(label=label)
+        if name == control:
+            style = dict(ls="--", color="tab:gray", label=f"{label}: no labels, same fine-tuning")
+        else:
+            style = dict(label=label)
         ax.errorbar(entry["labels"], entry["mean"], yerr=spread, marker="o", ms=3, capsize=3, **style)
     labels = sorted({k for entry in strategies.values() for k in entry["labels"]})
     ax.set_xticks(labels)

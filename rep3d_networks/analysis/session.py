@@ -11,8 +11,8 @@ training is done it measures the served model's Dice per organ on every held-out
 with each ``/infer`` request and never enter the datastore: the strategy cannot offer them and training never sees
 them. A strategy whose name starts with ``entropy_`` is scored first in every round (``POST /scoring/<strategy>``,
 with that round's model). The strategy ``none`` is the control: the same rounds of fine-tuning with no label
-submitted, so that what the labels add can be told from what the further training adds. Everything goes through ``monailabel.client`` (``MONAILabelClient``; the scoring call, which
-the client lacks, through its ``MONAILabelUtils``).
+submitted, so that what the labels add can be told from what the further training adds. Everything goes through
+``monailabel.client`` (``MONAILabelClient``; the scoring call, which the client lacks, through its ``MONAILabelUtils``).
 """
 
 import tempfile
@@ -268,7 +268,8 @@ def check_server(client: MONAILabelClient, settings: SessionSettings, label_sour
         raise ValueError(f"no MONAI Label server answers at {client.get_server_url()}: {error}") from error
     model = served_models(info, [settings.model])[0]
     if settings.model not in info.get("trainers", {}):
-        raise ValueError(f"model {settings.model!r} has no training task on the server; it trains: {', '.join(info.get('trainers', {})) or 'none'}")
+        trained = ", ".join(info.get("trainers", {})) or "none"
+        raise ValueError(f"model {settings.model!r} has no training task on the server; it trains: {trained}")
     strategies = info.get("strategies", {})
     if settings.strategy != CONTROL and settings.strategy not in strategies:
         raise ValueError(f"strategy {settings.strategy!r} is not offered by the server; it offers: "
@@ -310,7 +311,8 @@ def run_session(
         initially_labelled = sorted(labelled)
         dice_0 = measure_dice(client, settings.model, organs, cases)
         print(f"{log_prefix} round 0 (0 labels): mean Dice {dice_0['mean']:.3f}", flush=True)
-        rounds = [{"round": 0, "labels": 0, "submitted": [], "scoring_s": None, "train": None, "final_labels": len(labelled), "dice": dice_0}]
+        rounds = [{"round": 0, "labels": 0, "submitted": [], "scoring_s": None, "train": None, "final_labels": len(labelled),
+                   "dice": dice_0}]
         for index in range(1, settings.rounds + 1):
             scoring_s = score(client, settings.strategy)
             submitted = [] if settings.strategy == CONTROL else submit_labels(client, settings, sources, labelled)

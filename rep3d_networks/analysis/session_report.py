@@ -150,7 +150,7 @@ def report_markdown(sessions: Sequence[dict], summary: dict, figure: str, title:
         "answer; once it is done the served model's Dice per organ is measured on every held-out image (uploaded with the "
         "request: held-out images are not in the datastore). Dice: MONAI's `compute_dice` per organ present in the "
         "reference; the mean is over all (image, organ) pairs; ± is the sample standard deviation over seeds.",
-        *([f"The strategy `{CONTROL}` is the control: the same rounds of fine-tuning with no label submitted (its column "
+        *(["", f"The strategy `{CONTROL}` is the control: the same rounds of fine-tuning with no label submitted (its column "
            "\"k labels\" is the round after which the others have k labels), so that what the labels add can be told from "
            "what the further training adds."] if CONTROL in strategies else []),
         "",
@@ -192,7 +192,7 @@ def report_markdown(sessions: Sequence[dict], summary: dict, figure: str, title:
         "",
         markdown_table(
             ["strategy", "seed", "images submitted, in order", "Dice per round"],
-            [[s["settings"]["strategy"], seed_name(s), ", ".join(x["image"] for r in s["rounds"] for x in r["submitted"]),
+            [[s["settings"]["strategy"], seed_name(s), ", ".join(x["image"] for r in s["rounds"] for x in r["submitted"]) or "-",
               " ".join(f"{d:.3f}" for d in curve(s)[1])] for s in sessions],
         ),
     ]

@@ -103,7 +103,8 @@ def train_initial_model(bundle: Path, cases: Path, datalist: Dict, iterations: i
     record = {"cases": [item["image"] for item in datalist["training"]], "iterations": iterations,
               "best_validation_dice": best, "training_minutes": minutes, "differences": differences, "run": run_line()}
     (bundle / TRAINED).write_text(json.dumps(record, indent=2))
-    print(f"[session_study] initial model: validation Dice {best:.3f} (on its training cases) after {minutes:.1f} min", flush=True)
+    print(f"[session_study] initial model: validation Dice {best:.3f} (on its training cases) after {minutes:.1f} min",
+          flush=True)
     return record
 
 
@@ -127,7 +128,8 @@ def run_seeded_session(out: Path, data: StudyData, initial: Path, settings: Sess
     with running_server(folder / "studies", conf, folder / "server", SERVER_START_S, seed, env) as server:
         print(f"[session_study] {name}: server up at {server.url} after {time.perf_counter() - began:.0f} s", flush=True)
         try:
-            result = run_session(server.url, settings, data.heldout_images, data.references, data.label_source, f"[session_study] {name}")
+            result = run_session(server.url, settings, data.heldout_images, data.references, data.label_source,
+                                 f"[session_study] {name}")
         except Exception:
             print(f"[session_study] {name}: failed; end of the server log:\n{server.log_tail()}", flush=True)
             raise
@@ -152,7 +154,8 @@ def run_study(
         saved = json.loads(record_file.read_text())
         if saved["made"] != made:
             raise ValueError(f"{out} holds a study made with {saved['made']}, not {made}: choose another output_dir")
-        data, cases, datalist = StudyData(**{k: Path(v) for k, v in saved["data"].items()}), Path(saved["cases"]), saved["datalist"]
+        data = StudyData(**{k: Path(v) for k, v in saved["data"].items()})
+        cases, datalist = Path(saved["cases"]), saved["datalist"]
     else:
         shutil.rmtree(out / "data", ignore_errors=True)  # an interrupted start: make the data again
         for folder in ("studies", "pool_labels", "heldout"):
@@ -164,5 +167,7 @@ def run_study(
     sessions: List[dict] = []
     for strategy in strategies:
         for seed in seeds[:1] if strategy == CONTROL else seeds:  # the control repeats exactly (module docstring)
-            sessions.append(run_seeded_session(out, data, initial, SessionSettings(**{**asdict(settings), "strategy": strategy}), seed))
-    return {"study": {**made, "strategies": list(strategies), "seeds": list(seeds)}, "initial_model": record, "sessions": sessions}
+            strategy_settings = SessionSettings(**{**asdict(settings), "strategy": strategy})
+            sessions.append(run_seeded_session(out, data, initial, strategy_settings, seed))
+    study = {**made, "strategies": list(strategies), "seeds": list(seeds)}
+    return {"study": study, "initial_model": record, "sessions": sessions}
