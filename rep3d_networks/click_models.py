@@ -102,6 +102,16 @@ def write_heldout(images: List[Path], out: Path) -> Path:
     return out / "heldout"
 
 
+def fresh_copy(source: str, bundle: Path, datalist: Dict) -> Path:
+    """A new copy of the repository's bundle ``source`` at ``bundle`` (without weights, eval or datalists; an older
+    copy there is removed: a run stopped before the end left an early checkpoint, not the model), ``datalist`` as
+    its fold 0."""
+    shutil.rmtree(bundle, ignore_errors=True)
+    shutil.copytree(REPO_BUNDLES / source, bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
+    write_json_files({bundle / "configs" / datalist_filename(0): datalist}, overwrite=True)
+    return bundle
+
+
 def train_copy(bundle: Path, overrides: Dict) -> float:
     """Runs ``train.json`` of a bundle copy (what ``monai.bundle run`` does) and returns its best validation Dice."""
     configs = bundle / "configs"
@@ -116,13 +126,38 @@ def train_copy(bundle: Path, overrides: Dict) -> float:
     return best
 
 
-def serve_ready(bundle: Path, overrides: Dict) -> None:
-    """Writes the network, grid and window overrides into the copy's ``inference.json`` (never the repository's)."""
-    path = bundle / "configs" / "inference.json"
+def write_config(bundle: Path, config: str, overrides: Dict) -> None:
+    """Writes ``overrides`` (``#``-separated ids) into the copy's ``configs/<config>`` (never the repository's)."""
+    path = bundle / "configs" / config
     parser = ConfigParser(ConfigParser.load_config_file(str(path)))
     for key, value in overrides.items():
         parser[key] = value
     ConfigParser.export_config_file(parser.get(), str(path), indent=4)
+
+
+def serve_ready(bundle: Path, overrides: Dict) -> None:
+    """Writes the network, grid and window overrides into the copy's ``inference.json``."""
+    write_config(bundle, "inference.json", overrides)
+
+
+def grid_overrides(dataset: str) -> Dict:
+    """The voxel grid of the copies' train.json and inference.json: the real CT's 3 mm, the bundle's own for the phantom."""
+    return {"pixdim": real_ct.PIXDIM} if dataset == "real_ct" else {}
+
+
+def train_overrides(dataset: str, data_dir: Path, datalist: Dict, iterations: int, seed: int) -> Dict:
+    """The ``train.json`` overrides shared by every copy (the network aside): the settings of ``dataset``
+    (:data:`SETTINGS`), the seed, and for ``real_ct`` its class-balanced crops and slab sampling."""
+    patch, learning_rate, _ = SETTINGS[dataset]
+    train = dict(
+        dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, roi_size=patch, learning_rate=float(learning_rate),
+        max_iterations=iterations, val_interval=max(1, iterations // 10), checkpoint_interval=iterations,
+        initialize=[f"$monai.utils.set_determinism(seed={seed})"], **{f"{AFFINE}#prob": AFFINE_PROB}, **grid_overrides(dataset),
+    )
+    if dataset == "real_ct":
+        train[CROP] = class_balanced_crop(get_dataset_spec(DATASET).num_classes)
+        train.update(class_weighted_sampling(class_counts(data_dir, datalist["training"])))
+    return train
 
 
 def run_line() -> str:
@@ -182,7 +217,7 @@ def main(
     unknown = sorted(set(chosen) - set(MODELS))
     if unknown or not chosen:
         raise ValueError(f"models must be a comma-separated subset of {sorted(MODELS)}, got {models!r}")
-    patch, learning_rate, default_iterations = SETTINGS[dataset]
+    patch, _, default_iterations = SETTINGS[dataset]
     iterations = int(iterations or default_iterations)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -200,24 +235,15 @@ def main(
     data_dir = next(p for p in (out / "data").iterdir() if p.is_dir())
     datalist = json.loads((out / "datalist.json").read_text())
 
-    grid = {"pixdim": real_ct.PIXDIM} if dataset == "real_ct" else {}
-    train = dict(
-        dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, roi_size=patch, learning_rate=float(learning_rate),
-        max_iterations=iterations, val_interval=max(1, iterations // 10), checkpoint_interval=iterations,
-        initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"], **{f"{AFFINE}#prob": AFFINE_PROB}, **grid,
-    )
-    if dataset == "real_ct":
-        train[CROP] = class_balanced_crop(get_dataset_spec(DATASET).num_classes)
-        train.update(class_weighted_sampling(class_counts(data_dir, datalist["training"])))
+    grid = grid_overrides(dataset)
+    train = train_overrides(dataset, data_dir, datalist, iterations, int(seed))
     for model in chosen:
         name, source, network = MODELS[model]
         bundle = out / "bundles" / name
         if (bundle / TRAINED).exists():
             print(f"[click_models] {name}: trained already ({bundle / TRAINED}), not trained again")
             continue
-        shutil.rmtree(bundle, ignore_errors=True)  # a run stopped before the end: its early checkpoint is not the model
-        shutil.copytree(REPO_BUNDLES / source, bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
-        write_json_files({bundle / "configs" / datalist_filename(0): datalist}, overwrite=True)
+        fresh_copy(source, bundle, datalist)
         overrides = {**train, **network}
         differences = recipe_differences(bundle, overrides)
         if model == "dynunet":

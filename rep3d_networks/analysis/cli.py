@@ -11,6 +11,9 @@ Examples::
     python -m rep3d_networks.analysis convergence --output_dir out/convergence
     python -m rep3d_networks.analysis clicks --server_url http://127.0.0.1:8000 --references /data/ct_labels \\
         --output_dir out/clicks
+    python -m rep3d_networks.analysis session --server_url http://127.0.0.1:8000 --references /data/heldout/labels \\
+        --heldout_images /data/heldout/images --label_source /data/pool_labels --output_dir out/session
+    python -m rep3d_networks.analysis session_study --strategies random --seeds 0,1,2 --output_dir out/session_study
 """
 
 import json
@@ -37,6 +40,10 @@ from rep3d_networks.analysis.lr_field_report import write_lr_field_report
 from rep3d_networks.analysis.masks import lrbm_masks
 from rep3d_networks.analysis.model_loading import build_model, model_kwargs
 from rep3d_networks.analysis.reports import write_json
+from rep3d_networks.analysis.session import SessionSettings, run_session
+from rep3d_networks.analysis.session_report import write_session_report
+from rep3d_networks.analysis.session_study import MODEL as STUDY_MODEL, run_study
+from rep3d_networks.data.phantom import MIN_SIZE as PHANTOM_MIN_SIZE
 
 
 def as_tuple(value, cast: Callable = str) -> tuple:
@@ -360,6 +367,165 @@ def clicks(
     return announce(paths)
 
 
+SESSION_TITLE = "Labels that teach: held-out Dice against submitted labels (annotation sessions through the MONAI Label server)"
+
+
+def print_flags(summary: dict, prefix: str) -> None:
+    for message in summary["flags"]:
+        print(f"{prefix} !!! FLAG {message}", flush=True)
+
+
+def session(
+    server_url: str,
+    references: str,
+    heldout_images: str,
+    label_source: str,
+    output_dir: str,
+    model: str = "amos_ct",
+    strategy: str = "random",
+    rounds: int = 4,
+    labels_per_round: int = 3,
+    train_iterations: int = 100,
+    train_timeout_s: float = 1800,
+) -> Dict[str, str]:
+    """Simulated annotation session through a running MONAI Label server (see docs/annotation_sessions.md).
+
+    Round 0 measures the served model; each round asks /activelearning/<strategy> for labels_per_round images and
+    submits their reference labels, fine-tunes the model from its weights (/train/<model>) while asking /infer all
+    the while, then measures held-out Dice (rep3d_networks.analysis.session). Writes session.md/.json/.png: Dice
+    against submitted labels, per organ, the server's answers during training, and FLAG lines (also printed) when
+    Dice does not rise or /infer failed during training.
+
+    Args:
+        server_url: The running server, e.g. http://127.0.0.1:8000.
+        references: Folder of the held-out images' reference labels, <id>.nii.gz, on the images' grids.
+        heldout_images: Folder of the held-out images, <id>.nii.gz (not in the server's datastore: each /infer uploads one).
+        label_source: Folder of the reference labels of the datastore's unlabelled images, <image id>.nii.gz.
+        output_dir: Folder for the results.
+        model: The model trained and measured (a model the server serves and trains).
+        strategy: The active-learning strategy (random, first; entropy_<model> is scored first, every round), or
+            none: the control, which submits no label and fine-tunes the same rounds.
+        rounds: Rounds of labels and fine-tuning after round 0.
+        labels_per_round: Labels submitted per round.
+        train_iterations: Fine-tuning iterations per round.
+        train_timeout_s: Seconds after which a fine-tuning is stopped and the session fails.
+    """
+    settings = SessionSettings(model, strategy, rounds, labels_per_round, train_iterations, train_timeout_s)
+    result = run_session(server_url, settings, Path(heldout_images), Path(references), Path(label_source))
+    summary, paths = write_session_report([result], Path(output_dir), "session", SESSION_TITLE, [f"Server {server_url}.", ""])
+    print(paths["markdown"].read_text())
+    print_flags(summary, "[session]")
+    return announce(paths)
+
+
+def study_preamble(study: dict, initial: dict, sessions: list) -> list:
+    """The study report's first lines: data, initial model, servers, seeds, machine and time (from the records, so
+    that a resumed study reports the time its parts took)."""
+    s = study
+    loads = [v for session in sessions for v in session["load_average"]]
+    minutes = [session["minutes"] for session in sessions]
+    return [
+        f"`python -m rep3d_networks.analysis session_study`: phantom (`rep3d_networks.data phantom`, {s['size']}³ voxels, data seed "
+        f"{s['data_seed']}): {s['initial_cases']} labelled cases, {s['pool_cases']} unlabelled pool cases and "
+        f"{s['heldout_cases']} held-out cases drawn with another seed. Initial model: `bundles/amos_ct` with the quickstart's "
+        f"settings, trained {initial['iterations']} iterations on the labelled cases only (validation Dice "
+        f"{initial['best_validation_dice']:.3f} on those same cases; {initial['run']}). Every session starts from a fresh "
+        "copy of that model and of the datastore, on its own server (`apps/rep3d/start_server.py` on 127.0.0.1, "
+        "`OMP_NUM_THREADS=1`, its `random` seeded with the session's seed, MONAI Label's automatic re-scoring off). A seed "
+        "changes only the `random` strategy's draws: each fine-tuning runs in a new process from torch's fixed default "
+        "seed and repeats exactly for the same labels and weights, so the control runs once.",
+        "",
+        "Settings that differ from the paper recipe: " + "; ".join(initial["differences"]) + ".",
+        "",
+        f"Time: initial model {initial['training_minutes']:.1f} min, sessions {min(minutes):.1f}–{max(minutes):.1f} min each, "
+        f"{initial['training_minutes'] + sum(minutes):.0f} min in all, on {platform.processor() or platform.machine()} with "
+        f"{os.cpu_count()} logical CPUs, one process at a time; 1-minute load average at the sessions' starts and ends "
+        f"{min(loads):.1f}–{max(loads):.1f} (other jobs shared the cores).",
+        "",
+    ]
+
+
+def names(value, what: str) -> tuple:
+    """Comma-separated names, none empty or repeated (``what`` names the option in the error)."""
+    items = as_tuple(value)
+    if not items or len(set(items)) != len(items):
+        raise ValueError(f"{what} must be comma-separated names without repeats, got {value!r}")
+    return items
+
+
+def session_study(
+    output_dir: str,
+    strategies="random",
+    seeds=(0, 1, 2),
+    rounds: int = 4,
+    labels_per_round: int = 3,
+    train_iterations: int = 100,
+    initial_cases: int = 3,
+    initial_iterations: int = 600,
+    pool_cases: int = 15,
+    heldout_cases: int = 4,
+    data_seed: int = 0,
+    size: int = 40,
+    train_timeout_s: float = 1800,
+    num_threads: int = 1,
+) -> Dict[str, str]:
+    """The annotation-session study on the phantom in one command (rep3d_networks.analysis.session_study).
+
+    Makes the phantom data, trains the initial model on initial_cases labelled cases, then runs a session for every
+    strategy × seed, each from fresh copies of the initial model and datastore on its own server, and writes
+    session_study.md/.json/.png into output_dir (sessions/<strategy>_seed<k>/ hold each session's server log and
+    session.json; finished sessions are kept when the command runs again).
+
+    Args:
+        output_dir: Folder for everything.
+        strategies: Comma-separated strategies of the app, e.g. random,first (entropy_amos_ct: scored every round),
+            and none: the control (no labels, the same rounds of fine-tuning).
+        seeds: Comma-separated seeds (one session per strategy and seed, the control once; a seed seeds the
+            server's random, i.e. the random strategy's draws).
+        rounds: Rounds of labels and fine-tuning after round 0.
+        labels_per_round: Labels submitted per round.
+        train_iterations: Fine-tuning iterations per round.
+        initial_cases: Labelled phantom cases of the initial model (in the datastore with their labels).
+        initial_iterations: Training iterations of the initial model (600: the quickstart's).
+        pool_cases: Unlabelled phantom cases the strategies choose from (at least rounds × labels_per_round).
+        heldout_cases: Held-out phantom cases (another seed) on which Dice is measured.
+        data_seed: Seed of the phantom and of the initial training.
+        size: Phantom edge in voxels (40: the quickstart's).
+        train_timeout_s: Seconds after which a fine-tuning is stopped and the study fails.
+        num_threads: torch threads of this process (the initial training; 0: torch's default).
+    """
+    start = time.perf_counter()
+    chosen = names(strategies, "strategies")
+    seed_list = names(seeds, "seeds")
+    if not all(s.lstrip("-").isdigit() for s in seed_list):
+        raise ValueError(f"seeds must be comma-separated whole numbers, got {seeds!r}")
+    seed_list = tuple(int(s) for s in seed_list)
+    settings = SessionSettings(STUDY_MODEL, chosen[0], rounds, labels_per_round, train_iterations, train_timeout_s)
+    settings.check()
+    counts = {"initial_cases": initial_cases, "initial_iterations": initial_iterations, "heldout_cases": heldout_cases}
+    for name, value in counts.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if not isinstance(pool_cases, int) or pool_cases < rounds * labels_per_round:
+        raise ValueError(f"pool_cases must be at least rounds × labels_per_round = {rounds * labels_per_round}, got {pool_cases!r}")
+    if not isinstance(size, int) or size < PHANTOM_MIN_SIZE:
+        raise ValueError(f"size must be at least {PHANTOM_MIN_SIZE} voxels, got {size!r}")
+    use_threads(num_threads)
+    out = Path(output_dir).resolve()
+    results = run_study(out, chosen, seed_list, settings, int(data_seed), initial_cases, initial_iterations, pool_cases,
+                        heldout_cases, size)
+    preamble = study_preamble(results["study"], results["initial_model"], results["sessions"])
+    summary, paths = write_session_report(
+        results["sessions"], out, "session_study", SESSION_TITLE, preamble,
+        {"study": results["study"], "initial_model": results["initial_model"]},
+    )
+    print(f"[session_study] this command: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    print(paths["markdown"].read_text())
+    print_flags(summary, "[session_study]")
+    return announce(paths)
+
+
 def commands() -> dict:
     """The CLI commands by name."""
-    return {"lr-field": lr_field, "erf": erf, "convergence": convergence, "clicks": clicks}
+    return {"lr-field": lr_field, "erf": erf, "convergence": convergence, "clicks": clicks, "session": session,
+            "session_study": session_study}

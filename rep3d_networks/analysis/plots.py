@@ -128,3 +128,27 @@ def plot_click_curves(curves: Dict[str, List[float]], path: Path) -> Path:
     ax.set_title("Simulated annotator: mean Dice against clicks", fontsize=10)
     fig.tight_layout()
     return save(fig, path)
+
+
+def plot_session_curves(strategies: Dict[str, Dict], path: Path, control: str) -> Path:
+    """``session``: mean held-out Dice against submitted labels, one line per strategy (± sd over seeds as bars);
+    the ``control`` strategy (no labels, the same rounds of fine-tuning) dashed and grey."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, entry in strategies.items():
+        spread = [0.0 if s is None else s for s in entry["sd"]]
+        seeds = len(entry["seeds"])
+        label = f"{name} ({seeds} seed{'s' if seeds > 1 else ''})"
+        if name == control:
+            style = dict(ls="--", color="tab:gray", label=f"{label}: no labels, same fine-tuning")
+        else:
+            style = dict(label=label)
+        ax.errorbar(entry["labels"], entry["mean"], yerr=spread, marker="o", ms=3, capsize=3, **style)
+    labels = sorted({k for entry in strategies.values() for k in entry["labels"]})
+    ax.set_xticks(labels)
+    ax.set_xlabel("labels submitted (control: rounds of fine-tuning)" if control in strategies else "labels submitted")
+    ax.set_ylabel("mean held-out Dice")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, framealpha=0.9)
+    ax.set_title("Annotation session: Dice against submitted labels", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
