@@ -42,7 +42,7 @@ from rep3d_networks.analysis.model_loading import build_model, model_kwargs
 from rep3d_networks.analysis.reports import write_json
 from rep3d_networks.analysis.session import SessionSettings, run_session
 from rep3d_networks.analysis.session_report import write_session_report
-from rep3d_networks.analysis.session_study import MODEL as STUDY_MODEL, run_study
+from rep3d_networks.analysis.session_study import MODEL as STUDY_MODEL, run_study as run_session_study
 from rep3d_networks.data.phantom import MIN_SIZE as PHANTOM_MIN_SIZE
 
 
@@ -512,7 +512,7 @@ def session_study(
         raise ValueError(f"size must be at least {PHANTOM_MIN_SIZE} voxels, got {size!r}")
     use_threads(num_threads)
     out = Path(output_dir).resolve()
-    results = run_study(out, chosen, seed_list, settings, int(data_seed), initial_cases, initial_iterations, pool_cases,
+    results = run_session_study(out, chosen, seed_list, settings, int(data_seed), initial_cases, initial_iterations, pool_cases,
                         heldout_cases, size)
     preamble = study_preamble(results["study"], results["initial_model"], results["sessions"])
     summary, paths = write_session_report(
