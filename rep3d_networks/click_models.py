@@ -160,6 +160,42 @@ def train_overrides(dataset: str, data_dir: Path, datalist: Dict, iterations: in
     return train
 
 
+CLICK_SETTINGS = {  # option of main() -> (config id in the DeepEdit train.json, why a run may change it)
+    "click_probability": ("deepgrow_probability_train", "more iterations with simulated clicks: a short CPU run "
+                          "otherwise learns mostly the automatic mode"),
+    "max_interactions": ("max_interactions", "several rounds of error-driven clicks per click iteration, as an "
+                         "annotator corrects (background clicks beside organs are seen in training)"),
+    "guidance_sigma": ("guidance_sigma", "click blobs sized for small organs on this grid (the same in train.json and "
+                       "inference.json)"),
+}
+"""The DeepEdit click-simulation settings a run may set (``None``: the bundle's own); :func:`click_overrides`."""
+
+
+def click_overrides(bundle: Path, options: Dict) -> Tuple[Dict, List[str]]:
+    """The DeepEdit copy's overrides for the options set in ``options`` and one line per value that differs from the
+    bundle's ``train.json`` (printed and recorded with the recipe's other differences)."""
+    config = ConfigParser(ConfigParser.load_config_file(str(bundle / "configs" / "train.json")))
+    overrides, lines = {}, []
+    for option, (key, reason) in CLICK_SETTINGS.items():
+        if options.get(option) is None:
+            continue
+        overrides[key] = options[option]
+        if config.get(key) != options[option]:
+            lines.append(f"{key}: {config.get(key)} in the bundle, {options[option]} here ({reason})")
+    return overrides, lines
+
+
+def check_click_options(options: Dict) -> None:
+    """Refuses out-of-range click settings before any data is made."""
+    probability, interactions, sigma = (options[k] for k in CLICK_SETTINGS)
+    if probability is not None and not 0.0 <= float(probability) <= 1.0:
+        raise ValueError(f"click_probability must be in [0, 1], got {probability}")
+    if interactions is not None and int(interactions) < 1:
+        raise ValueError(f"max_interactions must be >= 1, got {interactions}")
+    if sigma is not None and float(sigma) <= 0:
+        raise ValueError(f"guidance_sigma must be > 0 voxels, got {sigma}")
+
+
 def run_line() -> str:
     """What the numbers depend on beyond the arguments: commit, torch, CPU, threads."""
     return (f"rep3d_networks {real_ct.source_commit()}, torch {torch.__version__}, CPU {real_ct.cpu_name()}, "
@@ -196,6 +232,9 @@ def main(
     num_heldout: int = 4,
     num_threads: int = 1,
     shared_data: str = None,
+    click_probability: float = None,
+    max_interactions: int = None,
+    guidance_sigma: float = None,
 ) -> str:
     """Trains the click study's models (module docstring) and returns the path of ``results.md``.
 
@@ -209,6 +248,11 @@ def main(
         num_heldout: phantom only: held-out cases, drawn with another seed than the training phantom.
         num_threads: torch CPU threads (1: see ``rep3d_networks.ops``; 0 keeps torch's default).
         shared_data: real_ct only: the shared data folder (default ``$REP3D_SHARED_DATA`` or ``../shared/data``).
+        click_probability: DeepEdit copies: share of training iterations with simulated clicks (default: the
+            bundle's ``deepgrow_probability_train``).
+        max_interactions: DeepEdit copies: rounds of simulated clicks per click iteration (default: the bundle's).
+        guidance_sigma: DeepEdit copies: Gaussian sigma of a click in voxels, for training and serving (default: the
+            bundle's).
     """
     if dataset not in SETTINGS:
         raise ValueError(f"dataset must be one of {sorted(SETTINGS)}, got {dataset!r}")
@@ -221,6 +265,9 @@ def main(
     iterations = int(iterations or default_iterations)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    click_options = {"click_probability": click_probability, "max_interactions": max_interactions,
+                     "guidance_sigma": guidance_sigma}
+    check_click_options(click_options)
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
     out = Path(output_dir or f"click_models_{dataset}").resolve()
@@ -244,8 +291,9 @@ def main(
             print(f"[click_models] {name}: trained already ({bundle / TRAINED}), not trained again")
             continue
         fresh_copy(source, bundle, datalist)
-        overrides = {**train, **network}
-        differences = recipe_differences(bundle, overrides)
+        clicks, click_lines = click_overrides(bundle, click_options) if source != "amos_ct" else ({}, [])
+        overrides = {**train, **network, **clicks}
+        differences = recipe_differences(bundle, overrides) + click_lines
         if model == "dynunet":
             differences.append("network_def: rep3d_networks.Rep3D in the paper recipe, MONAI DynUNet here (MONAI Label's radiology DeepEdit network, the reference)")
         print(f"[click_models] {name}: settings that differ from the paper recipe ({source}/configs/train.json):")
@@ -254,7 +302,8 @@ def main(
         began = time.perf_counter()
         best = train_copy(bundle, overrides)
         minutes = (time.perf_counter() - began) / 60
-        serve_ready(bundle, {**network, **grid, "inferer#roi_size": patch})
+        serve_ready(bundle, {**network, **grid, "inferer#roi_size": patch,
+                             **{k: v for k, v in clicks.items() if k == "guidance_sigma"}})
         record = {"model": model, "iterations": iterations, "best_validation_dice": best, "training_minutes": minutes,
                   "differences": differences, "run": run_line()}
         (bundle / TRAINED).write_text(json.dumps(record, indent=2))

@@ -5,6 +5,7 @@ Rep3D) with the same settings, the held-out studies and their references; a copy
 click through ``monai.bundle run``. Whether the trained models obey clicks is measured outside CI (docs/interactive.md).
 """
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ def run_command(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def phantom_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("click_models") / "phantom"
-    return out, run_command("--dataset", "phantom", "--output_dir", str(out), "--iterations", "2", "--num_heldout", "2")
+    return out, run_command("--dataset", "phantom", "--output_dir", str(out), "--iterations", "2", "--num_heldout", "2",
+                            "--click_probability", "1.0", "--max_interactions", "3", "--guidance_sigma", "1.5")
 
 
 def test_click_models_phantom_copies(phantom_run):
@@ -45,6 +47,14 @@ def test_click_models_phantom_copies(phantom_run):
         assert state and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), name
     assert "network_def: rep3d_networks.Rep3D in the paper recipe, MONAI DynUNet here" in result.stdout
     assert "max_iterations: 60000 in the paper recipe, 2 here" in result.stdout
+    for line in ("deepgrow_probability_train: 0.4 in the bundle, 1.0 here", "max_interactions: 1 in the bundle, 3 here",
+                 "guidance_sigma: 3 in the bundle, 1.5 here"):
+        assert result.stdout.count(line) == 2, line  # both DeepEdit copies, not the automatic one
+    for name in ("amos_ct_deepedit", "amos_ct_deepedit_dynunet"):  # trained and served with the same click width
+        bundle = out / "bundles" / name
+        assert ConfigParser.load_config_file(str(bundle / "configs" / "inference.json"))["guidance_sigma"] == 1.5
+        assert any(line.startswith("guidance_sigma: 3 in the bundle, 1.5 here")
+                   for line in json.loads((bundle / click_models.TRAINED).read_text())["differences"])
     studies = sorted(p.name for p in (out / "heldout" / "images").iterdir())
     assert len(studies) == 2 and studies == sorted(p.name for p in (out / "heldout" / "labels").iterdir())
     data = next((out / "data").iterdir())
@@ -77,6 +87,9 @@ def test_click_models_copy_serves_clicks(phantom_run, tmp_path):
     ({"dataset": "mri"}, "dataset must be one of"),
     ({"models": "rep3d,unet"}, "models must be a comma-separated subset"),
     ({"iterations": -1}, "iterations must be >= 1"),
+    ({"click_probability": 1.5}, "click_probability must be in"),
+    ({"max_interactions": 0}, "max_interactions must be >= 1"),
+    ({"guidance_sigma": 0}, "guidance_sigma must be > 0"),
 ])
 def test_click_models_bad_arguments(args, message, tmp_path):
     with pytest.raises(ValueError, match=message):

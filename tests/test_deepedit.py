@@ -16,7 +16,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientati
 
 from app_helpers import CT, TINY, TINY_INFERENCE, save_random_weights, write_overrides
 from bundle_helpers import REPO_ROOT, check_label_matches_image, copy_bundle, make_dataset, run_bundle
-from rep3d_networks.deepedit import GuidanceToImageGridd, map_points
+from rep3d_networks.deepedit import GuidanceListsd, GuidanceToImageGridd, map_points
 
 DEEPEDIT_BUNDLES = {"amos_ct_deepedit": "amos_ct", "kits_deepedit": "kits"}  # -> the bundle with the same classes
 
@@ -134,6 +134,16 @@ def test_map_points_is_the_affine_round_trip():
     target = np.diag([1.0, 1.0, 1.0, 1.0])
     target[:3, 3] = [-2.0, 0.0, 4.0]
     np.testing.assert_allclose(map_points([[1, 2, 3]], source, target), [[4.0, 6.0, 8.0]])
+
+
+def test_guidance_lists_survive_interaction_rounds():
+    """MONAI's ``Interaction`` collates between click rounds: an empty click list comes back as ``None``, which
+    ``AddRandomGuidanceDeepEditd`` cannot read; ``GuidanceListsd`` restores it and keeps the other clicks."""
+    from monai.data import decollate_batch, list_data_collate
+
+    round_trip = decollate_batch(list_data_collate([{"guidance": {"liver": [], "spleen": [[1, 2, 3]]}}]), detach=True)[0]
+    assert round_trip["guidance"]["liver"] is None  # what MONAI hands the second round
+    assert GuidanceListsd(keys="guidance")(round_trip)["guidance"] == {"liver": [], "spleen": [[1, 2, 3]]}
 
 
 CLI_CLICKS = {  # bundle -> (clicks, a label of the other bundle at the same point)

@@ -60,6 +60,7 @@ def click_transforms() -> Config:
         target("AsDiscreted", keys="pred", argmax=True),
         target("ToNumpyd", keys=["image", "label", "pred"]),
         target("FindDiscrepancyRegionsDeepEditd", keys="label", pred="pred", discrepancy="discrepancy"),
+        target("rep3d_networks.deepedit.GuidanceListsd", keys="guidance"),
         target("AddRandomGuidanceDeepEditd", keys="NA", guidance="guidance", discrepancy="discrepancy",
                probability="probability"),
         guidance_signal(),

@@ -1,4 +1,6 @@
-"""Moves user clicks from the voxel grid of the image as loaded to the grid the network sees.
+"""DeepEdit transforms MONAI's ``monai.apps.deepedit`` lacks: clicks moved from the voxel grid of the image as loaded
+to the grid the network sees (:class:`GuidanceToImageGridd`), label names kept stable across MONAI versions
+(:class:`LabelNamesd`), click lists restored between simulated interactions (:class:`GuidanceListsd`).
 
 3D Slicer sends DeepEdit clicks as voxel indices (IJK) of the image file. MONAI's
 ``AddGuidanceFromPointsDeepEditd`` / ``ResizeGuidanceMultipleLabelDeepEditd`` only rescale them by the ratio of
@@ -99,4 +101,24 @@ class LabelNamesd(MapTransform):
         d = dict(data)
         for _ in self.key_iterator(d):
             d["label_names"] = dict(self.label_names)
+        return d
+
+
+class GuidanceListsd(MapTransform):
+    """Turns a label's missing click list back into an empty list, between two of DeepEdit's simulated interactions.
+
+    MONAI's ``Interaction`` collates and decollates the data between its click rounds, and a label whose click list
+    is empty comes back as ``None``; ``AddRandomGuidanceDeepEditd`` then fails on it (``'NoneType' object is not
+    iterable``), so ``max_interactions > 1`` fails in the second round (MONAI 1.5 and 1.6). Put it right before
+    ``AddRandomGuidanceDeepEditd`` in the click transforms.
+
+    Args:
+        keys: the guidance key(s), e.g. ``"guidance"`` (a dict label name -> clicks).
+        allow_missing_keys: do not fail when a guidance key is absent.
+    """
+
+    def __call__(self, data: Mapping[Hashable, object]) -> Dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = {name: [] if clicks is None else clicks for name, clicks in d[key].items()}
         return d

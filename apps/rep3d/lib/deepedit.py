@@ -24,6 +24,8 @@ LABEL_NAMES_KEY = "label_names"
 
 CLICK_KEYS = ("deepgrow_probability_train", "deepgrow_probability_val")
 """Top-level ``train.json`` keys (share of iterations with simulated clicks) that a train request may set."""
+INTERACTIONS_KEY = "max_interactions"
+"""Top-level ``train.json`` key (rounds of simulated clicks per click iteration) that a train request may set."""
 
 
 def is_deepedit(bundle: str) -> bool:
@@ -76,12 +78,13 @@ class Rep3DDeepEditTrainTask(Rep3DTrainTask):
     """:class:`Rep3DTrainTask` over a DeepEdit bundle, whose ``train.json`` simulates clicks while training.
 
     The train options also offer the bundle's ``deepgrow_probability_train`` / ``deepgrow_probability_val``: the
-    share of training / validation iterations that get simulated clicks (the others train automatic mode).
+    share of training / validation iterations that get simulated clicks (the others train automatic mode), and
+    ``max_interactions``: the rounds of simulated clicks per such iteration.
     """
 
     def config(self) -> Dict[str, Any]:
         options = super().config()
-        options.update({key: self.bundle_config.get(key) for key in CLICK_KEYS})
+        options.update({key: self.bundle_config.get(key) for key in (*CLICK_KEYS, INTERACTIONS_KEY)})
         return options
 
     def run_single_gpu(self, request, overrides):
@@ -91,4 +94,9 @@ class Rep3DDeepEditTrainTask(Rep3DTrainTask):
                 if not 0.0 <= value <= 1.0:
                     raise ValueError(f"{key} must be within [0, 1], got {value}")
                 overrides = {**overrides, key: value}
+        if request.get(INTERACTIONS_KEY) is not None:
+            interactions = int(request[INTERACTIONS_KEY])
+            if interactions < 1:
+                raise ValueError(f"{INTERACTIONS_KEY} must be >= 1, got {interactions}")
+            overrides = {**overrides, INTERACTIONS_KEY: interactions}
         super().run_single_gpu(request, overrides)
