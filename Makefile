@@ -15,7 +15,7 @@ check_python = @$(PYTHON) -c 'import sys; v = sys.version_info[:3]; lo, hi = (tu
 VENV_LATEST ?= .venv-latest
 PY_LATEST := $(VENV_LATEST)/bin/python
 
-.PHONY: install test install-latest test-latest quickstart real-ct-model gpu-prepare gpu-check gpu-check-dry
+.PHONY: install test install-latest test-latest quickstart real-ct-model gpu-prepare gpu-check gpu-check-dry pacs-deps pacs
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(call check_python,$(PYTHON_MIN),requirements.txt)
@@ -59,3 +59,13 @@ gpu-check-dry: install
 # A small Rep3D trained at 3 mm on the real CT in ../shared/data (see docs/real_ct_model.md: not yet a working model).
 real-ct-model: install
 	$(PY) -m rep3d_networks.real_ct --output_dir real_ct_output
+
+# A local PACS for the app (docs/pacs.md): Orthanc with DICOMweb (Debian packages; pacs-deps needs root), its
+# database in pacs_storage/, HTTP on port 8042 answering this machine only (RemoteAccessAllowed false).
+pacs-deps:
+	@command -v Orthanc >/dev/null && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so && command -v ip >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb iproute2; }
+
+pacs:
+	mkdir -p pacs_storage
+	Orthanc apps/rep3d/orthanc.json

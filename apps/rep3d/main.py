@@ -17,6 +17,7 @@ from typing import Dict, Iterator
 
 from fastapi import HTTPException
 from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelException
@@ -29,8 +30,9 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
 
 import rep3d_networks
-from lib.bundles import default_bundles_dir, select_bundles
+from lib.bundles import default_bundles_dir, label_names, read_metadata, select_bundles
 from lib.datastore import Rep3DDatastore, check_infer_image
+from lib.dicomweb import Rep3DDICOMwebDatastore, dcmqi_bin
 from lib.device import default_device
 from lib.infer import NETWORK_OUTPUT
 from lib.scoring import method_name
@@ -85,9 +87,16 @@ class Rep3DApp(MONAILabelApp):
         return make_scoring_methods(self._infers)
 
     def init_datastore(self) -> Datastore:
-        """A local studies folder gets ``Rep3DDatastore`` (checked ids, uploads and labels); remote ones upstream's."""
+        """A local studies folder gets ``Rep3DDatastore`` (checked ids, uploads and labels), a DICOMweb URL
+        ``Rep3DDICOMwebDatastore`` (the same checks, exact label values in DICOM SEG; ``docs/pacs.md``) on the client
+        and cache upstream builds from its settings; other remote datastores (XNAT, DSA) are upstream's."""
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            os.environ["PATH"] = os.pathsep.join([dcmqi_bin(), os.environ.get("PATH", "")])  # upstream runs it by name
+            upstream = super().init_datastore()
+            if not isinstance(upstream, DICOMWebDatastore):
+                return upstream
+            classes = {name: {v: n for n, v in label_names(read_metadata(path)).items()} for name, path in self.bundles.items()}
+            return Rep3DDICOMwebDatastore.from_upstream(upstream, classes)
         return Rep3DDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,

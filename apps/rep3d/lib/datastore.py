@@ -85,6 +85,22 @@ def invalid_upload(what: str, error: VolumeError) -> HTTPException:
     return HTTPException(status_code=400, detail=f"Upload refused for {what}: the file {error.problem}")
 
 
+def check_label_file(image_path: str, label_filename: str, what: str) -> None:
+    """A label file is one readable 3D channel of non-negative integers on the grid of ``image_path``.
+
+    Raises:
+        HTTPException: 400 naming ``what`` and the problem.
+    """
+    try:
+        label = load_volume(label_filename)
+        check_volume(label, label_filename, channels=1)
+        check_label_values(label, label_filename, num_classes=None)
+        image = load_volume(image_path)
+        check_same_grid(image.affine, image.shape[1:], image_path, label.affine, label.shape[1:], label_filename)
+    except VolumeError as error:
+        raise invalid_upload(what, error) from error
+
+
 class Rep3DDatastore(LocalDatastore):
     """``LocalDatastore`` that validates what clients send (see the module docstring); same arguments."""
 
@@ -111,15 +127,7 @@ class Rep3DDatastore(LocalDatastore):
         image_path = self.get_image_uri(image_id)
         if not image_path:
             raise not_found(image_id)
-        what = f"the label of image {image_id!r}"
-        try:
-            label = load_volume(label_filename)
-            check_volume(label, label_filename, channels=1)
-            check_label_values(label, label_filename, num_classes=None)
-            image = load_volume(image_path)
-            check_same_grid(image.affine, image.shape[1:], image_path, label.affine, label.shape[1:], label_filename)
-        except VolumeError as error:
-            raise invalid_upload(what, error) from error
+        check_label_file(image_path, label_filename, f"the label of image {image_id!r}")
         self._init_from_datastore_file()  # keeps the scores another process stored since this one read the file
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
