@@ -62,9 +62,13 @@ real-ct-model: install
 
 # A local PACS for the app (docs/pacs.md): Orthanc with DICOMweb (Debian packages; pacs-deps needs root), its
 # database in pacs_storage/, HTTP on port 8042 answering this machine only (RemoteAccessAllowed false).
+# The package's own service is not started (policy-rc.d): it would listen on all interfaces; `make pacs` and the
+# tests start Orthanc themselves.
 pacs-deps:
 	@command -v Orthanc >/dev/null && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so && command -v ip >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb iproute2; }
+		{ policy=/usr/sbin/policy-rc.d; own=; [ -e $$policy ] || { printf '#!/bin/sh\nexit 101\n' > $$policy; chmod +x $$policy; own=1; }; \
+		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb iproute2; \
+		  status=$$?; [ -z "$$own" ] || rm -f $$policy; exit $$status; }
 
 pacs:
 	mkdir -p pacs_storage
