@@ -207,7 +207,7 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
 
         Raises:
             HTTPException: 400 for a value without a name (not a class of the served models, or named differently by
-                two of them) or a client name that is another value's class in the model.
+                two of them, and not named by the client).
         """
         given = {int(item["idx"]): str(item["name"]) for item in client_names or [] if "idx" in item and "name" in item}
         if model and model in self.model_classes:
