@@ -15,7 +15,8 @@ check_python = @$(PYTHON) -c 'import sys; v = sys.version_info[:3]; lo, hi = (tu
 VENV_LATEST ?= .venv-latest
 PY_LATEST := $(VENV_LATEST)/bin/python
 
-.PHONY: install test install-latest test-latest quickstart real-ct-model gpu-prepare gpu-check gpu-check-dry pacs-deps pacs
+.PHONY: install test install-latest test-latest quickstart real-ct-model gpu-prepare gpu-check gpu-check-dry pacs-deps pacs \
+	browser-deps
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(call check_python,$(PYTHON_MIN),requirements.txt)
@@ -73,3 +74,8 @@ pacs-deps:
 pacs:
 	mkdir -p pacs_storage
 	Orthanc apps/rep3d/orthanc.json
+
+# The browser test (tests/test_app_ohif.py: OHIF against the app and Orthanc): Debian's Chromium and ChromeDriver (root).
+browser-deps:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }

@@ -112,12 +112,14 @@ def launch_command(app: Path, studies: Path, conf: dict, port: int, launcher: Se
 
 class Server:
     """The app's server started as README.md says (``start_server.py``, which binds 127.0.0.1) in a subprocess
-    (own process group), with its log in a file; ``launcher``: see :func:`launch_command`."""
+    (own process group), with its log in a file; ``launcher``: see :func:`launch_command`; ``port``: a free one
+    unless given."""
 
     def __init__(
-        self, app: Path, studies: Path, conf: dict, workdir: Path, env: Optional[dict] = None, launcher: Sequence[str] = ()
+        self, app: Path, studies: Path, conf: dict, workdir: Path, env: Optional[dict] = None, launcher: Sequence[str] = (),
+        port: Optional[int] = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "server.log"
         command = launch_command(app, studies, conf, self.port, launcher)

@@ -17,15 +17,16 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import pydicom
+import pytest
 import requests
 import SimpleITK as sitk
 from pydicom.uid import CTImageStorage, generate_uid
 
-from app_helpers import CT_LABELS_JSON, free_port
+from app_helpers import CT_LABELS_JSON, SERVER_START_S, Server, app_conf, copy_app, free_port, make_tiny_bundle
 
 ORTHANC = "Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -45,6 +46,15 @@ def pacs_missing() -> Optional[str]:
     if not shutil.which(ORTHANC) or not DICOMWEB_PLUGIN.exists():
         return "Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
     return None
+
+
+def require_pacs() -> None:
+    """Skips the calling test when :func:`pacs_missing` says why; under ``REP3D_REQUIRE_PACS=1`` (CI) it fails."""
+    missing = pacs_missing()
+    if missing:
+        if os.environ.get("REP3D_REQUIRE_PACS") == "1":
+            pytest.fail(f"{missing} and REP3D_REQUIRE_PACS=1")
+        pytest.skip(missing)
 
 
 def _setns(fd: int) -> None:
@@ -132,6 +142,30 @@ class Orthanc:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@contextmanager
+def serve_pacs(root: Path, repo_root: Path, served: dict, uploads: List[Path], port: Optional[int] = None
+               ) -> Iterator[Tuple[Orthanc, Server]]:
+    """Orthanc holding ``uploads`` and the app serving it (tiny copies of the ``served`` bundles: name -> starts with
+    random weights; DICOMweb cache in ``root/cache``), both on 127.0.0.1 in a loopback-only namespace that the
+    calling thread is in until the block ends; ``port``: the app's (a free one unless given)."""
+    with loopback_namespace(f"rep3d-{os.getpid()}-{root.name}"):
+        orthanc = Orthanc(root / "orthanc")
+        server = None
+        try:
+            orthanc.upload(uploads)
+            bundles = root / "bundles"
+            for name, with_weights in served.items():
+                make_tiny_bundle(name, bundles, with_weights)
+            server = Server(copy_app(repo_root, root / "app"), orthanc.dicomweb, app_conf(served, bundles), root,
+                            env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(root / "cache"), "PATH": "/usr/bin:/bin"}, port=port)
+            server.wait_until_up(SERVER_START_S)
+            yield orthanc, server
+        finally:
+            if server is not None:
+                server.stop()
+            orthanc.stop()
 
 
 def _uid(*parts: str) -> str:

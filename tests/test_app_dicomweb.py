@@ -8,7 +8,6 @@ Needs root (``ip netns``) and ``apt-get install orthanc orthanc-dicomweb``; ``.c
 ``REP3D_REQUIRE_PACS=1``, which turns the skip into a failure.
 """
 
-import os
 import re
 import sys
 import time
@@ -24,9 +23,9 @@ from dicomweb_client import DICOMwebClient
 from monailabel.client.client import MONAILabelClientException
 from pydicom.dataset import Dataset, FileMetaDataset
 
-from app_helpers import SERVER_START_S, Server, app_conf, copy_app, make_tiny_bundle, wait_for_task
-from pacs_helpers import (CT_3SLICE, CT_SERIES, Orthanc, amos_label_on_series, interfaces, loopback_namespace,
-                          pacs_missing, prepare_series, series_image)
+from app_helpers import wait_for_task
+from pacs_helpers import (CT_3SLICE, CT_SERIES, Orthanc, amos_label_on_series, interfaces, prepare_series, require_pacs,
+                          serve_pacs, series_image)
 
 SERVED = {"amos_ct": True, "amos_ct_deepedit": True}  # bundle -> starts with (random) weights
 AMOS_VALUES = [0, 1, 6, 7, 8, 9, 10, 11]  # the CT's label: spleen, liver, stomach, aorta, IVC, pancreas, right adrenal
@@ -47,38 +46,19 @@ def app_lib(repo_root):
 
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory, shared_data, repo_root):
-    """Orthanc and the app in a loopback-only namespace; yields a dict of what the tests need."""
-    missing = pacs_missing()
-    if missing:
-        if os.environ.get("REP3D_REQUIRE_PACS") == "1":
-            pytest.fail(f"{missing} and REP3D_REQUIRE_PACS=1")
-        pytest.skip(missing)
+    """Orthanc holding the two CT series and the app serving it (``serve_pacs``); yields what the tests need."""
+    require_pacs()
     root = tmp_path_factory.mktemp("rep3d_pacs")
-    with loopback_namespace(f"rep3d-test-{os.getpid()}"):
-        orthanc = Orthanc(root / "orthanc")
-        server = None
-        try:
-            ct = prepare_series(shared_data / CT_SERIES, root / "ct", "REP3D-CT")
-            ct3 = prepare_series(shared_data / CT_3SLICE, root / "ct3", "REP3D-CT3")
-            orthanc.upload(ct + ct3)
-            bundles = root / "bundles"
-            for name, with_weights in SERVED.items():
-                make_tiny_bundle(name, bundles, with_weights)
-            cache = root / "cache"
-            server = Server(copy_app(repo_root, root / "app"), orthanc.dicomweb, app_conf(SERVED, bundles), root,
-                            env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(cache), "PATH": "/usr/bin:/bin"})
-            server.wait_until_up(SERVER_START_S)
-            from monailabel.client import MONAILabelClient
+    ct = prepare_series(shared_data / CT_SERIES, root / "ct", "REP3D-CT")
+    ct3 = prepare_series(shared_data / CT_3SLICE, root / "ct3", "REP3D-CT3")
+    with serve_pacs(root, repo_root, SERVED, ct + ct3) as (orthanc, server):
+        from monailabel.client import MONAILabelClient
 
-            yield {
-                "orthanc": orthanc, "server": server, "client": MONAILabelClient(server.url, tmpdir=str(root / "client")),
-                "root": root, "cache": cache, "ct_dir": root / "ct",
-                "ct": str(pydicom.dcmread(ct[0]).SeriesInstanceUID), "ct3": str(pydicom.dcmread(ct3[0]).SeriesInstanceUID),
-            }
-        finally:
-            if server is not None:
-                server.stop()
-            orthanc.stop()
+        yield {
+            "orthanc": orthanc, "server": server, "client": MONAILabelClient(server.url, tmpdir=str(root / "client")),
+            "root": root, "cache": root / "cache", "ct_dir": root / "ct",
+            "ct": str(pydicom.dcmread(ct[0]).SeriesInstanceUID), "ct3": str(pydicom.dcmread(ct3[0]).SeriesInstanceUID),
+        }
 
 
 def status_of(call) -> int:
@@ -161,8 +141,8 @@ def test_seg_series_is_refused_before_download(pacs, submitted):
 
 
 def test_saved_label_is_a_seg_on_the_series(pacs, submitted):
-    """One segment per organ, named after the model's classes with their label values, the series description
-    naming the models, the CT's frame of reference, every frame on a slice of the CT."""
+    """One segment per organ, named after the model's classes with their label values and a colour each, the series
+    description naming the models, the CT's frame of reference, every frame on a slice of the CT."""
     _, seg_uid = submitted
     orthanc = pacs["orthanc"]
     record = next(s for s in seg_series(orthanc) if s["SeriesInstanceUID"] == seg_uid)
@@ -174,6 +154,8 @@ def test_saved_label_is_a_seg_on_the_series(pacs, submitted):
     assert [label for label, _ in segments.values()] == ["spleen", "liver", "stomach", "aorta", "inferior vena cava",
                                                           "pancreas", "right adrenal gland"]
     assert [d.rsplit(" ", 1)[1] for _, d in segments.values()] == [str(v) for v in AMOS_VALUES[1:]]
+    colours = [tuple(s.RecommendedDisplayCIELabValue) for s in seg.SegmentSequence]  # viewers draw organs apart
+    assert len(set(colours)) == len(colours)
     assert seg.FrameOfReferenceUID == ct[0].FrameOfReferenceUID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pacs["ct"]
     positions = {tuple(round(float(v), 3) for v in s.ImagePositionPatient) for s in ct}

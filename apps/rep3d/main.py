@@ -37,6 +37,7 @@ from lib.device import default_device
 from lib.infer import NETWORK_OUTPUT
 from lib.scoring import method_name
 from lib.tasks import make_entropy_strategies, make_infer_task, make_scoring_methods, make_train_task
+from lib.viewer_proxy import forward_viewer_accept_header
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Rep3DApp(MONAILabelApp):
         and cache upstream builds from its settings; other remote datastores (XNAT, DSA) are upstream's."""
         if self.studies.startswith(("http://", "https://")):
             os.environ["PATH"] = os.pathsep.join([dcmqi_bin(), os.environ.get("PATH", "")])  # upstream runs it by name
+            forward_viewer_accept_header()  # OHIF reads compressed series through upstream's proxy
             upstream = super().init_datastore()
             if not isinstance(upstream, DICOMWebDatastore):
                 return upstream

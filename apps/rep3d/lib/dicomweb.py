@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import matplotlib
 import numpy as np
 import pydicom
 import pydicom_seg
@@ -34,6 +35,7 @@ import SimpleITK as sitk
 from fastapi import HTTPException
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.utils.colors import GENERIC_ANATOMY_COLORS
 from monailabel.datastore.utils.convert import binary_to_image, dicom_to_nifti, itk_image_to_dicom_seg
 from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
@@ -238,6 +240,7 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
         attributes = [{
             "labelID": value, "SegmentLabel": name, "SegmentDescription": f"{name}, label value {value}",
             "SegmentAlgorithmType": "SEMIAUTOMATIC", "SegmentAlgorithmName": description,
+            "recommendedDisplayRGBValue": display_colour(name, value),
             "SegmentedPropertyCategoryCodeSequence": {"CodeValue": "123037004", "CodingSchemeDesignator": "SCT",
                                                       "CodeMeaning": "Anatomical Structure"},
             "SegmentedPropertyTypeCodeSequence": {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT",
@@ -285,6 +288,13 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
         """Forgets upstream's cached series lists (two hours by default) so a new SEG counts at once."""
         DICOMWebDatastore.list_images.cache_clear()
         DICOMWebDatastore.get_labeled_images.cache_clear()
+
+
+def display_colour(name: str, value: int) -> List[int]:
+    """The colour viewers draw a segment in: upstream's anatomy colour table (Slicer's), else a tab20 colour by value."""
+    if name in GENERIC_ANATOMY_COLORS:
+        return list(GENERIC_ANATOMY_COLORS[name])[:3]
+    return [round(255 * c) for c in matplotlib.colormaps["tab20"](value % 20)[:3]]
 
 
 def check_transfer_syntaxes(series_id: str, instances: List[Dataset]) -> None:
