@@ -29,7 +29,7 @@ from rep3d_networks.analysis.clicks import (
     BACKGROUND, FALSE, MISSED, check_organs, clicks_to_reach, next_click, read_reference, reference_files, served_models,
     voxel_spacing,
 )
-from rep3d_networks.analysis.clicks_report import FLAT_MARGIN, THRESHOLDS, curve_checks, summarize
+from rep3d_networks.analysis.clicks_report import FLAT_MARGIN, THRESHOLDS, curve_checks, step_changes, summarize
 
 TESTS = Path(__file__).resolve().parent
 ORGANS = {"spleen": 1, "right kidney": 2}
@@ -114,15 +114,30 @@ def test_summary_noc_counts_never_reached_as_max_clicks():
 
 
 @pytest.mark.parametrize(
-    "takes_clicks, curve, flat, falls",
-    [(True, [0.2, 0.5, 0.6], False, []), (True, [0.5, 0.505, 0.505], True, []), (True, [0.2, 0.6, 0.5, 0.7], False, [2]),
-     (False, [0.5, 0.5], None, [])],
-    ids=["rises", "flat", "falls", "automatic"],
+    "takes_clicks, pairs, flat, falls, systematic",
+    [
+        (True, [[0.2, 0.5, 0.6]], False, [], []),
+        (True, [[0.5, 0.505, 0.505]], True, [], []),
+        (True, [[0.2, 0.6, 0.5, 0.7]], False, [2], [True]),  # one pair: any fall counts
+        (True, [[0.5, 0.6, 0.59], [0.5, 0.6, 0.58], [0.5, 0.6, 0.585]], False, [2], [True]),  # every pair a little worse
+        (True, [[0.5, 0.6, 0.3], [0.5, 0.6, 0.65], [0.5, 0.6, 0.64], [0.5, 0.6, 0.6]], False, [2], [False]),  # one bad click
+        (False, [[0.5, 0.5]], None, [], []),
+    ],
+    ids=["rises", "flat", "falls", "falls_systematically", "falls_within_noise", "automatic"],
 )
-def test_curve_checks(takes_clicks, curve, flat, falls):
-    check = curve_checks({"m": curve}, {"m": takes_clicks})["m"]
+def test_curve_checks(takes_clicks, pairs, flat, falls, systematic):
+    check = curve_checks({"m": pairs}, {"m": takes_clicks})["m"]
     assert check["flat"] is flat and [f["click"] for f in check["falls"]] == falls
+    assert [f["systematic"] for f in check["falls"]] == systematic
     assert len(check["flags"]) == bool(flat) + len(falls)
+    assert all(("a systematic fall" in m) == s for m, s in zip(check["flags"][bool(flat):], systematic))
+
+
+def test_step_changes_are_paired():
+    steps = step_changes([[0.5, 0.7, 0.7], [0.5, 0.3, 0.3], [0.5, 0.6, 0.6]])
+    assert [(s["click"], s["fell"], s["rose"], s["unchanged"]) for s in steps] == [(1, 1, 2, 0), (2, 0, 0, 3)]
+    assert steps[0]["mean"] == pytest.approx(0.1 / 3)
+    assert steps[0]["se"] == pytest.approx(np.std([0.2, -0.2, 0.1], ddof=1) / np.sqrt(3))
 
 
 def test_bad_input_is_named(tmp_path):

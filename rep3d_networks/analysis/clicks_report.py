@@ -15,6 +15,8 @@ FLAT_MARGIN = 0.01
 """A click-taking model whose mean Dice rises less than this from 0 to ``max_clicks`` clicks is flagged flat."""
 FALL_TOLERANCE = 1e-6
 """A step of the mean curve that drops by more than this (rounding only) is flagged."""
+SYSTEMATIC_SE = 2.0
+"""A fall of the mean curve larger than this many standard errors of the paired change is called systematic."""
 
 
 def reported_clicks(max_clicks: int) -> List[int]:
@@ -55,22 +57,46 @@ def seconds(records: Sequence[dict]) -> Dict[str, Optional[float]]:
     }
 
 
-def curve_checks(curves: Dict[str, List[float]], takes_clicks: Dict[str, bool]) -> Dict[str, dict]:
-    """Per model: ``flat`` (a click-taking model whose mean curve rises less than :data:`FLAT_MARGIN` from no click
-    to the last; ``None`` for models that take no clicks), ``falls`` (each step whose mean drops) and the messages."""
+def step_changes(dice: Sequence[Sequence[float]]) -> List[dict]:
+    """Per added click ``k`` (1..max): the paired change of Dice over the (image, organ) pairs, ``mean`` and its
+    standard error ``se`` (0 for a single pair), and how many pairs ``fell``, ``rose`` or stayed (``unchanged``)."""
+    steps = np.diff(np.asarray(dice, dtype=float), axis=1)
+    result = []
+    for k in range(steps.shape[1]):
+        change = steps[:, k]
+        se = float(change.std(ddof=1) / np.sqrt(len(change))) if len(change) > 1 else 0.0
+        result.append({
+            "click": k + 1, "mean": float(change.mean()), "se": se, "fell": int(np.sum(change < -FALL_TOLERANCE)),
+            "rose": int(np.sum(change > FALL_TOLERANCE)), "unchanged": int(np.sum(np.abs(change) <= FALL_TOLERANCE)),
+        })
+    return result
+
+
+def curve_checks(dice: Dict[str, Sequence[Sequence[float]]], takes_clicks: Dict[str, bool]) -> Dict[str, dict]:
+    """Per model, from its Dice per (image, organ) pair and click: ``flat`` (a click-taking model whose mean curve
+    rises less than :data:`FLAT_MARGIN` from no click to the last; ``None`` for models that take no clicks),
+    ``falls`` (each step whose mean drops, with its :func:`step_changes` entry and ``systematic``: the drop is more
+    than :data:`SYSTEMATIC_SE` standard errors, not a few pairs made worse while others gained) and the messages."""
     checks = {}
-    for model, curve in curves.items():
-        rise = curve[-1] - curve[0]
+    for model, pairs in dice.items():
+        curve = np.mean(np.asarray(pairs, dtype=float), axis=0)
+        rise = float(curve[-1] - curve[0])
         flat = rise < FLAT_MARGIN if takes_clicks[model] else None
         falls = [
-            {"click": k, "from": curve[k - 1], "to": curve[k]}
-            for k in range(1, len(curve)) if curve[k] < curve[k - 1] - FALL_TOLERANCE
+            {**step, "from": float(curve[step["click"] - 1]), "to": float(curve[step["click"]]),
+             "systematic": step["mean"] < -SYSTEMATIC_SE * step["se"]}
+            for step in step_changes(pairs) if curve[step["click"]] < curve[step["click"] - 1] - FALL_TOLERANCE
         ]
         messages = []
         if flat:
             messages.append(f"{model}: clicks have no effect: mean Dice {curve[0]:.3f} with no click, {curve[-1]:.3f} after "
                             f"{len(curve) - 1} (rise {rise:+.3f} < {FLAT_MARGIN})")
-        messages += [f"{model}: mean Dice falls at click {f['click']}: {f['from']:.3f} -> {f['to']:.3f}" for f in falls]
+        messages += [
+            f"{model}: mean Dice falls at click {f['click']}: {f['from']:.3f} -> {f['to']:.3f} ({f['fell']} of "
+            f"{len(pairs)} pairs fell, {f['rose']} rose; change {f['mean']:+.4f} ± {f['se']:.4f} SE: "
+            + ("a systematic fall)" if f["systematic"] else f"within {SYSTEMATIC_SE:g} SE of no change)")
+            for f in falls
+        ]
         checks[model] = {"flat": flat, "rise": rise, "falls": falls, "flags": messages}
     return checks
 
@@ -95,7 +121,10 @@ def summarize(results: dict) -> dict:
             },
         }
     takes_clicks = {m: results["models"][m]["takes_clicks"] for m in models}
-    return {"models": models, "curve_checks": curve_checks({m: s["curve"] for m, s in models.items()}, takes_clicks)}
+    dice = {m: [r["dice"] for r in results["records"] if r["model"] == m] for m in models}
+    for model in models:
+        models[model]["steps"] = step_changes(dice[model]) if takes_clicks[model] else None
+    return {"models": models, "curve_checks": curve_checks(dice, takes_clicks)}
 
 
 def number(value: Optional[float], digits: int = 2) -> str:
@@ -105,6 +134,18 @@ def number(value: Optional[float], digits: int = 2) -> str:
 def summary_rows(name: str, entry: dict, columns: Sequence[int]) -> List[str]:
     noc = [f"{entry['noc'][f'{t:.2f}']['mean']:.1f} ({100 * entry['noc'][f'{t:.2f}']['not_reached']:.0f} %)" for t in THRESHOLDS]
     return [name, str(entry["pairs"]), *(f"{entry['curve'][k]:.3f}" for k in columns), *noc]
+
+
+def step_table(summary: dict) -> str:
+    """:func:`step_changes` of the click-taking models as a table, one column per added click."""
+    steps = {model: entry["steps"] for model, entry in summary["models"].items() if entry["steps"]}
+    if not steps:
+        return "(no click-taking model)"
+    clicks = [step["click"] for step in next(iter(steps.values()))]
+    return markdown_table(["model", *(f"click {k}" for k in clicks)], [
+        [model, *(f"{s['mean']:+.4f} ± {s['se']:.4f} ({s['fell']}↓ {s['rose']}↑ {s['unchanged']}=)" for s in rows)]
+        for model, rows in steps.items()
+    ])
 
 
 def report_markdown(results: dict, summary: dict, figure: str) -> str:
@@ -145,6 +186,15 @@ def report_markdown(results: dict, summary: dict, figure: str) -> str:
         ),
         "",
         f"![mean Dice against clicks]({figure})",
+        "",
+        "## What each added click does",
+        "",
+        "Paired over the (image, organ) pairs: the mean change of Dice when click k is added, its standard error, and "
+        "how many pairs fell, rose or did not change (a click that changes nothing leaves the error, and the next click, "
+        f"where they were). A fall of the mean beyond {SYSTEMATIC_SE:g} SE is systematic; a smaller one is a few pairs "
+        "made worse while others gained.",
+        "",
+        step_table(summary),
     ]
     for model, entry in summary["models"].items():
         lines += ["", f"## {model}: per organ", "",
