@@ -136,14 +136,23 @@ def test_map_points_is_the_affine_round_trip():
     np.testing.assert_allclose(map_points([[1, 2, 3]], source, target), [[4.0, 6.0, 8.0]])
 
 
-def test_guidance_lists_survive_interaction_rounds():
-    """MONAI's ``Interaction`` collates between click rounds: an empty click list comes back as ``None``, which
-    ``AddRandomGuidanceDeepEditd`` cannot read; ``GuidanceListsd`` restores it and keeps the other clicks."""
+GUIDANCE_ROUND_TRIPS = [  # clicks before MONAI's collate/decollate, what comes back, what the next round needs
+    ({"liver": [], "spleen": [[1, 2, 3]]}, {"liver": None, "spleen": [[1, 2, 3]]}),
+    ({"liver": [], "spleen": []}, "liver"),  # every list empty: the dict collapses to its first key
+]
+
+
+@pytest.mark.parametrize("clicks, after_collation", GUIDANCE_ROUND_TRIPS)
+def test_guidance_lists_survive_interaction_rounds(clicks, after_collation):
+    """MONAI's ``Interaction`` collates between click rounds and loses empty click lists, which
+    ``AddRandomGuidanceDeepEditd`` cannot read; ``GuidanceListsd`` restores them and keeps the other clicks."""
     from monai.data import decollate_batch, list_data_collate
 
-    round_trip = decollate_batch(list_data_collate([{"guidance": {"liver": [], "spleen": [[1, 2, 3]]}}]), detach=True)[0]
-    assert round_trip["guidance"]["liver"] is None  # what MONAI hands the second round
-    assert GuidanceListsd(keys="guidance")(round_trip)["guidance"] == {"liver": [], "spleen": [[1, 2, 3]]}
+    label_names = {"liver": 1, "spleen": 2}
+    batch = list_data_collate([{"guidance": clicks, "label_names": label_names}])
+    round_trip = decollate_batch(batch, detach=True)[0]
+    assert round_trip["guidance"] == after_collation  # what MONAI hands the next round
+    assert GuidanceListsd(keys="guidance")(round_trip)["guidance"] == clicks
 
 
 CLI_CLICKS = {  # bundle -> (clicks, a label of the other bundle at the same point)

@@ -108,17 +108,27 @@ class GuidanceListsd(MapTransform):
     """Turns a label's missing click list back into an empty list, between two of DeepEdit's simulated interactions.
 
     MONAI's ``Interaction`` collates and decollates the data between its click rounds, and a label whose click list
-    is empty comes back as ``None``; ``AddRandomGuidanceDeepEditd`` then fails on it (``'NoneType' object is not
-    iterable``), so ``max_interactions > 1`` fails in the second round (MONAI 1.5 and 1.6). Put it right before
-    ``AddRandomGuidanceDeepEditd`` in the click transforms.
+    is empty comes back as ``None``, and when every label's list is empty the whole dict comes back as its first
+    key, a string; ``AddRandomGuidanceDeepEditd`` then fails on it (``'NoneType' object is not iterable``,
+    ``'str' object has no attribute 'items'``), so ``max_interactions > 1`` fails in a later round (MONAI 1.5 and
+    1.6). Put it right before ``AddRandomGuidanceDeepEditd`` in the click transforms.
 
     Args:
         keys: the guidance key(s), e.g. ``"guidance"`` (a dict label name -> clicks).
+        label_names_key: the dict label name -> value (``label_names``), whose names a lost click dict is rebuilt
+            from.
         allow_missing_keys: do not fail when a guidance key is absent.
     """
+
+    def __init__(self, keys, label_names_key: str = "label_names", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_names_key = label_names_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> Dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = {name: [] if clicks is None else clicks for name, clicks in d[key].items()}
+            if isinstance(d[key], Mapping):
+                d[key] = {name: [] if clicks is None else clicks for name, clicks in d[key].items()}
+            else:  # every list was empty: collation lost the dict itself
+                d[key] = {name: [] for name in d[self.label_names_key]}
         return d
