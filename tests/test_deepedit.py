@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monai.apps.deepedit.transforms import AddGuidanceFromPointsDeepEditd
 from monai.bundle import ConfigParser, verify_metadata
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
@@ -136,23 +137,35 @@ def test_map_points_is_the_affine_round_trip():
     np.testing.assert_allclose(map_points([[1, 2, 3]], source, target), [[4.0, 6.0, 8.0]])
 
 
-GUIDANCE_ROUND_TRIPS = [  # clicks before MONAI's collate/decollate, what comes back, what the next round needs
-    ({"liver": [], "spleen": [[1, 2, 3]]}, {"liver": None, "spleen": [[1, 2, 3]]}),
-    ({"liver": [], "spleen": []}, "liver"),  # every list empty: the dict collapses to its first key
+GUIDANCE_ROUNDS = [  # clicks after one simulated round (lists, or what an earlier collation left) -> clicks kept
+    ({"liver": [], "spleen": [[1, 2, 3, 4]]}, {"liver": [], "spleen": [[1, 2, 3, 4]]}),
+    ({"liver": [], "spleen": []}, {"liver": [], "spleen": []}),  # bare, collation turns this dict into "liver"
+    ({"liver": None, "spleen": np.array([[5, 6, 7, 8]])}, {"liver": [], "spleen": [[5, 6, 7, 8]]}),
+    ("liver", {"liver": [], "spleen": []}),  # the dict an earlier collation collapsed
 ]
 
 
-@pytest.mark.parametrize("clicks, after_collation", GUIDANCE_ROUND_TRIPS)
-def test_guidance_lists_survive_interaction_rounds(clicks, after_collation):
-    """MONAI's ``Interaction`` collates between click rounds and loses empty click lists, which
-    ``AddRandomGuidanceDeepEditd`` cannot read; ``GuidanceListsd`` restores them and keeps the other clicks."""
+@pytest.mark.parametrize("clicks, kept", GUIDANCE_ROUNDS)
+def test_guidance_lists_survive_interaction_rounds(clicks, kept):
+    """What MONAI's ``Interaction`` does between click rounds (collate, decollate) after ``GuidanceListsd``: one item
+    comes back with its prediction and every label's clicks, in the JSON form MONAI's click transforms read."""
     from monai.data import decollate_batch, list_data_collate
 
-    label_names = {"liver": 1, "spleen": 2}
-    batch = list_data_collate([{"guidance": clicks, "label_names": label_names}])
-    round_trip = decollate_batch(batch, detach=True)[0]
-    assert round_trip["guidance"] == after_collation  # what MONAI hands the next round
-    assert GuidanceListsd(keys="guidance")(round_trip)["guidance"] == clicks
+    item = {"guidance": clicks, "label_names": {"liver": 1, "spleen": 2}, "pred": torch.zeros(1, 4, 4, 4)}
+    batch = list_data_collate([GuidanceListsd(keys="guidance")(item)])
+    (round_trip,) = decollate_batch(batch, detach=True)
+    assert round_trip["pred"].shape == (1, 4, 4, 4)
+    assert {name: json.loads(text) for name, text in round_trip["guidance"].items()} == kept
+
+
+def test_guidance_lists_needed_between_rounds():
+    """Without ``GuidanceListsd`` the same round trip loses the clicks and the batch (what failed real-CT training)."""
+    from monai.data import decollate_batch, list_data_collate
+
+    item = {"guidance": {"liver": [], "spleen": []}, "pred": torch.zeros(1, 4, 4, 4)}
+    items = decollate_batch(list_data_collate([item]), detach=True)
+    assert [i["guidance"] for i in items] == ["liver", "spleen"]  # one "item" per label name
+    assert items[1]["pred"] is None
 
 
 CLI_CLICKS = {  # bundle -> (clicks, a label of the other bundle at the same point)

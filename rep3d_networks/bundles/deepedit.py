@@ -60,11 +60,11 @@ def click_transforms() -> Config:
         target("AsDiscreted", keys="pred", argmax=True),
         target("ToNumpyd", keys=["image", "label", "pred"]),
         target("FindDiscrepancyRegionsDeepEditd", keys="label", pred="pred", discrepancy="discrepancy"),
-        target("rep3d_networks.deepedit.GuidanceListsd", keys="guidance"),
         target("AddRandomGuidanceDeepEditd", keys="NA", guidance="guidance", discrepancy="discrepancy",
                probability="probability"),
         guidance_signal(),
         target("ToTensord", keys=["image", "label"]),
+        target("rep3d_networks.deepedit.GuidanceListsd", keys="guidance"),  # last: what the next round collates
     ])
 
 

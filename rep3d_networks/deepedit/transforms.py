@@ -1,6 +1,6 @@
 """DeepEdit transforms MONAI's ``monai.apps.deepedit`` lacks: clicks moved from the voxel grid of the image as loaded
 to the grid the network sees (:class:`GuidanceToImageGridd`), label names kept stable across MONAI versions
-(:class:`LabelNamesd`), click lists restored between simulated interactions (:class:`GuidanceListsd`).
+(:class:`LabelNamesd`), click lists kept through the collation between simulated interactions (:class:`GuidanceListsd`).
 
 3D Slicer sends DeepEdit clicks as voxel indices (IJK) of the image file. MONAI's
 ``AddGuidanceFromPointsDeepEditd`` / ``ResizeGuidanceMultipleLabelDeepEditd`` only rescale them by the ratio of
@@ -9,6 +9,7 @@ array shapes, which is right for ``Resized`` but not after ``Orientationd`` (axe
 exactly through the image's affines instead.
 """
 
+import json
 from typing import Dict, Hashable, List, Mapping, Sequence
 
 import numpy as np
@@ -105,13 +106,16 @@ class LabelNamesd(MapTransform):
 
 
 class GuidanceListsd(MapTransform):
-    """Turns a label's missing click list back into an empty list, between two of DeepEdit's simulated interactions.
+    """Keeps every label's click list through the collation between two of DeepEdit's simulated interactions.
 
-    MONAI's ``Interaction`` collates and decollates the data between its click rounds, and a label whose click list
-    is empty comes back as ``None``, and when every label's list is empty the whole dict comes back as its first
-    key, a string; ``AddRandomGuidanceDeepEditd`` then fails on it (``'NoneType' object is not iterable``,
-    ``'str' object has no attribute 'items'``), so ``max_interactions > 1`` fails in a later round (MONAI 1.5 and
-    1.6). Put it right before ``AddRandomGuidanceDeepEditd`` in the click transforms.
+    MONAI's ``Interaction`` collates and decollates the data between its click rounds. A label whose click list is
+    empty comes back as ``None``, and when every label's list is empty the batch of one comes back as one item per
+    label, each holding a label name as its clicks and all but the first without the network's prediction. ``AddRandomGuidanceDeepEditd`` and ``Activationsd`` then fail (``'NoneType'
+    object is not iterable``, ``'str' object has no attribute 'items'``, ``softmax(): argument 'input' ... must be
+    Tensor, not NoneType``), so ``max_interactions > 1`` fails in a later round (MONAI 1.5 and 1.6). This transform,
+    last in the click transforms, stores each label's clicks as JSON text, the form MONAI's own
+    ``AddInitialSeedPointMissingLabelsd`` gives them and that its click transforms read, which collation keeps as
+    is; it also mends a list or dict already lost (``None``, or the dict collapsed to a key).
 
     Args:
         keys: the guidance key(s), e.g. ``"guidance"`` (a dict label name -> clicks).
@@ -127,8 +131,14 @@ class GuidanceListsd(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> Dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
-            if isinstance(d[key], Mapping):
-                d[key] = {name: [] if clicks is None else clicks for name, clicks in d[key].items()}
-            else:  # every list was empty: collation lost the dict itself
-                d[key] = {name: [] for name in d[self.label_names_key]}
+            clicks = d[key] if isinstance(d[key], Mapping) else dict.fromkeys(d[self.label_names_key])
+            d[key] = {name: click_list_json(points) for name, points in clicks.items()}
         return d
+
+
+def click_list_json(points) -> str:
+    """One label's clicks as JSON text: ``None`` (a list lost in collation) is no clicks; text is kept as is."""
+    if isinstance(points, str):
+        return points
+    points = [] if points is None else np.asarray(points).tolist()
+    return json.dumps(points)
