@@ -16,6 +16,7 @@ from monai.bundle import ConfigExpression, ConfigParser
 
 import rep3d_networks
 
+
 def config_strings(config) -> Iterator[str]:
     """The ``_target_`` values and ``$``-expressions anywhere in a parsed config."""
     if isinstance(config, dict):

@@ -20,7 +20,8 @@ FROM_IMPORT = re.compile(r"from (rep3d_networks[\w.]*) import (\w+)")
 
 
 def shipped_configs(bundle: Path):
-    return [path for name, path in bundle_files(bundle).items() if name.startswith("configs/") and name.endswith(".json")]
+    files = bundle_files(bundle)
+    return [path for name, path in files.items() if name.startswith("configs/") and name.endswith(".json")]
 
 
 def closure_by_modulefinder(bundle: Path, tmp_path: Path):
