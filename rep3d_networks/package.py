@@ -7,9 +7,13 @@ The archive has one top folder named after the bundle, holding ``configs/``, ``d
 * every file of ``configs/`` except the datalists ``datalist_fold*.json`` (written by ``prepare`` for one copy of
   the dataset and re-created by it: the split is seeded) and MONAI Label's ``monailabel_train.json``;
 * ``docs/`` (all files), ``LICENSE``, ``large_files.yml``;
-* ``rep3d_networks/``: the Python files of this package, vendored, so that the configs' ``rep3d_networks.*``
-  targets import from the bundle root (the bundle root is on the import path when a bundle runs from its folder, as
-  the model zoo's ``scripts/`` convention assumes, and when MONAI Label serves it);
+* ``rep3d_networks/``: the Python files of this package that the shipped configs import (their ``_target_`` and
+  ``$``-expressions, and what those modules import in turn; see :mod:`rep3d_networks.vendor`), so that the configs'
+  ``rep3d_networks.*`` names import from the bundle root (on the import path when a bundle runs from its folder, as
+  the model zoo's ``scripts/`` convention assumes, and when MONAI Label serves it). Not under the zoo's
+  ``scripts/``: its code is imported as ``scripts.*`` from the bundle root, the only folder MONAI puts on the path
+  (MONAI Label when it loads a bundle, ``monai.bundle run`` after the configs' ``initialize``), while the configs
+  name ``rep3d_networks.*``;
 * ``models/model.pt`` from ``--weights`` or else from the bundle, ``models/model.ts`` and the 5-fold models
   ``models/fold<k>/model.pt`` when the bundle has them. Nothing else (no ``eval/``, no logs).
 
@@ -39,8 +43,8 @@ from typing import Dict, Optional, Sequence, Union
 
 import yaml
 
-import rep3d_networks
 from rep3d_networks.evaluation.summary import MEAN_ROW
+from rep3d_networks.vendor import vendored_files
 
 EXCLUDED_CONFIGS = ("datalist_fold*.json", "monailabel_train.json")
 REQUIRED = ("configs/metadata.json", "configs/inference.json", "docs/README.md", "LICENSE", "large_files.yml")
@@ -73,16 +77,6 @@ def bundle_files(bundle: Path, weights: Optional[Path] = None) -> Dict[str, Path
     if missing:
         raise FileNotFoundError(f"{bundle} is not a complete bundle: missing {missing}")
     return dict(sorted(files.items()))
-
-
-def vendored_files() -> Dict[str, Path]:
-    """Archive names -> the Python files of the ``rep3d_networks`` package the configs import from."""
-    package_dir = Path(rep3d_networks.__file__).resolve().parent
-    return {
-        f"rep3d_networks/{path.relative_to(package_dir).as_posix()}": path
-        for path in sorted(package_dir.rglob("*.py"))
-        if "__pycache__" not in path.parts
-    }
 
 
 def eval_metrics(eval_dir: Path) -> Dict[str, float]:
@@ -172,7 +166,9 @@ def package(
         raise FileExistsError(f"{target} exists: pass --overwrite to replace it")
     if weights_url and not weights:
         raise ValueError("--weights_url needs --weights (the file published at that URL)")
-    files: Dict[str, Union[Path, bytes]] = {**bundle_files(bundle, Path(weights) if weights else None), **vendored_files()}
+    files: Dict[str, Union[Path, bytes]] = dict(bundle_files(bundle, Path(weights) if weights else None))
+    configs = [path for name, path in files.items() if name.startswith("configs/") and name.endswith(".json")]
+    files.update(vendored_files(configs))
     if weights_url:
         files.pop("models/model.pt")
         files.update(published_weights(bundle, Path(weights), weights_url, Path(eval_dir) if eval_dir else bundle / "eval"))
