@@ -125,7 +125,7 @@ def measure_lrbm_overhead(task: dict) -> dict:
     Returns the median of the per-pair time ratios, the median step times, and the cost of computing every block's
     mask ``M`` forward and backward on its own (the only work LRBM adds besides ``W ⊙ M``).
     """
-    from rep3d_networks.blocks.receptive_mask import LRBM
+    from rep3d_networks.blocks.lrbm import LRBM
 
     torch.set_num_threads(task["threads"])
     device = torch.device(task["device"])

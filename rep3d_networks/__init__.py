@@ -1,10 +1,10 @@
 """Rep3D: 3D large-kernel segmentation with learnable receptive-field re-parameterization (LRBM).
 
-Public API: :class:`Rep3D`, :class:`UXNet`, :class:`LRBM`, :func:`fold`, :func:`mark_folded`, :func:`dwconv3d`,
-:func:`csla_param_groups`.
+Public API: :class:`Rep3D`, :class:`UXNet`, :class:`LRBM`, :class:`GeneratorConfig`, :func:`fold`,
+:func:`mark_folded`, :func:`dwconv3d`, :func:`csla_param_groups`.
 """
 
-from rep3d_networks.blocks import LRBM, ReparamDepthwiseConv3d
+from rep3d_networks.blocks import LRBM, GeneratorConfig, ReparamDepthwiseConv3d
 from rep3d_networks.fold import fold, mark_folded
 from rep3d_networks.nets import Rep3D, UXNet
 from rep3d_networks.ops import dwconv3d

@@ -5,8 +5,8 @@ from typing import Dict
 import torch
 from torch import nn
 
-from rep3d_networks.blocks.reparam_conv import ReparamDepthwiseConv3d
-from rep3d_networks.blocks.reparam_form import FORM_KEY, encode_form, module_form
+from rep3d_networks.blocks.lrbm import ReparamDepthwiseConv3d
+from rep3d_networks.blocks.reparam_state import FORM_KEY, encode_form, module_form
 
 
 def fold(model: nn.Module) -> nn.Module:

@@ -4,7 +4,7 @@ from typing import Dict, List
 
 from torch import nn
 
-from rep3d_networks.blocks.reparam_conv import ReparamDepthwiseConv3d
+from rep3d_networks.blocks.lrbm import ReparamDepthwiseConv3d
 
 
 def csla_param_groups(model: nn.Module, lr_large: float, lr_small: float) -> List[Dict]:

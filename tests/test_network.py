@@ -11,9 +11,9 @@ import torch
 from monai.bundle import ConfigParser
 
 from bundle_helpers import REPO_ROOT
-from rep3d_networks import LRBM, Rep3D, UXNet, csla_param_groups, fold, mark_folded
+from rep3d_networks import LRBM, GeneratorConfig, Rep3D, UXNet, csla_param_groups, fold, mark_folded
 from rep3d_networks.blocks import GENERATOR_NORM_AFFINE, ReparamDepthwiseConv3d
-from rep3d_networks.blocks.receptive_mask import tap_distance
+from rep3d_networks.blocks.lrbm import tap_distance
 
 TINY = dict(feature_size=8, hidden_size=32, kernel_size=21)
 V0_1_FIXTURE = Path(__file__).parent / "data" / "v0_1_checkpoints.pt"  # written by tests/data/make_v0_1_checkpoints.py
@@ -52,16 +52,18 @@ def test_lrbm_generator_parameters_per_block():
     """ρ + two bias-free 7³ convs + two norms (one gain and bias each, per channel for a depthwise generator)."""
     per_norm = {"channel": 2, "tap": 2 * 21**3, "none": 0}
     for norm, norm_params in per_norm.items():
-        assert count(LRBM(21, 48, generator_norm_affine=norm)) == 1 + 2 * 7**3 + 2 * norm_params
-    assert count(LRBM(21, 48, generator_channels="depthwise")) == 1 + 2 * 48 * 7**3 + 2 * 2 * 48
-    assert count(LRBM(21, 48, generator_kernel_size=1)) == 1 + 2 * 2  # 1³ convs left out: only the norms' affines
+        assert count(LRBM(21, 48, GeneratorConfig(norm_affine=norm))) == 1 + 2 * 7**3 + 2 * norm_params
+    assert count(LRBM(21, 48, GeneratorConfig(channels="depthwise"))) == 1 + 2 * 48 * 7**3 + 2 * 2 * 48
+    assert count(LRBM(21, 48, GeneratorConfig(kernel_size=1))) == 1 + 2 * 2  # 1³ convs left out: only the norms' affines
     with pytest.raises(ValueError, match="generator_norm_affine"):
-        LRBM(21, 48, generator_norm_affine="pixel")
+        GeneratorConfig(norm_affine="pixel")
+    with pytest.raises(ValueError, match="generator_norm_affine"):
+        Rep3D(1, 2, generator_norm_affine="pixel", **TINY)
 
 
 @pytest.mark.parametrize("norm", GENERATOR_NORM_AFFINE)
 def test_mask_equals_prior_at_init_and_prior_is_sane(norm):
-    mask = LRBM(kernel_size=21, channels=4, generator_norm_affine=norm)
+    mask = LRBM(kernel_size=21, channels=4, generator_config=GeneratorConfig(norm_affine=norm))
     with torch.no_grad():
         m, p = mask(), mask.prior()
     assert m.shape == (1, 1, 21, 21, 21) and p.shape == (1, 1, 21, 21, 21)
@@ -75,10 +77,10 @@ def test_mask_equals_prior_at_init_and_prior_is_sane(norm):
 
 
 def test_depthwise_generator_gives_one_mask_per_channel():
-    mask = LRBM(kernel_size=7, channels=5, generator_channels="depthwise")
+    mask = LRBM(kernel_size=7, channels=5, generator_config=GeneratorConfig(channels="depthwise"))
     assert mask().shape == (5, 1, 7, 7, 7)
     with pytest.raises(ValueError, match="generator_channels"):
-        LRBM(kernel_size=7, channels=5, generator_channels="per-pixel")
+        GeneratorConfig(channels="per-pixel")
 
 
 def test_prior_buffer_stored_once_and_not_checkpointed():
@@ -110,15 +112,15 @@ def test_lrbm_gradient_identity():
     torch.testing.assert_close(conv.weight.grad, mask * w_eff.grad, rtol=1e-6, atol=1e-8)
 
 
-ALL_GENERATOR_SETTINGS = [
-    dict(generator_layers=layers, generator_kernel_size=kernel, generator_channels=channels, generator_norm_affine=norm)
+ALL_GENERATOR_SETTINGS = [  # GeneratorConfig arguments
+    dict(layers=layers, kernel_size=kernel, channels=channels, norm_affine=norm)
     for layers, kernel, channels, norm in itertools.product((1, 2, 3), (1, 3, 5, 7), ("shared", "depthwise"), GENERATOR_NORM_AFFINE)
 ]
 
 
 def has_no_learnable_parameter(setting: dict) -> bool:
-    """A 1³ generator conv (left out) with a norm without affine: refused by ``ReparamDepthwiseConv3d``."""
-    return setting["generator_norm_affine"] == "none" and setting["generator_kernel_size"] == 1
+    """A 1³ generator conv (left out) with a norm without affine: refused by ``GeneratorConfig``."""
+    return setting["norm_affine"] == "none" and setting["kernel_size"] == 1
 
 
 GENERATOR_SETTINGS = [s for s in ALL_GENERATOR_SETTINGS if not has_no_learnable_parameter(s)]
@@ -137,7 +139,7 @@ def test_every_generator_parameter_gets_a_gradient_far_above_round_off(setting, 
     parameter that cannot learn (e.g. a conv bias that the following norm cancels) has an exactly zero gradient,
     so its float32 "gradient" is round-off, 10⁸ times its float64 value (measured with 0.1's generator)."""
     torch.manual_seed(0)
-    conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", **setting)
+    conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", generator_config=GeneratorConfig(**setting))
     x = torch.randn(1, 2, 8, 8, 8)
     _step(conv, x)  # moves the zero-initialised gain (or last conv) off zero
     grads32 = gradients(conv, x)
@@ -162,14 +164,16 @@ def test_two_forwards_without_step_are_identical_and_weight_untouched():
 @pytest.mark.parametrize("setting", REFUSED_GENERATOR_SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
 def test_generator_without_a_learnable_parameter_is_refused(setting):
     with pytest.raises(ValueError, match="without a learnable parameter"):
-        ReparamDepthwiseConv3d(2, 7, reparam="lrbm", **setting)
+        GeneratorConfig(**setting)
+    with pytest.raises(ValueError, match="without a learnable parameter"):  # Rep3D's flat options build the config
+        Rep3D(1, 2, **{f"generator_{k}": v for k, v in setting.items()}, **TINY)
 
 
 @pytest.mark.parametrize("setting", GENERATOR_SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
 def test_generator_ablation_settings(setting):
-    """The generator has ``generator_layers`` convs of the asked size (none for 1³) and starts at the prior."""
-    conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", **setting)
-    layers, kernel = setting["generator_layers"], setting["generator_kernel_size"]
+    """The generator has ``layers`` convs of the asked size (none for 1³) and starts at the prior."""
+    conv = ReparamDepthwiseConv3d(2, 7, reparam="lrbm", generator_config=GeneratorConfig(**setting))
+    layers, kernel = setting["layers"], setting["kernel_size"]
     convs = [m for m in conv.mask.generator.modules() if isinstance(m, torch.nn.Conv3d)]
     assert len(convs) == (0 if kernel == 1 else layers) and all(c.kernel_size == (kernel,) * 3 for c in convs)
     mask = conv.mask()  # one per channel with generator_channels="depthwise"

@@ -4,7 +4,7 @@ from typing import Dict
 
 import numpy as np
 
-from rep3d_networks.blocks.receptive_mask import tap_distance
+from rep3d_networks.blocks.lrbm import tap_distance
 
 CENTRE_MAX_DISTANCE = 1.0
 PERIPHERY_MIN_DISTANCE = 7.0

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from rep3d_networks.analysis.kernel_geometry import centre_periphery_ratio, radial_profile, tap_distances
 from rep3d_networks.analysis.masks import change_from_init
-from rep3d_networks.blocks import GENERATOR_NORM_AFFINE, LRBM, ReparamDepthwiseConv3d
+from rep3d_networks.blocks import GENERATOR_NORM_AFFINE, LRBM, GeneratorConfig, ReparamDepthwiseConv3d
 from rep3d_networks.ops import dwconv3d
 from rep3d_networks.optim import csla_param_groups
 
@@ -82,8 +82,9 @@ def uniform_kernel(task: RegressionTask, seed: int) -> torch.Tensor:
 def build_layer(variant: str, task: RegressionTask, generator_norm_affine: str = "channel") -> ReparamDepthwiseConv3d:
     """The layer of ``variant`` with the shared initial large kernel (seeded; the CSLA branch keeps its default init)."""
     torch.manual_seed(task.seed)
+    generator_config = GeneratorConfig(norm_affine=generator_norm_affine)  # read by the lrbm variant only
     layer = ReparamDepthwiseConv3d(
-        task.channels, task.kernel_size, reparam=variant, conv_method=task.conv_method, generator_norm_affine=generator_norm_affine
+        task.channels, task.kernel_size, reparam=variant, conv_method=task.conv_method, generator_config=generator_config
     )
     with torch.no_grad():
         layer.weight.copy_(uniform_kernel(task, task.seed))

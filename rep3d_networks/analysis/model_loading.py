@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import torch
 from monai.bundle import ConfigParser
 
-from rep3d_networks.blocks.reparam_form import FORM_KEY, decode_form
+from rep3d_networks.blocks.reparam_state import FORM_KEY, decode_form
 from rep3d_networks.fold import mark_folded
 from rep3d_networks.nets import Rep3D
 
