@@ -89,7 +89,8 @@ class Schedule:
         left = self.end - time.time()
         limit, need = left * PARTS[name].share_s / shares, 0.0 if self.dry_run else PARTS[name].need_s
         if limit <= 0 or limit < need:
-            return 0.0, f"skipped: {max(limit, 0):.0f} s of the budget for it ({max(left, 0):.0f} s left), it needs {need:.0f} s"
+            budget = f"{max(limit, 0):.0f} s of the budget for it ({max(left, 0):.0f} s left)"
+            return 0.0, f"skipped: {budget}, it needs {need:.0f} s"
         return limit, ""
 
 
@@ -138,7 +139,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, few iterations (what CI runs)")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="parts to run (default: all)")
-    parser.add_argument("--budget", type=float, default=sum(p.share_s for p in PARTS.values()), help="total seconds for the parts")
+    parser.add_argument("--budget", type=float, default=sum(p.share_s for p in PARTS.values()),
+                        help="total seconds for the parts")
     parser.add_argument("--jobs", type=int, default=1, help="parts run at once (dry run only: timings need 1)")
     parser.add_argument("--output", default=None, help="Markdown report (default: benchmarks/results/gpu_<date>.md; "
                         "dry run: gpu_check_dry_run.md in the temp folder); its .log goes beside it")

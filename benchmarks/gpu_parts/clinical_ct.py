@@ -1,10 +1,11 @@
 """Part 7, a clinical-size CT end to end: the shared CT on a 512x512x400 grid through amos_ct's ``inference.json``.
 
-The shared abdomen-pelvis CT (3 mm, 122x101x112) is resampled (trilinear, MONAI ``Resize``, which keeps the physical
-extent in the affine: spacing 0.715x0.592x0.84 mm) to the grid of a clinical scan and saved as uncompressed int16; then
-``inference.json`` runs on it in-process as ``monai.bundle run`` runs it, with the config's own values (``load_pretrain``
-false: random folded weights), twice: the first run autotunes cuDNN, the second is the warm time the goal is about.
-Wall seconds include loading, resampling to 1.5x1.5x2 mm, the sliding window, inverting and writing the label.
+The shared abdomen-pelvis CT (3 mm, 122x101x112) is resampled (trilinear, MONAI ``Resize``, which keeps the
+physical extent in the affine: spacing 0.715x0.592x0.84 mm) to the grid of a clinical scan and saved as uncompressed
+int16; then ``inference.json`` runs on it in-process as ``monai.bundle run`` runs it, with the config's own values
+(``load_pretrain`` false: random folded weights), twice: the first run autotunes cuDNN, the second is the warm time
+the goal is about. Wall seconds include loading, resampling to 1.5x1.5x2 mm, the sliding window, inverting and
+writing the label.
 The dry run: an 8x smaller volume, the tests' smallest network, a 6 mm grid and 32³ windows (the config's overlap).
 """
 
@@ -34,7 +35,8 @@ def run(ctx) -> None:
     image, runs = ctx.work_dir / "clinical_ct" / "ct.nii", []
     ctx.run_check(f"{CT} resampled to {sizes['grid']}", lambda: make_volume(sizes["grid"], image))
     for attempt in ("run 1 (cold)", "run 2 (warm)"):
-        ctx.run_check(f"inference.json on the {sizes['grid']} CT, {attempt}", lambda: infer(ctx, sizes, bundle, image, runs))
+        check = f"inference.json on the {sizes['grid']} CT, {attempt}"
+        ctx.run_check(check, lambda: infer(ctx, sizes, bundle, image, runs))
     ctx.run_check(f"goal: warm run ≤ {GOAL_S:.0f} s", lambda: goal(runs))
 
 

@@ -43,7 +43,9 @@ def run(ctx) -> None:
                 f"dwconv3d fft vs direct, {batch}x{channels}x{edge}³, k={kernel}, {name}",
                 lambda: conv_agreement(ctx.device, (batch, channels, edge, kernel), dtype),
             )
-    ctx.run_check("Rep3D training step vs float64: conv_method fft and direct", lambda: training_step_agreement(ctx.device, sizes))
+    ctx.run_check(
+        "Rep3D training step vs float64: conv_method fft and direct", lambda: training_step_agreement(ctx.device, sizes)
+    )
     ctx.run_check(
         "fold() keeps eval outputs; deploy net loads training and folded checkpoints", lambda: fold_and_deploy(ctx.device, sizes)
     )
@@ -112,7 +114,9 @@ def training_step_agreement(device, sizes):
     for method in ("direct", "fft"):
         overall, worst_error, worst_name = errors[method, torch.float32]
         loss_error = abs(runs[method, torch.float32][0] - loss_ref) / abs(loss_ref)
-        cells.append(f"float32 {method}: loss {loss_error:.1e}, all {overall:.1e}, worst {worst_error:.1e} ({worst_name})")
+        cells.append(
+            f"float32 {method}: loss {loss_error:.1e}, all {overall:.1e}, worst {worst_error:.1e} ({worst_name})"
+        )
         statuses += [
             within(loss_error, 1e-5, f"float32 {method} loss rel err"),
             within(overall, K * direct_all + FLOOR, f"float32 {method} gradient rel err"),

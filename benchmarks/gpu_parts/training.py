@@ -35,9 +35,9 @@ def run(ctx) -> None:
     sizes = DRY if ctx.dry_run else FULL
     recipe = ConfigParser()
     recipe.read_config(str(AMOS_CT / "configs" / "train.json"))
-    medians = {}
+    medians, classes = {}, recipe.get_parsed_content("num_classes")
     for name, (network, full, dry) in MODELS.items():
-        build = lambda: network(1, recipe.get_parsed_content("num_classes"), **(dry if ctx.dry_run else full))  # noqa: E731
+        build = lambda: network(1, classes, **(dry if ctx.dry_run else full))  # noqa: E731
         ctx.run_check(f"{name}, {sizes['edge']}³ batch 2, AMP", lambda: measure(ctx, sizes, recipe, name, build, medians))
     if {"Rep3D lrbm", "Rep3D vanilla"} <= set(medians):
         overhead = medians["Rep3D lrbm"] / medians["Rep3D vanilla"] - 1
