@@ -28,22 +28,24 @@ def dynunet(filters, levels):
 
 
 def models(dry_run: bool) -> dict:
-    """Name -> builder, the reference (SwinUNETR) second so that every later row has its ratio."""
+    """Name -> builder in the order measured: the goal's two first (every later row then has its ratio to
+    SwinUNETR), the slowest (unfolded Rep3D, ``conv_method`` auto) last, should the part run out of time."""
     rep3d = TINY_NET if dry_run else {}
     uxnet = {k: v for k, v in TINY_NET.items() if k != "kernel_size"} if dry_run else {}
+    # SwinUNETR's smallest width; batch norm, as instance norm needs more than the 1³ bottleneck of a 32³ roi
     swin = dict(feature_size=12, depths=(1, 1, 1, 1), norm_name="batch") if dry_run else dict(feature_size=48)
     segresnet = 8 if dry_run else 32
     return {
         FOLDED: lambda: Rep3D(1, CLASSES, deploy=True, **rep3d),
         REFERENCE: lambda: SwinUNETR(in_channels=1, out_channels=CLASSES, **swin),
         "Rep3D folded, conv_method fft": lambda: Rep3D(1, CLASSES, deploy=True, conv_method="fft", **rep3d),
-        "Rep3D unfolded (lrbm)": lambda: Rep3D(1, CLASSES, **rep3d),
         "UXNet(1, 16)": lambda: UXNet(1, CLASSES, **uxnet),
         "SegResNet(32; 1,2,2,4)": lambda: SegResNet(
             init_filters=segresnet, out_channels=CLASSES, blocks_down=(1, 2, 2, 4)
         ),
-        # the dry run's 32³ roi leaves 2³ at the fourth level: four levels there, six on the GPU
+        # six levels would leave the dry run's 32³ roi 1³ at the bottom (instance norm needs more): four there
         "DynUNet (nnU-Net-like)": dynunet([4, 8, 8, 8], 4) if dry_run else dynunet([32, 64, 128, 256, 320, 320], 6),
+        "Rep3D unfolded (lrbm)": lambda: Rep3D(1, CLASSES, **rep3d),
     }
 
 
