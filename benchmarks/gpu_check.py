@@ -88,9 +88,10 @@ class Schedule:
         self.waiting.remove(name)
         left = self.end - time.time()
         limit, need = left * PARTS[name].share_s / shares, 0.0 if self.dry_run else PARTS[name].need_s
-        if limit <= 0 or limit < need:
-            budget = f"{max(limit, 0):.0f} s of the budget for it ({max(left, 0):.0f} s left)"
-            return 0.0, f"skipped: {budget}, it needs {need:.0f} s"
+        if limit <= 0:
+            return 0.0, "skipped: the time budget was spent"
+        if limit < need:
+            return 0.0, f"skipped: {limit:.0f} s of the budget for it ({left:.0f} s left), it needs {need:.0f} s"
         return limit, ""
 
 

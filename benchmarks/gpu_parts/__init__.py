@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 
 class Part(NamedTuple):
+    """A part's number, its share of the budget and the least limit it starts with on the GPU (seconds)."""
+
     number: int
     share_s: float
     need_s: float
