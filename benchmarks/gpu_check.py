@@ -1,17 +1,23 @@
-"""GPU readiness check (issue #13): checks and measures everything a lent GPU must show, in one run of ≤ 8 minutes.
+"""GPU readiness check (issues #13, #31): checks and measures everything a lent GPU must show, in ≤ 7 minutes.
 
-Five parts (``benchmarks/gpu_parts/``), each in its own process with its own time limit, each check reporting
-``ok``, a measurement, or ``failed: <reason>`` without stopping the rest:
+Seven parts (``benchmarks/gpu_parts/``), run most important first, each in its own process with its own time limit,
+each check reporting ``ok``, a measurement, or ``failed: <reason>`` without stopping the rest; a part that no longer
+fits the budget is reported ``skipped: <reason>`` (``gpu_parts.PARTS``):
 
 1. ``correctness``: ``dwconv3d`` fft vs cuDNN (TF32 off), output and both gradients, float32 and autocast fp16/bf16;
-   a Rep3D training step with ``conv_method`` fft vs direct; ``fold()``; deploy load on CUDA.
-2. ``dwconv_speed``: cuDNN vs fft at the four stage shapes of a 96³ input, k = 21 and 7, float32 and AMP, fwd and
-   fwd+bwd: the crossover table for the CUDA branch of ``method="auto"``.
-3. ``training``: 96³ batch-2 AMP training steps of Rep3D lrbm / vanilla, UXNet(k=7), SwinUNETR(48): median s/step,
-   peak memory, projected hours for 60,000 steps beside the paper's.
-4. ``evaluation``: folded Rep3D on one 96³ patch; the shared CT through amos_ct's ``inference.json``.
+   a Rep3D training step's gradients, fft and direct, against float64; ``fold()``; deploy load on CUDA.
+6. ``peers``: sliding-window inference of a 273x273x200 grid (a 512x512x400 CT at 1.5x1.5x2 mm): Rep3D folded
+   (default ``conv_method`` and fft) and unfolded, UXNet, SwinUNETR(48), SegResNet, DynUNet; goal: folded Rep3D
+   ≤ 0.5x SwinUNETR.
+7. ``clinical_ct``: the shared CT resampled to 512x512x400 through amos_ct's ``inference.json``, cold and warm;
+   goal: ≤ 3 s warm.
 5. ``smoke``: amos_ct ``train.json`` 20 iterations (AMP), ``inference.json``, the MONAI Label app's infer through
    monailabel's client, ``torchrun`` (1 process, nccl) with ``multi_gpu_train.json``.
+3. ``training``: 96³ batch-2 AMP training steps of Rep3D lrbm / vanilla, UXNet(k=7), SwinUNETR(48): median s/step,
+   peak memory, projected hours for 60,000 steps beside the paper's.
+4. ``evaluation``: folded Rep3D on one 96³ patch; the shared CT (3 mm) through amos_ct's ``inference.json``.
+2. ``dwconv_speed``: cuDNN vs fft at the four stage shapes of a 96³ input, k = 21 and 7, float32 and AMP, fwd and
+   fwd+bwd: the crossover table for the CUDA branch of ``method="auto"``.
 
 Writes one Markdown table (with device, driver, torch and CUDA versions) to ``--output`` and prints it; every part's
 own output goes to the ``.log`` beside it. On the GPU machine, after ``benchmarks/gpu_prepare.sh`` here, run
@@ -21,8 +27,8 @@ own output goes to the ``.log`` beside it. On the GPU machine, after ``benchmark
     python benchmarks/gpu_check.py --dry-run            # the same code paths on the CPU, tiny sizes, seconds
     python benchmarks/gpu_check.py --dry-run --parts correctness smoke --jobs 2   # two parts at a time
 
-The dry run uses the CPU with bfloat16 autocast where the GPU run uses float16 AMP (parts 1–4); the bundle runs of
-part 5 follow the configs, which switch AMP off without CUDA, and ``torchrun`` uses gloo there.
+The dry run uses the CPU with bfloat16 autocast where the GPU run uses float16 AMP (parts 1–4, 6); the bundle runs
+of parts 4, 5 and 7 follow the configs, which switch AMP off without CUDA, and ``torchrun`` uses gloo there.
 Exit status: 0 when every check passed, 1 when any failed or was skipped, 2 on bad usage.
 """
 
@@ -37,6 +43,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Tuple
 
 import torch
 
@@ -68,16 +75,24 @@ def run_part(args) -> None:
 
 class Schedule:
     """Gives each part, as it starts, its share (``PARTS``) of the time left until the budget's end, so time a part
-    leaves unused goes to the parts after it."""
+    leaves unused goes to the parts after it. On the GPU a part whose limit would be below its need is skipped."""
 
-    def __init__(self, names, budget_s: float) -> None:
+    def __init__(self, names, budget_s: float, dry_run: bool) -> None:
         self.end = time.time() + budget_s
         self.waiting = list(names)
+        self.dry_run = dry_run
 
-    def limit(self, name: str) -> float:
-        shares = sum(PARTS[n][1] for n in self.waiting)
+    def limit(self, name: str) -> Tuple[float, str]:
+        """(seconds the part may run, "") or (0, why it is skipped)."""
+        shares = sum(PARTS[n].share_s for n in self.waiting)
         self.waiting.remove(name)
-        return (self.end - time.time()) * PARTS[name][1] / shares
+        left = self.end - time.time()
+        limit, need = left * PARTS[name].share_s / shares, 0.0 if self.dry_run else PARTS[name].need_s
+        if limit <= 0:
+            return 0.0, "skipped: the time budget was spent"
+        if limit < need:
+            return 0.0, f"skipped: {limit:.0f} s of the budget for it ({left:.0f} s left), it needs {need:.0f} s"
+        return limit, ""
 
 
 def launch_part(name: str, schedule: Schedule, dry_run: bool, work_dir: Path) -> list:
@@ -85,17 +100,18 @@ def launch_part(name: str, schedule: Schedule, dry_run: bool, work_dir: Path) ->
 
     The part's output goes to ``work_dir/<name>.log``, its rows to ``work_dir/<name>.jsonl``.
     """
-    number, rows_file, limit_s = PARTS[name][0], work_dir / f"{name}.jsonl", schedule.limit(name)
-    whole = {"part": f"{number} {name}", "check": "whole part", "result": "", "seconds": 0.0}
-    if limit_s <= 0:
-        return [dict(whole, status="failed: not started, the time budget was spent")]
+    (limit_s, skipped), rows_file = schedule.limit(name), work_dir / f"{name}.jsonl"
+    whole = {"part": f"{PARTS[name].number} {name}", "check": "whole part", "result": "", "seconds": 0.0}
+    if skipped:
+        (work_dir / f"{name}.log").write_text(f"\n===== part {whole['part']}: {skipped} =====\n")
+        return [dict(whole, status=skipped)]
     command = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--rows", str(rows_file)]
     command += ["--deadline", str(time.time() + START_FRACTION * limit_s)] + (["--dry-run"] if dry_run else [])
     # the dry run's tiny operations run fastest, and steadiest on a busy CPU, with one thread per process
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if dry_run else None
     start = time.perf_counter()
     with open(work_dir / f"{name}.log", "w") as log:
-        log.write(f"\n===== part {number} {name} (limit {limit_s:.1f} s) =====\n")
+        log.write(f"\n===== part {whole['part']} (limit {limit_s:.1f} s) =====\n")
         log.flush()
         status = run_with_limit(command, limit_s, log, env)
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
@@ -124,7 +140,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, few iterations (what CI runs)")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="parts to run (default: all)")
-    parser.add_argument("--budget", type=float, default=sum(s for _, s in PARTS.values()), help="total seconds for the parts")
+    parser.add_argument("--budget", type=float, default=sum(p.share_s for p in PARTS.values()),
+                        help="total seconds for the parts")
     parser.add_argument("--jobs", type=int, default=1, help="parts run at once (dry run only: timings need 1)")
     parser.add_argument("--output", default=None, help="Markdown report (default: benchmarks/results/gpu_<date>.md; "
                         "dry run: gpu_check_dry_run.md in the temp folder); its .log goes beside it")
@@ -144,14 +161,15 @@ def main() -> int:
     output = Path(args.output or default)
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    started, schedule = time.perf_counter(), Schedule(args.parts, args.budget)
+    names = [name for name in PARTS if name in args.parts]  # the most important first, whatever the order given
+    started, schedule = time.perf_counter(), Schedule(names, args.budget, args.dry_run)
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as work_dir, ThreadPoolExecutor(args.jobs) as pool:
-        runs = [pool.submit(launch_part, name, schedule, args.dry_run, Path(work_dir)) for name in args.parts]
+        runs = [pool.submit(launch_part, name, schedule, args.dry_run, Path(work_dir)) for name in names]
         rows = []
-        for name, run in zip(args.parts, runs):
+        for name, run in zip(names, runs):
             rows += run.result()
             print(f"part {name}: {rows[-1]['result']} in {rows[-1]['seconds']} s -> {rows[-1]['status']}", flush=True)
-        logs = [(Path(work_dir) / f"{name}.log").read_text() for name in args.parts]
+        logs = [(Path(work_dir) / f"{name}.log").read_text() for name in names]
     output.with_suffix(".log").write_text("".join(logs))
     command = "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:])
     text = "\n".join(header(args.dry_run, command.strip(), time.perf_counter() - started) + table(rows)) + "\n"

@@ -6,13 +6,16 @@ import subprocess
 import sys
 
 import pytest
+from monai.bundle import ConfigParser
 
 from bundle_helpers import REPO_ROOT
 from stack_helpers import pins
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from gpu_check import Schedule  # noqa: E402
 from gpu_parts import PARTS  # noqa: E402
+from gpu_parts.bundle_inference import sliding_window_settings, window_count  # noqa: E402
 
 ROW = re.compile(r"^\| (\d \w+) \| (.*?) \| (.*?) \| (.*?) \| [\d.]+ \|$")
 
@@ -37,23 +40,58 @@ def test_dry_run_runs_every_part_and_every_check_passes(tmp_path, shared_data):
     assert result.returncode == 0, details
     rows = table_rows(report)
     wholes = {part: status for part, check, _, status in rows if check == "whole part"}
-    assert wholes == {f"{number} {name}": "ok" for name, (number, _) in PARTS.items()}, details
+    assert wholes == {f"{part.number} {name}": "ok" for name, part in PARTS.items()}, details
+    order = [part for part, check, *_ in rows if check == "whole part"]
+    assert order == [f"{part.number} {name}" for name, part in PARTS.items()], "the most important parts first"
     assert [row for row in rows if row[3] != "ok"] == [], details
     checks = {part: sum(1 for p, *_ in rows if p == part) - 1 for part in wholes}
     assert all(count >= 4 for count in checks.values()), checks  # e.g. smoke: train, infer, app, torchrun
+    goals = {check: result for part, check, result, _ in rows if check.startswith("goal:")}
+    assert len(goals) == 2 and all(r.startswith(("met: ", "not met: ")) for r in goals.values()), goals
     assert "GPU: none (CPU dry run)" in report.read_text() and "torch " in report.read_text()
 
 
-def test_a_part_past_its_time_limit_fails_and_the_next_part_still_runs(tmp_path, shared_data):
-    """A 2 s budget: the first part is killed at its share of it, the second gets what is left (if anything), both are
-    reported, and the exit status is 1."""
+def test_a_part_past_its_time_limit_fails_and_the_next_part_is_skipped(tmp_path, shared_data):
+    """A 2 s budget: the first part is killed at its share of it, the second finds the budget spent and is skipped
+    with the reason; both are reported, and the exit status is 1."""
     parts = ["--parts", "correctness", "dwconv_speed"]
     result, report = run_check(tmp_path, shared_data, "--dry-run", *parts, "--budget", "2", timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     wholes = {part: status for part, check, _, status in table_rows(report) if check == "whole part"}
     assert set(wholes) == {"1 correctness", "2 dwconv_speed"}
     assert wholes["1 correctness"].startswith("failed: timed out after"), wholes
-    assert wholes["2 dwconv_speed"].startswith(("failed: timed out after", "failed: not started")), wholes
+    assert wholes["2 dwconv_speed"].startswith(("failed: timed out after", "skipped: the time budget was spent")), wholes
+
+
+def test_on_the_gpu_a_part_whose_share_is_below_its_need_is_skipped_and_leaves_its_time_to_the_next():
+    names = ["peers", "clinical_ct", "dwconv_speed"]
+    need = PARTS["peers"].need_s
+    budget = need * sum(PARTS[n].share_s for n in names) / PARTS["peers"].share_s - 1  # peers' share just short
+    schedule = Schedule(names, budget, dry_run=False)
+    limit, reason = schedule.limit("peers")
+    assert limit == 0 and reason.startswith("skipped: ") and f"it needs {need:.0f} s" in reason, reason
+    limit, reason = schedule.limit("clinical_ct")  # now shares the whole budget with dwconv_speed alone
+    assert reason == "" and limit > PARTS["clinical_ct"].need_s
+    assert Schedule(names, budget, dry_run=True).limit("peers")[1] == "", "the dry run skips only at a spent budget"
+
+
+def test_the_default_budget_fits_the_gpu_machine_and_every_part_its_need():
+    """gpu_check.sh's 7 minutes, less the wheels' install and the copy, hold the shares; each share holds its need."""
+    assert sum(part.share_s for part in PARTS.values()) <= 420 - 30
+    assert all(part.need_s < part.share_s for part in PARTS.values())
+    assert "GPU_CHECK_TOTAL_S:-420}" in (REPO_ROOT / "benchmarks" / "gpu_check.sh").read_text()
+
+
+def test_the_reported_window_count_reads_the_inferers_values_through_the_config_parser():
+    """inference.json's overlap is an expression: arithmetic on the raw value crashed the whole-volume rows on the
+    H200 (TypeError: int - str), which the dry run did not see while it overrode the overlap with a number."""
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundles" / "amos_ct" / "configs" / "inference.json"))
+    assert isinstance(parser["inferer"]["overlap"], str) and parser["inferer"]["overlap"].startswith("$")
+    roi, overlap = sliding_window_settings(parser)
+    assert (list(roi), overlap) == ([96, 96, 96], 0.5)
+    assert window_count((273, 273, 200), roi, overlap) == 5 * 5 * 4  # steps of 48: 0..177 (5), 0..104 (4)
+    assert window_count((96, 60, 97), roi, overlap) == 2
 
 
 def test_without_cuda_the_full_check_refuses_with_a_clear_error(tmp_path, shared_data):

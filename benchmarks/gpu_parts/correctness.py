@@ -1,6 +1,8 @@
-"""Part 1, correctness: ``dwconv3d`` FFT vs cuDNN, a Rep3D training step FFT vs direct, ``fold()``, deploy load.
+"""Part 1, correctness: ``dwconv3d`` FFT vs cuDNN, a Rep3D training step's gradients (FFT and direct)
+against float64, ``fold()``, deploy load.
 
-The reference for every comparison is ``method="direct"`` (cuDNN on CUDA, oneDNN on the CPU) with TF32 off.
+The reference is ``method="direct"`` (cuDNN on CUDA, oneDNN on the CPU) with TF32 off; for the training step's
+gradients it is the same network and batch in float64 (see ``training_step_agreement``).
 Under autocast the input arrives in the autocast dtype (as from the convolution before it) and ``dwconv3d``
 computes in float32 inside, so the tolerances are those of the input/output dtype.
 """
@@ -16,13 +18,20 @@ from rep3d_networks import Rep3D
 from rep3d_networks.ops import dwconv3d
 
 # (batch, channels, map edge, kernel): a Rep3D stage, a map smaller than the kernel (cropped), UX-Net's 7³
-FULL = {"convs": [(2, 48, 24, 21), (2, 96, 6, 21), (2, 48, 24, 7)], "net": dict(feature_size=24), "input": 48}
+FULL = {
+    "convs": [(2, 48, 24, 21), (2, 96, 6, 21), (2, 48, 24, 7)],
+    "net": dict(feature_size=24),
+    "grad_net": dict(feature_size=12, hidden_size=96, depths=[1, 1, 1, 1]),  # float64 cuDNN is slow: a small net
+    "input": 48,
+}
 DRY = {
     "convs": [(1, 4, 8, 7), (1, 4, 4, 7)],
     "net": dict(TINY_NET, kernel_size=5),
+    "grad_net": dict(TINY_NET, kernel_size=5),
     "input": 32,
 }
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}  # relative, per dtype of x
+K, FLOOR, FLOAT64_AGREEMENT = 4.0, 1e-5, 1e-10  # the training step's gradient bounds (training_step_agreement)
 
 
 def run(ctx) -> None:
@@ -34,7 +43,9 @@ def run(ctx) -> None:
                 f"dwconv3d fft vs direct, {batch}x{channels}x{edge}³, k={kernel}, {name}",
                 lambda: conv_agreement(ctx.device, (batch, channels, edge, kernel), dtype),
             )
-    ctx.run_check("Rep3D training step: conv_method fft vs direct", lambda: training_step_agreement(ctx.device, sizes))
+    ctx.run_check(
+        "Rep3D training step vs float64: conv_method fft and direct", lambda: training_step_agreement(ctx.device, sizes)
+    )
     ctx.run_check(
         "fold() keeps eval outputs; deploy net loads training and folded checkpoints", lambda: fold_and_deploy(ctx.device, sizes)
     )
@@ -57,52 +68,85 @@ def conv_agreement(device, shape, dtype):
     return f"rel err out / ∂x / ∂w: {' / '.join(f'{e:.1e}' for e in errors)}", worst(statuses)
 
 
-def lrbm_rep3d(device, sizes, **kwargs) -> Rep3D:
+def lrbm_rep3d(device, net_sizes, **kwargs) -> Rep3D:
     torch.manual_seed(0)
-    return Rep3D(1, 3, **sizes["net"], **kwargs).to(device)
+    return Rep3D(1, 3, **net_sizes, **kwargs).to(device)
 
 
 def training_step_agreement(device, sizes):
-    """Same weights, same batch of two: the loss and every parameter's gradient agree across conv methods."""
+    """One training step's loss and gradients, float32 fft and float32 direct, each against a float64 reference.
+
+    Comparing the two float32 paths with each other measures two roundings, not a bug: rounding in the forward pass
+    is amplified through normalizations and the softmax, so even the library convolution (``"direct"``: cuDNN /
+    oneDNN) is far from the exact gradient (on the H200, 9.2e-4 overall and 1.2e-2 at its worst parameter, fft 6.5e-4
+    and 5.7e-3). So the reference is the same network and batch in float64, where the fft and direct paths must
+    agree to ``FLOAT64_AGREEMENT`` (only float64 rounding is left: 1.5e-15 there). Each float32 path must then be
+    within ``K`` times the float32 direct path's own error plus ``FLOOR``: the fft path may be no less accurate than
+    the library in the same precision, up to the scatter between two sound roundings (``K`` = 4); ``FLOOR`` (1e-5,
+    about 100 float32 roundoffs) keeps the bound meaningful when the direct path is nearly exact (a tiny CPU
+    network). A wrong gradient (an index, a flip, a missing term) is off by O(1), orders of magnitude above it.
+    Errors: the norm of the difference of all gradients over the reference's, and the worst parameter among those
+    whose gradient norm is at least 1e-4 of the largest (a weight just before a normalization has a near-zero
+    gradient, whose own relative error is noise).
+    """
     edge = sizes["input"]
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 1, edge, edge, edge, generator=gen).to(device)
     y = torch.randint(0, 3, (2, 1, edge, edge, edge), generator=gen).to(device)
-    loss_fn, results = DiceCELoss(to_onehot_y=True, softmax=True), {}
-    fft = lrbm_rep3d(device, sizes, conv_method="fft")
-    direct = lrbm_rep3d(device, sizes, conv_method="direct")
-    direct.load_state_dict(fft.state_dict())
+    state = lrbm_rep3d(device, sizes["grad_net"]).state_dict()
+    runs = {}
     with exact_float32():
-        for name, net in (("fft", fft), ("direct", direct)):
-            net.train()
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            results[name] = (loss.item(), {k: p.grad for k, p in net.named_parameters() if p.grad is not None})
-    (loss_fft, grads_fft), (loss_direct, grads_direct) = results["fft"], results["direct"]
-    if set(grads_fft) != set(grads_direct) or not grads_fft:
+        for dtype in (torch.float64, torch.float32):
+            for method in ("direct", "fft"):
+                net = lrbm_rep3d(device, sizes["grad_net"], conv_method=method)
+                net.load_state_dict(state)
+                runs[method, dtype] = step(net.to(dtype).train(), x.to(dtype), y)
+    loss_ref, reference = runs["direct", torch.float64]
+    if any(set(grads) != set(reference) for _, grads in runs.values()) or not reference:
         return "parameters with gradients differ", "failed: gradient sets differ"
-    names = sorted(grads_fft)
-    overall = _rel(torch.cat([grads_fft[k].flatten() for k in names]), torch.cat([grads_direct[k].flatten() for k in names]))
-    # a weight just before a normalization has a near-zero gradient (the norm cancels it): its own relative error is
-    # rounding noise, so the per-parameter comparison leaves out gradients under 1e-4 of the largest one
-    norms = {k: grads_direct[k].norm().item() for k in names}
-    compared = [k for k in names if norms[k] >= 1e-4 * max(norms.values())]
-    errors = {k: _rel(grads_fft[k], grads_direct[k]) for k in compared}
-    worst_name = max(errors, key=errors.get)
-    loss_error = abs(loss_fft - loss_direct) / abs(loss_direct)
-    result = (
-        f"loss {loss_fft:.6f} vs {loss_direct:.6f} (rel {loss_error:.1e}); all gradients rel {overall:.1e}; worst of "
-        f"{len(compared)}/{len(names)} parameters rel {errors[worst_name]:.1e} ({worst_name})"
-    )
-    statuses = [within(loss_error, 1e-5, "loss rel err"), within(overall, 1e-4, "gradient rel err")]
-    return result, worst(statuses + [within(errors[worst_name], 1e-3, f"{worst_name} gradient rel err")])
+    norms = {k: g.norm().item() for k, g in reference.items()}
+    compared = [k for k in reference if norms[k] >= 1e-4 * max(norms.values())]
+    errors = {key: gradient_errors(grads, reference, compared) for key, (_, grads) in runs.items()}
+    float64 = errors["fft", torch.float64][0]
+    statuses = [within(float64, FLOAT64_AGREEMENT, "float64 fft vs direct gradient rel err")]
+    cells = [f"float64 fft vs direct {float64:.1e}"]
+    (direct_all, direct_worst, _) = errors["direct", torch.float32]
+    for method in ("direct", "fft"):
+        overall, worst_error, worst_name = errors[method, torch.float32]
+        loss_error = abs(runs[method, torch.float32][0] - loss_ref) / abs(loss_ref)
+        cells.append(
+            f"float32 {method}: loss {loss_error:.1e}, all {overall:.1e}, worst {worst_error:.1e} ({worst_name})"
+        )
+        statuses += [
+            within(loss_error, 1e-5, f"float32 {method} loss rel err"),
+            within(overall, K * direct_all + FLOOR, f"float32 {method} gradient rel err"),
+            within(worst_error, K * direct_worst + FLOOR, f"float32 {method} {worst_name} gradient rel err"),
+        ]
+    bound = f"bound {K:.0f} × direct + {FLOOR:.0e}; {len(compared)}/{len(reference)} parameters compared"
+    return f"rel err vs float64 direct: {'; '.join(cells)}; {bound}", worst(statuses)
+
+
+def step(net, x, y):
+    """Loss and the gradient (float64 copy) of every parameter after one DiceCE backward pass."""
+    loss = DiceCELoss(to_onehot_y=True, softmax=True)(net(x), y)
+    loss.backward()
+    return loss.item(), {k: p.grad.double() for k, p in net.named_parameters() if p.grad is not None}
+
+
+def gradient_errors(grads, reference, compared):
+    """(all gradients' rel err, the worst compared parameter's rel err, its name) against ``reference``."""
+    names = sorted(reference)
+    overall = _rel(torch.cat([grads[k].flatten() for k in names]), torch.cat([reference[k].flatten() for k in names]))
+    each = {k: _rel(grads[k], reference[k]) for k in compared}
+    name = max(each, key=each.get)
+    return overall, each[name], name
 
 
 def fold_and_deploy(device, sizes):
     """After one SGD step (so the LRBM masks differ from their prior), eval outputs before and after ``fold()``
     and of ``Rep3D(deploy=True)`` loading the training or the folded checkpoint (saved and loaded to ``device``)."""
     edge = sizes["input"]
-    net = lrbm_rep3d(device, sizes)
+    net = lrbm_rep3d(device, sizes["net"])
     x = torch.randn(1, 1, edge, edge, edge, generator=torch.Generator().manual_seed(2)).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     net(x).pow(2).mean().backward()
@@ -117,7 +161,7 @@ def fold_and_deploy(device, sizes):
         errors["fold"] = (folded - reference).abs().max().item() / scale
         checkpoints = {"deploy<-training": training_checkpoint, "deploy<-folded": round_trip(net.state_dict(), device)}
         for name, checkpoint in checkpoints.items():
-            deploy = lrbm_rep3d(device, sizes, deploy=True).eval()
+            deploy = lrbm_rep3d(device, sizes["net"], deploy=True).eval()
             deploy.load_state_dict(checkpoint, strict=True)
             errors[name] = (deploy(x) - reference).abs().max().item() / scale
     statuses = [within(errors[name], 1e-5, f"{name} max err") for name in errors]

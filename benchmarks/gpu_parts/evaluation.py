@@ -6,25 +6,22 @@ The patch: ``Rep3D(1, 16, deploy=True)`` forward without gradients, float32 and 
 (``load_pretrain`` false: the time does not depend on the weights), twice (the first run autotunes cuDNN).
 """
 
-import math
 import statistics
-import time
 
 import torch
 from monai.bundle import ConfigParser
 
-from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle, num_classes, run_bundle
+from bundle_helpers import SMALLEST_NETWORK, copy_bundle
 from conftest import shared_data_dir
+from gpu_parts.bundle_inference import infer_volume
 from gpu_parts.common import AMOS_CT, OK, TINY_NET, gib, peak_memory, time_calls
 from rep3d_networks import Rep3D
 
 CT = "totalseg_ct_abdomen_3mm/example_ct.nii.gz"
 FULL = {"edge": 96, "warmup": 3, "repeats": 10, "net": {}, "bundle": {}}
-DRY = {  # the tests' smallest network, a 6 mm grid and 8 windows
+DRY = {  # the tests' smallest network, a 6 mm grid and 32³ windows; overlap and batch are the config's own
     "edge": 32, "warmup": 1, "repeats": 2, "net": TINY_NET,
-    "bundle": {
-        **SMALLEST_NETWORK, "pixdim": [6.0, 6.0, 6.0], "inferer#roi_size": [32, 32, 32], "inferer#overlap": 0.0, "num_workers": 0,
-    },
+    "bundle": {**SMALLEST_NETWORK, "pixdim": [6.0, 6.0, 6.0], "inferer#roi_size": [32, 32, 32], "num_workers": 0},
 }
 
 
@@ -43,7 +40,7 @@ def patch(ctx, sizes, amp):
     parser = ConfigParser()
     parser.read_config(str(AMOS_CT / "configs" / "inference.json"))
     torch.manual_seed(0)
-    net = Rep3D(1, parser["num_classes"], deploy=True, **sizes["net"]).to(device).eval()
+    net = Rep3D(1, parser.get_parsed_content("num_classes"), deploy=True, **sizes["net"]).to(device).eval()
     x = torch.rand(1, 1, edge, edge, edge, device=device)
     with peak_memory(device) as peak, torch.no_grad(), torch.autocast(device.type, dtype=ctx.amp_dtype, enabled=amp):
         times = time_calls(lambda: net(x), device, sizes["warmup"], sizes["repeats"])
@@ -57,26 +54,4 @@ def whole_volume(ctx, sizes, bundle, attempt):
     if not image.is_file():
         raise FileNotFoundError(f"{image}: the shared CT is missing (set REP3D_SHARED_DATA; see benchmarks/gpu_prepare.sh)")
     output_dir = ctx.work_dir / "predictions" / attempt.replace(" ", "_")
-    overrides = dict(sizes["bundle"], datalist=[str(image)], output_dir=str(output_dir), load_pretrain=False)
-    with peak_memory(ctx.device) as peak:
-        start = time.perf_counter()
-        workflow = run_bundle(bundle, ["inference.json"], **overrides)
-        seconds = time.perf_counter() - start
-    evaluator = workflow.parser.get_parsed_content("evaluator")
-    batch = evaluator.state.batch  # a list of items once MONAI has decollated it
-    shape = tuple((batch[0] if isinstance(batch, list) else batch)["image"].shape[-3:])
-    windows = window_count(shape, workflow.parser["inferer"]["roi_size"], workflow.parser["inferer"]["overlap"])
-    labels = list(output_dir.rglob("*.nii.gz"))
-    if len(labels) != 1:
-        return f"{len(labels)} label files in {output_dir}", "failed: expected one label file"
-    check_label_matches_image(labels[0], image, num_classes(bundle))
-    return f"{seconds:.1f} s for the whole monai.bundle run; grid {shape}, {windows} windows; peak {gib(peak['gib'])}", OK
-
-
-def window_count(shape, roi, overlap) -> int:
-    """Windows of MONAI's ``SlidingWindowInferer`` (scan interval ``roi * (1 - overlap)``, last window flush)."""
-    count = 1
-    for size, window in zip(shape, roi):
-        step = max(int(window * (1 - overlap)), 1)
-        count *= 1 if size <= window else math.ceil((size - window) / step) + 1
-    return count
+    return str(infer_volume(ctx, bundle, image, output_dir, sizes["bundle"])), OK

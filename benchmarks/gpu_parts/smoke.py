@@ -53,7 +53,8 @@ def train(ctx, sizes, bundle, data_dir):
     )
     if not (bundle / "models" / "model.pt").is_file():
         return result, "failed: no models/model.pt written"
-    if trainer.state.iteration != workflow.parser["max_iterations"] or trainer.amp != (ctx.device.type == "cuda"):
+    iterations = workflow.parser.get_parsed_content("max_iterations")
+    if trainer.state.iteration != iterations or trainer.amp != (ctx.device.type == "cuda"):
         return result, "failed: wrong iteration count or AMP setting"
     return result, OK if float(loss) == float(loss) else "failed: loss is NaN"
 

@@ -35,9 +35,9 @@ def run(ctx) -> None:
     sizes = DRY if ctx.dry_run else FULL
     recipe = ConfigParser()
     recipe.read_config(str(AMOS_CT / "configs" / "train.json"))
-    medians = {}
+    medians, classes = {}, recipe.get_parsed_content("num_classes")
     for name, (network, full, dry) in MODELS.items():
-        build = lambda: network(1, recipe["num_classes"], **(dry if ctx.dry_run else full))  # noqa: E731
+        build = lambda: network(1, classes, **(dry if ctx.dry_run else full))  # noqa: E731
         ctx.run_check(f"{name}, {sizes['edge']}³ batch 2, AMP", lambda: measure(ctx, sizes, recipe, name, build, medians))
     if {"Rep3D lrbm", "Rep3D vanilla"} <= set(medians):
         overhead = medians["Rep3D lrbm"] / medians["Rep3D vanilla"] - 1
@@ -49,10 +49,11 @@ def measure(ctx, sizes, recipe, name, build, medians):
     set_determinism(seed=0)  # before the build: every model starts from seeded weights, as in the bundle
     net = build().to(device).train()
     loss_fn = recipe.get_parsed_content("loss")
-    optimizer = torch.optim.AdamW(net.parameters(), lr=recipe["learning_rate"], weight_decay=recipe["optimizer"]["weight_decay"])
+    lr, decay = (recipe.get_parsed_content(key) for key in ("learning_rate", "optimizer#weight_decay"))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=decay)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     x = torch.rand(2, 1, edge, edge, edge, device=device)
-    y = torch.randint(0, recipe["num_classes"], (2, 1, edge, edge, edge), device=device)
+    y = torch.randint(0, recipe.get_parsed_content("num_classes"), (2, 1, edge, edge, edge), device=device)
     losses = []
 
     def step():
