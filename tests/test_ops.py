@@ -151,12 +151,27 @@ def test_auto_choice():
     assert _choose_method((1, 48, 48, 48, 48), (21, 21, 21), "cpu", False) == "fft"
     assert _choose_method((1, 384, 6, 6, 6), (11, 11, 11), "cpu", False) == "direct"
     assert _choose_method((1, 8, 32, 32, 32), (3, 3, 3), "cpu", True) == "direct"
-    assert _choose_method((1, 8, 32, 32, 32), (7, 7, 7), "cuda", True) == "fft"
-    assert _choose_method((1, 8, 32, 32, 32), (7, 7, 7), "cuda", False) == "direct"
+    assert _choose_method((1, 8, 32, 32, 32), (7, 7, 7), "mps", True) == "fft"
+    assert _choose_method((1, 8, 32, 32, 32), (7, 7, 7), "mps", False) == "direct"
 
 
 def test_fast_len():
     assert [_fast_len(n) for n in (1, 11, 13, 22, 34, 58, 97)] == [1, 12, 16, 24, 35, 64, 98]
+
+
+H200_DIRECT_OVER_FFT = [  # (channels, n, cropped k, with grad, cuDNN time / fft time) from the H200 check, 2026-12-04
+    (384, 6, 11, False, 0.71), (192, 12, 21, False, 6.24), (96, 24, 21, False, 25.24), (48, 48, 21, False, 42.94),
+    (384, 6, 7, False, 0.33), (192, 12, 7, False, 0.58), (96, 24, 7, False, 1.66), (48, 48, 7, False, 2.27),
+    (384, 6, 11, True, 2.17), (192, 12, 21, True, 19.57), (96, 24, 21, True, 67.97), (48, 48, 21, True, 126.61),
+    (384, 6, 7, True, 0.84), (192, 12, 7, True, 1.05), (96, 24, 7, True, 2.88), (48, 48, 7, True, 5.84),
+]
+
+
+@pytest.mark.parametrize("channels, n, k, needs_grad, direct_over_fft", H200_DIRECT_OVER_FFT)
+def test_cuda_auto_picks_the_faster_method_measured_on_an_h200(channels, n, k, needs_grad, direct_over_fft):
+    """On CUDA ``auto`` picks what the H200 measured faster at each of Rep3D's stage sizes (CPU test of the rule)."""
+    faster = "fft" if direct_over_fft > 1 else "direct"
+    assert _choose_method((2, channels, n, n, n), (k, k, k), "cuda", needs_grad) == faster
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

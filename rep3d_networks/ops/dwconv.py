@@ -56,9 +56,22 @@ Method choice ("auto"):
     ``k >= 11`` (``n >= 24``).  Both methods scale linearly in batch x channels, so these
     crossovers do not depend much on them (fft amortises the kernel transform over the batch).
 
-    CUDA: unmeasured (no GPU was available).  cuDNN's depthwise 3D backward for large kernels
-    is known to be slow too, so on CUDA "auto" uses FFT when a gradient is needed and the
-    (cropped) kernel has ``k >= 7`` on every axis; otherwise direct (cuDNN).
+    CUDA, measured on an NVIDIA H200 (torch 2.11.0+cu130, cuDNN 9.19; ``benchmarks/gpu_check.sh`` part
+    dwconv_speed, 2026-12-04, ``../shared/gpu/2026-12-04/gpu_check_report.md``; float32, batch 2, the channel
+    count of Rep3D's stage at that size, "same" padding; ratio direct (cuDNN) / fft, > 1: fft faster; at n=6 the
+    21-kernel is cropped to 11)::
+
+        forward only   k=7    k=21          fwd + bwd      k=7    k=21
+        n=6           0.33   0.71 (11)      n=6           0.84   2.17 (11)
+        n=12          0.58   6.24           n=12          1.05   19.6
+        n=24          1.66   25.2           n=24          2.88   68.0
+        n=48          2.27   42.9           n=48          5.84    127
+
+    Under fp16 autocast the ratios are alike (fft computes in float32 either way). Resulting rule on CUDA: with
+    grad, fft if ``k >= 7`` (``k >= 9`` when ``n < 12``); forward only, direct if ``n < 12``, else fft if
+    ``k >= 11`` (``n < 24``) or ``k >= 7`` (``n >= 24``). Cells between the measured kernels are interpolated
+    with direct's cost growing as ``k^3`` and fft's flat. Other accelerators (unmeasured) keep the conservative
+    rule: fft only with grad and ``k >= 7``.
 """
 
 from __future__ import annotations
@@ -184,6 +197,12 @@ def _choose_method(x_shape, kernel, device_type: str, needs_grad: bool) -> str:
     Anisotropic shapes are compared by volume, i.e. by the geometric mean of their sizes.
     """
     n3, k3 = math.prod(x_shape[2:]), math.prod(kernel)
+    if device_type == "cuda":
+        if needs_grad:
+            return "fft" if k3 >= (9**3 if n3 < 12**3 else 7**3) else "direct"
+        if n3 < 12**3:
+            return "direct"
+        return "fft" if k3 >= (11**3 if n3 < 24**3 else 7**3) else "direct"
     if device_type != "cpu":  # unmeasured: see module docstring
         return "fft" if needs_grad and min(kernel) >= 7 else "direct"
     if needs_grad:
