@@ -16,7 +16,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, Compose, Invertd
 from torch.profiler import ProfilerActivity, profile
 
-from rep3d_networks.reliability import VolumeError, volume_error_message
+from rep3d_networks.transforms import VolumeError, volume_error_message
 
 from bundle_helpers import REPO_ROOT, SMALLEST_NETWORK, check_label_matches_image, copy_bundle
 

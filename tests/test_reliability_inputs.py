@@ -33,7 +33,7 @@ import test_reliability_files as files
 from app_helpers import CT, CT_LABELS, TRAIN_S, Server, check_label, save_random_weights, serve_app, write_overrides
 from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle, make_dataset, run_bundle
 from rep3d_networks.data.cli import prepare
-from rep3d_networks.reliability import volume_error_message
+from rep3d_networks.transforms import volume_error_message
 
 BUNDLE = "msd_pancreas"  # 3 classes: the cheapest Invertd
 NUM_CLASSES = 3
