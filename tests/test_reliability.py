@@ -9,8 +9,8 @@ import pytest
 MOVED = [
     *[("rep3d_networks.reliability", name, "rep3d_networks.transforms") for name in (
         "InvertToLabelsd", "LoadVolumed", "Spacingd", "ValidateVolumed", "VolumeError", "background_outside_crop",
-        "check_finite", "check_geometry", "check_label_values", "check_same_grid", "check_volume", "describe_load_error",
-        "find_volume_error", "load_volume", "output_root", "volume_error_message")],
+        "check_finite", "check_geometry", "check_label_values", "check_same_grid", "check_volume",
+        "describe_load_error", "find_volume_error", "load_volume", "output_root", "volume_error_message")],
     *[("rep3d_networks.reliability", name, "rep3d_networks.handlers") for name in (
         "AtomicCheckpointSaver", "AtomicDiskSaver", "ResumeCheckpointLoader", "resume_checkpoint")],
     *[("rep3d_networks.reliability.checkpoint", name, "rep3d_networks.handlers.checkpoint") for name in (

@@ -19,6 +19,11 @@ DEVICE = "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"
 RANK_DEVICE = "$torch.device('cuda:' + os.environ['LOCAL_RANK']) if torch.cuda.is_available() else torch.device('cpu')"
 TRAIN_STATE = {"model": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler",
                "best_model_saver": "@validate#checkpoint_saver"}
+ROI_SIZE = (96, 96, 96)
+"""The paper's training patch and sliding window (voxels): ``roi_size`` of ``train.json``, the inferer's of
+``inference.json``, the ``spatial_shape`` of ``metadata.json``."""
+WEIGHT_DECAY = 0.08
+"""The paper's AdamW weight decay (Table 5), also the default of the ``lr-field`` analysis."""
 
 
 def target(name: str, **kwargs: Any) -> Config:
@@ -207,7 +212,7 @@ def train(data: DatasetSpec) -> Config:
         "fold": 0,
         "datalist": "$@bundle_root + '/configs/datalist_fold' + str(@fold) + '.json'",
         **{k: v for k, v in dataset_keys(data).items() if k != "dataset_dir"},
-        "roi_size": [96, 96, 96],
+        "roi_size": list(ROI_SIZE),
         "num_samples": 2,
         "max_iterations": 60000,
         "val_interval": 500,
@@ -222,7 +227,7 @@ def train(data: DatasetSpec) -> Config:
         "network": "$@network_def.to(@device)",
         "loss": target("DiceCELoss", to_onehot_y=True, softmax=True),
         "optimizer": target("torch.optim.AdamW", params="$@network.parameters()", lr="@learning_rate",
-                            betas=[0.9, 0.999], eps=1e-08, weight_decay=0.08),
+                            betas=[0.9, 0.999], eps=1e-08, weight_decay=WEIGHT_DECAY),
         "lr_scheduler": target("torch.optim.lr_scheduler.ReduceLROnPlateau", optimizer="@optimizer", mode="max",
                                factor=0.9, patience=10),
         "train": train_section(),
@@ -343,7 +348,7 @@ def inference(data: DatasetSpec) -> Config:
         "displayable_configs": {**SPEED_DEFAULTS, "precision": "@precision"},
         "fast": "@displayable_configs#fast",
         **FAST_PRESET,
-        "inferer": target("rep3d_networks.inferers.PrecisionSlidingWindowInferer", roi_size=[96, 96, 96],
+        "inferer": target("rep3d_networks.inferers.PrecisionSlidingWindowInferer", roi_size=list(ROI_SIZE),
                           sw_batch_size="@displayable_configs#sw_batch_size", overlap=FAST_OR_OVERLAP,
                           precision="@displayable_configs#precision", progress=True),
         "postprocessing": target("Compose", transforms=inference_postprocessing()),
