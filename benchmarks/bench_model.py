@@ -228,7 +228,7 @@ def precision_main(args) -> None:
     import importlib.util
     import tempfile
 
-    from rep3d_networks.precision import cpu_has_bf16
+    from rep3d_networks.inferers import cpu_has_bf16
 
     modes = [m for m in PRECISION_MODES if m != "onnx" or importlib.util.find_spec("onnxruntime")]
     started = time.perf_counter()

@@ -35,9 +35,10 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from bundle_helpers import SMALLEST_NETWORK  # noqa: E402
+from rep3d_networks.bundles.recipe import ROI_SIZE  # noqa: E402
 
 INFERENCE = REPO_ROOT / "bundles" / "amos_ct" / "configs" / "inference.json"
-WINDOWS = {"inferer#roi_size": [96, 96, 96], "inferer#overlap": 0.0, "inferer#sw_batch_size": 1}
+WINDOWS = {"inferer#roi_size": list(ROI_SIZE), "inferer#overlap": 0.0, "inferer#sw_batch_size": 1}
 
 
 def synthetic_ct(path: Path, shape, spacing: float) -> Path:

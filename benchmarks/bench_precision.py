@@ -3,7 +3,7 @@
 Runs a trained bundle's ``configs/inference.json`` (preprocessing, sliding window, output stage without
 ``SaveImaged``: the labels the bundle writes, on each input's grid) on the cases of a datalist twice and compares both
 with the reference labels: per-organ Dice of each, the Dice change per organ, and the fraction of voxels whose label
-changes. ``--compare precision`` (default) runs ``precision`` float32 and bfloat16 (``rep3d_networks.precision``),
+changes. ``--compare precision`` (default) runs ``precision`` float32 and bfloat16 (``rep3d_networks.inferers``),
 ``--compare fast`` the bundle's default and its ``fast`` preset (sliding-window overlap at most 0.25), both at the
 bundle's own precision. Organs absent from a case's reference are left out of that case's Dice (as MONAI's
 ``DiceMetric(ignore_empty=True)``). Writes Markdown::
@@ -46,7 +46,7 @@ COMPARISONS = {  # the two settings of each comparison: (name, inference.json ov
     "precision": (("float32", {"inferer#precision": "float32"}), ("bfloat16", {"inferer#precision": "bfloat16"})),
     "fast": (("default", {"fast": False}), ("fast", {"fast": True})),
 }
-INFERER = "rep3d_networks.precision.PrecisionSlidingWindowInferer"
+INFERER = "rep3d_networks.inferers.PrecisionSlidingWindowInferer"
 DICE_LIMIT = 0.005  # issue 18: `auto` stays bfloat16 only if no organ's Dice changes by more (precision only)
 
 

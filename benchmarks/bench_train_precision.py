@@ -86,7 +86,7 @@ def main() -> None:
     from monai.losses import DiceCELoss
 
     from rep3d_networks import Rep3D
-    from rep3d_networks.precision import cpu_has_bf16
+    from rep3d_networks.inferers import cpu_has_bf16
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -6,7 +6,7 @@ folding of a training checkpoint (which convolves kernels in float32 outside any
 
 Run as a script, it runs another script (the app's ``start_server.py``) in this process with the CPU capability probe
 patched and those dtypes recorded, for tests of ``precision=auto`` through the server, which runs in its own process:
-``rep3d_networks.precision.cpu_has_bf16`` (the one probe :func:`~rep3d_networks.precision.autocast_dtype` asks)
+``rep3d_networks.inferers.cpu_has_bf16`` (the one probe :func:`~rep3d_networks.inferers.autocast_dtype` asks)
 answers what the JSON file ``answer`` holds at each call, so that a test switches the branch between requests, and
 each dtype is appended to the text file ``record``, one per line::
 
@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
-from rep3d_networks import Rep3D, precision
+from rep3d_networks import Rep3D, inferers
 
 LAYERS = (torch.nn.Conv3d, torch.nn.ConvTranspose3d, torch.nn.Linear)
 
@@ -53,7 +53,7 @@ def recorded_layer_dtypes(record: Callable[[torch.dtype], None]) -> Iterator[Non
 
 def main() -> None:
     answer, record = Path(sys.argv[1]), Path(sys.argv[2])
-    precision.cpu_has_bf16 = lambda: bool(json.loads(answer.read_text()))
+    inferers.cpu_has_bf16 = lambda: bool(json.loads(answer.read_text()))
 
     def write(dtype: torch.dtype) -> None:
         with open(record, "a") as dtypes:

@@ -30,6 +30,7 @@ from rep3d_networks.analysis.erf import erf_summary
 from rep3d_networks.analysis.kernel_geometry import centre_periphery_ratio, radial_profile, tap_distances
 from rep3d_networks.analysis.model_loading import build_model, is_folded, model_kwargs, read_state_dict
 from rep3d_networks.bundles.recipe import AFFINE
+from rep3d_networks.data.specs import get_dataset_spec
 
 TINY_MODEL = dict(feature_size=4, hidden_size=8)
 
@@ -134,7 +135,8 @@ def test_erf_of_a_fresh_model_from_a_bundle_config(tmp_path, repo_root):
     for key in ("erf_planes_png", "lrbm_masks_png"):
         assert_png(paths[key])
     result = json.loads(Path(paths["json"]).read_text())
-    assert result["model"]["out_channels"] == 16 and result["model"]["feature_size"] == 4
+    assert result["model"]["out_channels"] == get_dataset_spec("amos_ct").num_classes
+    assert result["model"]["feature_size"] == 4
     mass = list(result["summary"]["mass_within"].values())
     assert all(0 < m <= 1 for m in mass) and mass == sorted(mass)
     assert mass[-1] > result["summary"]["uniform_within"]["16"]  # concentrated around the centre

@@ -30,9 +30,10 @@ from rep3d_networks.analysis.clicks import (
     voxel_spacing,
 )
 from rep3d_networks.analysis.clicks_report import FLAT_MARGIN, THRESHOLDS, curve_checks, step_changes, summarize
+from rep3d_networks.data.specs import get_dataset_spec
 
 TESTS = Path(__file__).resolve().parent
-ORGANS = {"spleen": 1, "right kidney": 2}
+ORGANS = {name: get_dataset_spec("amos_ct").label_ids[name] for name in ("spleen", "right kidney")}
 ABSENT = "esophagus"  # an AMOS label with no voxel in the sample CT's label
 MAX_CLICKS = 3
 STUDIES = {"ct_sm": None, "ct_sm_pli": ("P", "L", "I")}  # image id -> stored orientation (None: the file as it is)

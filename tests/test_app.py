@@ -62,10 +62,10 @@ def test_next_sample_strategies(served):
 @pytest.mark.parametrize("model", ["amos_ct", "kits"])
 def test_infer_returns_label_in_input_geometry(served, model):
     """Auto-segmentation as Slicer's "Run" asks for it; the bundles resample with the Spacingd that MONAI 1.6 runs
-    under MONAI Label (``rep3d_networks.reliability.Spacingd``; ``make test-latest`` runs this on MONAI 1.6)."""
+    under MONAI Label (``rep3d_networks.transforms.Spacingd``; ``make test-latest`` runs this on MONAI 1.6)."""
     _, client, bundles, studies = served
     preprocessing = json.loads((bundles / model / "configs" / "inference.json").read_text())["preprocessing"]
-    assert "rep3d_networks.reliability.Spacingd" in [t["_target_"] for t in preprocessing["transforms"]]
+    assert "rep3d_networks.transforms.Spacingd" in [t["_target_"] for t in preprocessing["transforms"]]
     label_file, params = client.infer(model, "ct_sm", {})
     check_label(label_file, studies / "ct_sm.nii.gz", len(channel_names(bundles / model)) + 1)
     assert params["label_names"] == channel_names(bundles / model)

@@ -26,10 +26,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from app_helpers import wait_for_task
 from pacs_helpers import (CT_3SLICE, CT_SERIES, Orthanc, amos_label_on_series, interfaces, prepare_series, require_pacs,
                           serve_pacs, series_image)
+from rep3d_networks.data.specs import get_dataset_spec
 
 SERVED = {"amos_ct": True, "amos_ct_deepedit": True}  # bundle -> starts with (random) weights
 AMOS_VALUES = [0, 1, 6, 7, 8, 9, 10, 11]  # the CT's label: spleen, liver, stomach, aorta, IVC, pancreas, right adrenal
-LIVER = 6
+LIVER = get_dataset_spec("amos_ct").label_ids["liver"]
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +152,8 @@ def test_saved_label_is_a_seg_on_the_series(pacs, submitted):
     ct = [pydicom.dcmread(p) for p in sorted(pacs["ct_dir"].iterdir())]
     (seg,) = web.retrieve_series(str(ct[0].StudyInstanceUID), seg_uid)
     segments = {int(s.SegmentNumber): (str(s.SegmentLabel), str(s.SegmentDescription)) for s in seg.SegmentSequence}
-    assert [label for label, _ in segments.values()] == ["spleen", "liver", "stomach", "aorta", "inferior vena cava",
-                                                          "pancreas", "right adrenal gland"]
+    names = get_dataset_spec("amos_ct").class_names
+    assert [label for label, _ in segments.values()] == [names[value] for value in AMOS_VALUES[1:]]
     assert [d.rsplit(" ", 1)[1] for _, d in segments.values()] == [str(v) for v in AMOS_VALUES[1:]]
     colours = [tuple(s.RecommendedDisplayCIELabValue) for s in seg.SegmentSequence]  # viewers draw organs apart
     assert len(set(colours)) == len(colours)

@@ -10,6 +10,7 @@ kept and counted by the next run (``num_train`` of ``/info/`` ``train_stats``); 
 import os
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from app_helpers import (
     CT, SERVER_START_S, TRAIN_S, Server, amos_label, app_conf, check_label, file_digest, serve_app, task_status,
     wait_for_task,
 )
+from rep3d_networks.handlers import TrainingStats
 
 SERVED = {"amos_ct": True}
 KILLED_RUN = {"max_iterations": 3, "val_interval": 3, "checkpoint_interval": 1}
@@ -37,6 +39,23 @@ def session(tmp_path_factory, shared_data, repo_root):
         client.save_label("ct_sm", str(label), tag="final")
         client.upload_image(str(shared_data / CT), image_id="second")
         yield root, server, client, bundles, studies
+
+
+def test_training_stats_old_path_gives_the_package_handler(repo_root, monkeypatch):
+    """``TrainingStats`` moved from the app's ``lib/train.py`` to ``rep3d_networks.handlers``; the old path works."""
+    def app_modules():
+        return [m for m in sys.modules if m == "lib" or m.startswith("lib.")]
+
+    monkeypatch.syspath_prepend(str(repo_root / "apps" / "rep3d"))
+    for module in app_modules():
+        monkeypatch.delitem(sys.modules, module)
+    try:
+        from lib import train
+
+        assert train.TrainingStats is TrainingStats
+    finally:
+        for module in app_modules():
+            del sys.modules[module]
 
 
 def running_stats(server, client, deadline: float) -> dict:

@@ -25,8 +25,8 @@ from bundle_helpers import (
 from stack_helpers import STACKS, pins
 from rep3d_networks.bundles import all_bundle_specs, get_bundle_spec, render
 from rep3d_networks.bundles.__main__ import main as bundles_main
+from rep3d_networks.bundles.recipe import ROI_SIZE, WEIGHT_DECAY
 
-EXPECTED_CLASSES = {"amos_ct": 16, "amos_mri": 14, "kits": 4, "msd_pancreas": 3, "msd_hepatic_vessel": 3}
 ALL_BUNDLES = list(all_bundle_specs())
 
 
@@ -36,7 +36,7 @@ def test_metadata_verifies_against_official_schema(name, bundle_schema):
     verify_metadata(meta_file=str(meta), filepath=str(bundle_schema))
     content = json.loads(meta.read_text())
     pred = content["network_data_format"]["outputs"]["pred"]
-    assert pred["num_channels"] == EXPECTED_CLASSES[name] == len(pred["channel_def"])
+    assert pred["num_channels"] == get_bundle_spec(name).data.num_classes == len(pred["channel_def"])
     assert content["required_packages_version"] and content["optional_packages_version"]
 
 
@@ -50,7 +50,7 @@ def test_bundle_files_present(name):
     readme = (root / "docs" / "README.md").read_text()
     assert "No trained weights are published yet" in readme
     train = json.loads((root / "configs" / "train.json").read_text())
-    assert train["num_classes"] == EXPECTED_CLASSES[name]
+    assert train["num_classes"] == get_bundle_spec(name).data.num_classes
     assert train["network_def"]["_target_"] == "rep3d_networks.Rep3D"
 
 
@@ -126,6 +126,18 @@ def test_rendered_facts_come_from_the_dataset_spec(name):
     expected_inputs = 1 + spec.data.num_classes if spec.deepedit else 1
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == expected_inputs
     assert "rep3d-networks" not in meta["required_packages_version"]  # not on PyPI: the zip carries the code
+
+
+@pytest.mark.parametrize("name", ALL_BUNDLES)
+def test_rendered_recipe_facts_have_one_value(name):
+    """The window (training patch, inference window, metadata's input shape) and the weight decay are the recipe's."""
+    configs = REPO_ROOT / "bundles" / name / "configs"
+    train, inference, meta = (json.loads((configs / f"{config}.json").read_text())
+                              for config in ("train", "inference", "metadata"))
+    windows = [train["roi_size"], inference["inferer"]["roi_size"]]
+    windows += [shape["spatial_shape"] for shape in meta["network_data_format"]["inputs"].values()]
+    assert windows == [list(ROI_SIZE)] * len(windows)
+    assert train["optimizer"]["weight_decay"] == WEIGHT_DECAY
 
 
 def check_properties(bundle, data_dir):

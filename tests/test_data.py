@@ -29,10 +29,13 @@ from rep3d_networks.data import (
     write_phantom_dataset,
     write_totalseg_dataset,
 )
+from rep3d_networks.data.phantom import MIN_SIZE, synthesize_phantom_case
+from rep3d_networks.data.phantom_anatomy import abdominal_organs
 from rep3d_networks.data.slabs import class_aware_datalist
 from rep3d_networks.data.splits import class_aware_split, fixed_split, fixed_split_sizes, kfold_splits
 
 DATASETS = dataset_names()
+AMOS_CT = get_dataset_spec("amos_ct")
 SMALL = {"num_cases": 6, "size": 32}  # fast phantoms for the in-process tests
 
 
@@ -119,6 +122,22 @@ def test_phantom_labels_and_layout(tmp_path):
         write_phantom_dataset("amos_mri", tmp_path / "mri", num_cases=2, size=32)
 
 
+def test_phantom_organs_are_the_amos_classes():
+    """The phantom draws each AMOS class once, by the spec's name; in MRI exactly the classes AMOS MRI labels."""
+    organs = abdominal_organs()
+    assert sorted(organ.name for organ in organs) == sorted(AMOS_CT.class_names[1:])
+    mri = get_dataset_spec("amos_mri").class_names
+    assert {organ.name for organ in organs if organ.in_mri_field_of_view} == set(mri[1:])
+
+
+@pytest.mark.parametrize("dataset", [name for name in DATASETS if get_dataset_spec(name).modality == "CT"])
+def test_ct_phantom_is_on_the_bundle_grid(dataset):
+    """A CT phantom's voxels have the spacing its bundle resamples to (``pixdim``)."""
+    spec = get_dataset_spec(dataset)
+    case = synthesize_phantom_case(spec, MIN_SIZE, np.random.default_rng(0))
+    assert tuple(nib.affines.voxel_sizes(case.affine)) == spec.pixdim
+
+
 def test_phantom_amos_ct_has_every_organ_at_the_quickstart_size(tmp_path):
     """At the quickstart's 40 voxels every one of the 15 AMOS organs is in every case, several voxels big, and
     touching organs differ in intensity (what makes the phantom learnable in minutes, issue #14)."""
@@ -126,10 +145,11 @@ def test_phantom_amos_ct_has_every_organ_at_the_quickstart_size(tmp_path):
     for label_file in sorted((amos / "labelsTr").glob("*.nii.gz")):
         labels = np.asarray(nib.load(label_file).dataobj)
         image = np.asarray(nib.load(amos / "imagesTr" / label_file.name).dataobj)
-        counts = np.bincount(labels.ravel(), minlength=16)
-        assert counts.size == 16 and counts[1:].min() >= 8, (label_file.name, counts.tolist())
-        liver, gallbladder = np.median(image[labels == 6]), np.median(image[labels == 4])
-        pancreas, duodenum = np.median(image[labels == 10]), np.median(image[labels == 13])
+        counts = np.bincount(labels.ravel(), minlength=AMOS_CT.num_classes)
+        assert counts.size == AMOS_CT.num_classes and counts[1:].min() >= 8, (label_file.name, counts.tolist())
+        median = {name: np.median(image[labels == value]) for name, value in AMOS_CT.label_ids.items()}
+        liver, gallbladder = median["liver"], median["gallbladder"]
+        pancreas, duodenum = median["pancreas"], median["duodenum"]
         assert liver - gallbladder > 60 and pancreas - duodenum > 10
 
 
@@ -380,8 +400,8 @@ def test_totalseg_then_prepare(tmp_path, shared_data, dataset):
         origins.add(tuple(np.round(label_nii.affine[:3, 3], 2)))
         present |= set(np.unique(np.asarray(label_nii.dataobj)).tolist())
     assert len(origins) == num_cases  # distinct slabs
-    expected = {"amos_ct": set(range(16)) - {5}, "amos_mri": set(range(14)) - {5}}.get(dataset, set(range(spec.num_classes)))
-    assert present == expected  # real organs (+ synthetic lesions for KiTS/MSD); no esophagus in these volumes
+    absent = {spec.label_ids["esophagus"]} if spec.family == "amos" else set()  # no esophagus in these volumes
+    assert present == set(range(spec.num_classes)) - absent  # real organs (+ synthetic lesions for KiTS/MSD)
 
 
 def test_totalseg_without_lesions_has_no_tumour(tmp_path, shared_data):

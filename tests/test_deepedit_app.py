@@ -28,9 +28,11 @@ from scipy import ndimage
 from monailabel.client.client import MONAILabelClientException
 
 from app_helpers import CT, amos_label, check_label, file_digest, serve_app
+from rep3d_networks.data.specs import get_dataset_spec
 
 SERVED = {"amos_ct_deepedit": True, "kits_deepedit": False, "amos_ct": True}  # bundle -> starts with weights
-AMOS_LIVER = 6
+AMOS = get_dataset_spec("amos_ct")
+AMOS_LIVER = AMOS.label_ids["liver"]
 NEAR_MM = 30.0
 TRAIN_S = 300  # DeepEdit training (click simulation) takes longer than the automatic models'
 
@@ -68,8 +70,9 @@ def test_info_lists_deepedit_models_with_background(served):
     assert models["amos_ct_deepedit"]["type"] == models["kits_deepedit"]["type"] == "deepedit"
     assert models["amos_ct"]["type"] == "segmentation"
     assert models["amos_ct_deepedit"]["labels"]["background"] == 0
-    assert models["amos_ct_deepedit"]["labels"]["liver"] == AMOS_LIVER and len(models["amos_ct_deepedit"]["labels"]) == 16
-    assert models["kits_deepedit"]["labels"] == {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}
+    amos_labels = models["amos_ct_deepedit"]["labels"]
+    assert amos_labels["liver"] == AMOS_LIVER and len(amos_labels) == AMOS.num_classes
+    assert models["kits_deepedit"]["labels"] == get_dataset_spec("kits").label_ids
     assert "background" in info["labels"] and "tumor" in info["labels"]  # what Slicer sends clicks for
     assert models["amos_ct_deepedit"]["trained"] and not models["kits_deepedit"]["trained"]
     trainer = info["trainers"]["amos_ct_deepedit"]["config"]

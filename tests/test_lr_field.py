@@ -1,14 +1,22 @@
 """The ``lr-field`` experiment's LRBM generator norm options (issue #12): one LRBM run per option, its mask drift."""
 
+import inspect
 import json
 from pathlib import Path
 
 import pytest
 
 from rep3d_networks.analysis import cli
-from rep3d_networks.analysis.lr_field import RegressionTask, run_lr_field
+from rep3d_networks.analysis.lr_field import RegressionTask, run_lr_field, train_and_record
 
 TINY_TASK = dict(steps=3, channels=2, output_size=4, kernel_size=15)
+BUNDLE_TRAIN = Path(__file__).resolve().parents[1] / "bundles" / "amos_ct" / "configs" / "train.json"
+
+
+@pytest.mark.parametrize("function", [cli.lr_field, run_lr_field, train_and_record])
+def test_default_weight_decay_is_the_bundles(function):
+    bundle = json.loads(BUNDLE_TRAIN.read_text())["optimizer"]["weight_decay"]
+    assert inspect.signature(function).parameters["weight_decay"].default == bundle
 
 
 

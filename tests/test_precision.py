@@ -1,7 +1,8 @@
-"""Inference precision (``rep3d_networks.precision``): the choice per device, the inferer, the bundles'
+"""Inference precision (``rep3d_networks.inferers``): the choice per device, the inferer, the bundles'
 ``--precision`` option through ``python -m monai.bundle run``, and ``auto`` on CPUs with and without bfloat16 through
 a bundle run and an app request (the dtype the network's layers ran in)."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -13,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from rep3d_networks import Rep3D, dwconv3d
-from rep3d_networks import precision as precision_module
-from rep3d_networks.precision import PrecisionSlidingWindowInferer, autocast_dtype, cpu_has_bf16
+from rep3d_networks import Rep3D, dwconv3d, inferers
+from rep3d_networks.inferers import PrecisionSlidingWindowInferer, autocast_dtype, cpu_has_bf16
 
 from app_helpers import check_label, serve_app
 from bundle_helpers import SMALLEST_NETWORK, bundle_workflow, check_label_matches_image, copy_bundle, run_bundle
@@ -37,9 +37,18 @@ AUTO_CASES = [(True, torch.bfloat16), (False, torch.float32)]  # CPU with bfloat
 PROBE = Path(__file__).with_name("precision_probe.py")
 
 
+@pytest.mark.parametrize("name", ["PRECISIONS", "PrecisionSlidingWindowInferer", "autocast_dtype", "autocast_network",
+                                  "check_precision", "cpu_has_bf16"])
+def test_old_module_path_gives_the_moved_object(name):
+    """``rep3d_networks.precision``, the inferer's old home, re-exports it with a ``DeprecationWarning``."""
+    with pytest.warns(DeprecationWarning, match="moved to rep3d_networks.inferers"):
+        old = importlib.reload(importlib.import_module("rep3d_networks.precision"))
+    assert getattr(old, name) is getattr(inferers, name)
+
+
 @pytest.mark.parametrize("precision,device,has_bf16,expected", AUTOCAST_CASES)
 def test_autocast_dtype(monkeypatch, precision, device, has_bf16, expected):
-    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(inferers, "cpu_has_bf16", lambda: has_bf16)
     assert autocast_dtype(precision, device) == expected
 
 
@@ -80,7 +89,7 @@ def test_inferer_output_is_float32_and_close_to_float32():
         for precision in ("float32", "bfloat16"):
             inferer = PrecisionSlidingWindowInferer(roi_size=[32, 32, 16], sw_batch_size=1, overlap=0.5, precision=precision)
             outputs[precision] = inferer(x, net)
-        plain = precision_module.SlidingWindowInferer(roi_size=[32, 32, 16], sw_batch_size=1, overlap=0.5)(x, net)
+        plain = inferers.SlidingWindowInferer(roi_size=[32, 32, 16], sw_batch_size=1, overlap=0.5)(x, net)
     assert outputs["bfloat16"].dtype == torch.float32
     torch.testing.assert_close(outputs["float32"], plain, rtol=0, atol=0)
     difference = (outputs["bfloat16"] - outputs["float32"]).abs().max() / outputs["float32"].abs().max()
@@ -126,7 +135,7 @@ def test_auto_precision_through_a_bundle_run(monkeypatch, tmp_path, shared_data,
     """The bundle's default ``precision: auto``, run in-process as ``monai.bundle run`` runs it, with the CPU probe
     patched at its source: the network's layers compute in bfloat16 on a CPU with it, in float32 on one without
     (:func:`precision_probe.recorded_layer_dtypes`)."""
-    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(inferers, "cpu_has_bf16", lambda: has_bf16)
     bundle = copy_bundle("amos_ct", tmp_path)
     (bundle / "models").mkdir()
     torch.save(Rep3D(1, 16, feature_size=4, depths=[1, 1, 1, 1], kernel_size=3, hidden_size=32).state_dict(),

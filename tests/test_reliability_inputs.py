@@ -33,10 +33,11 @@ import test_reliability_files as files
 from app_helpers import CT, CT_LABELS, TRAIN_S, Server, check_label, save_random_weights, serve_app, write_overrides
 from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle, make_dataset, run_bundle
 from rep3d_networks.data.cli import prepare
-from rep3d_networks.reliability import volume_error_message
+from rep3d_networks.data.specs import get_dataset_spec
+from rep3d_networks.transforms import volume_error_message
 
 BUNDLE = "msd_pancreas"  # 3 classes: the cheapest Invertd
-NUM_CLASSES = 3
+NUM_CLASSES = get_dataset_spec(BUNDLE).num_classes
 MR = "totalseg_mr_abdomen_3mm/example_mr_sm.nii.gz"  # stored LPS
 DICOM = "totalseg_ct_dicom_1mm/example_ct_dicom"
 TINY_INFER = {"pixdim": [4.0, 4.0, 4.0], "num_workers": 0, "inferer#roi_size": [32, 32, 32], "inferer#overlap": 0.0}

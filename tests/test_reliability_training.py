@@ -24,8 +24,8 @@ from monai.handlers import CheckpointSaver
 
 from app_helpers import write_overrides
 from bundle_helpers import SMALLEST_NETWORK, copy_bundle, make_dataset, prepare_bundle, run_bundle
-from rep3d_networks.reliability import AtomicCheckpointSaver, resume_checkpoint
-from rep3d_networks.reliability.checkpoint import checkpoint_iteration
+from rep3d_networks.handlers import AtomicCheckpointSaver, resume_checkpoint
+from rep3d_networks.handlers.checkpoint import checkpoint_iteration
 
 BUNDLE = "msd_pancreas"
 TINY = {

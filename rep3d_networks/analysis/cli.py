@@ -43,6 +43,7 @@ from rep3d_networks.analysis.reports import write_json
 from rep3d_networks.analysis.session import SessionSettings, run_session
 from rep3d_networks.analysis.session_report import write_session_report
 from rep3d_networks.analysis.session_study import MODEL as STUDY_MODEL, run_study as run_session_study
+from rep3d_networks.bundles.recipe import WEIGHT_DECAY
 from rep3d_networks.data.phantom import MIN_SIZE as PHANTOM_MIN_SIZE
 
 
@@ -89,7 +90,7 @@ def lr_field(
     optimizers=OPTIMIZERS,
     sgd_lrs=(2e-4, 6e-4),
     adamw_lrs=(2e-4, 3e-4),
-    weight_decay: float = 0.08,
+    weight_decay: float = WEIGHT_DECAY,
     sgd_momentum: float = 0.0,
     generator_norm_affine="channel",
     num_threads: int = 1,
@@ -113,7 +114,7 @@ def lr_field(
         optimizers: Comma-separated subset of sgd,adamw.
         sgd_lrs: SGD (large, small-branch) learning rates; Table 8 best: 2e-4,6e-4.
         adamw_lrs: AdamW (large, small-branch) learning rates; Table 8 best: 2e-4,3e-4.
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay (default the bundles', Table 5).
         sgd_momentum: SGD momentum.
         generator_norm_affine: Comma-separated LRBM generator norm options (channel,tap,none): one lrbm run each.
         num_threads: torch threads (0: torch's default).

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from rep3d_networks.analysis.kernel_geometry import centre_periphery_ratio, radial_profile, tap_distances
 from rep3d_networks.analysis.masks import change_from_init
 from rep3d_networks.blocks import GENERATOR_NORM_AFFINE, LRBM, GeneratorConfig, ReparamDepthwiseConv3d
+from rep3d_networks.bundles.recipe import WEIGHT_DECAY
 from rep3d_networks.ops import dwconv3d
 from rep3d_networks.optim import csla_param_groups
 
@@ -132,7 +133,7 @@ def train_and_record(
     record_at: Iterable[int],
     lr_large: float,
     lr_small: float,
-    weight_decay: float = 0.08,
+    weight_decay: float = WEIGHT_DECAY,
     momentum: float = 0.0,
     generator_norm_affine: str = "channel",
 ) -> Dict:
@@ -222,7 +223,7 @@ def run_lr_field(
     variants: Tuple[str, ...] = VARIANTS,
     optimizers: Tuple[str, ...] = OPTIMIZERS,
     learning_rates: Optional[Dict[str, Tuple[float, float]]] = None,
-    weight_decay: float = 0.08,
+    weight_decay: float = WEIGHT_DECAY,
     momentum: float = 0.0,
     generator_norm_affine: Tuple[str, ...] = ("channel",),
 ) -> Dict:
@@ -234,7 +235,7 @@ def run_lr_field(
         variants: subset of :data:`VARIANTS`.
         optimizers: subset of :data:`OPTIMIZERS`.
         learning_rates: ``{optimizer: (lr_large, lr_small)}``; default Table 8's best values.
-        weight_decay: AdamW weight decay (Table 5: 0.08).
+        weight_decay: AdamW weight decay (default the bundles', Table 5).
         momentum: SGD momentum (eq. 4–6 are plain SGD: 0).
         generator_norm_affine: LRBM generator norm options, each a subset of ``GENERATOR_NORM_AFFINE``.
 

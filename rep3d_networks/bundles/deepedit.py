@@ -75,7 +75,7 @@ def train(base: Config, data: DatasetSpec) -> Config:
                                                "deepgrow_probability_val": 1.0, "max_interactions": 1})
     config["network_def"] = {**base["network_def"], "in_channels": IN_CHANNELS}
     section = dict(base["train"])
-    section["deterministic_transforms"] = inserted(section["deterministic_transforms"], "rep3d_networks.reliability.ValidateVolumed",
+    section["deterministic_transforms"] = inserted(section["deterministic_transforms"], "rep3d_networks.transforms.ValidateVolumed",
                                                    [target("rep3d_networks.deepedit.LabelNamesd", keys="label", label_names="@label_names")])
     guidance = [
         target("FindAllValidSlicesMissingLabelsd", keys="label", sids="sids"),
@@ -107,7 +107,7 @@ def inference(base: Config, data: DatasetSpec) -> Config:
     # no body crop: clicks arrive as indices of the input's grid, and MONAI's guidance transforms follow a change of
     # spacing but not the offset of a crop
     base_transforms = [t for t in base["preprocessing"]["transforms"] if t["_target_"] != "CropForegroundd"]
-    transforms = inserted(base_transforms, "rep3d_networks.reliability.ValidateVolumed", [
+    transforms = inserted(base_transforms, "rep3d_networks.transforms.ValidateVolumed", [
         target("AddGuidanceFromPointsDeepEditd", ref_image="image", guidance="guidance", label_names="@label_names")])
     transforms = inserted(transforms, "ScaleIntensityRangePercentilesd", [
         target("rep3d_networks.deepedit.GuidanceToImageGridd", keys="guidance", ref_image="image"), guidance_signal()])

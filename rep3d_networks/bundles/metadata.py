@@ -3,7 +3,7 @@
 from typing import Dict
 
 from rep3d_networks.bundles import deepedit
-from rep3d_networks.bundles.recipe import Config
+from rep3d_networks.bundles.recipe import ROI_SIZE, Config
 from rep3d_networks.bundles.specs import DEEPEDIT_REFERENCES, METHOD_REFERENCES, VERSION, BundleSpec
 
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
@@ -59,7 +59,7 @@ def texts(spec: BundleSpec) -> Dict[str, str]:
 
 
 def patch_format(num_channels: int, channel_def: Dict[str, str], **kind: str) -> Config:
-    return {**kind, "num_channels": num_channels, "spatial_shape": [96, 96, 96], "dtype": "float32",
+    return {**kind, "num_channels": num_channels, "spatial_shape": list(ROI_SIZE), "dtype": "float32",
             "value_range": [0, 1], "is_patch_data": True, "channel_def": channel_def}
 
 

@@ -19,6 +19,11 @@ DEVICE = "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"
 RANK_DEVICE = "$torch.device('cuda:' + os.environ['LOCAL_RANK']) if torch.cuda.is_available() else torch.device('cpu')"
 TRAIN_STATE = {"model": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler",
                "best_model_saver": "@validate#checkpoint_saver"}
+ROI_SIZE = (96, 96, 96)
+"""The paper's training patch and sliding window (voxels): ``roi_size`` of ``train.json``, the inferer's of
+``inference.json``, the ``spatial_shape`` of ``metadata.json``."""
+WEIGHT_DECAY = 0.08
+"""The paper's AdamW weight decay (Table 5), also the default of the ``lr-field`` analysis."""
 
 
 def target(name: str, **kwargs: Any) -> Config:
@@ -65,12 +70,12 @@ def intensity_transforms() -> List[Config]:
 def train_transforms() -> Config:
     """``train#deterministic_transforms`` and ``train#random_transforms``."""
     deterministic = [
-        target("rep3d_networks.reliability.LoadVolumed", keys=KEYS, image_only=True),
+        target("rep3d_networks.transforms.LoadVolumed", keys=KEYS, image_only=True),
         target("EnsureChannelFirstd", keys=KEYS),
-        target("rep3d_networks.reliability.ValidateVolumed", keys=KEYS, label_key="label", num_classes="@num_classes"),
+        target("rep3d_networks.transforms.ValidateVolumed", keys=KEYS, label_key="label", num_classes="@num_classes"),
         target("Orientationd", keys=KEYS, axcodes="RAS"),
-        # MONAI's Spacingd, safe with DeepEdit's label_names on MONAI 1.6 (see rep3d_networks.reliability.Spacingd)
-        target("rep3d_networks.reliability.Spacingd", keys=KEYS, pixdim="@pixdim", mode=["bilinear", "nearest"]),
+        # MONAI's Spacingd, safe with DeepEdit's label_names on MONAI 1.6 (see rep3d_networks.transforms.Spacingd)
+        target("rep3d_networks.transforms.Spacingd", keys=KEYS, pixdim="@pixdim", mode=["bilinear", "nearest"]),
         *intensity_transforms(),
         target("CropForegroundd", keys=KEYS, source_key="image", allow_smaller=True),
         target("SpatialPadd", keys=KEYS, spatial_size="@roi_size"),
@@ -138,7 +143,7 @@ def train_section() -> Config:
             target("AsDiscreted", keys=["pred", "label"], argmax=[True, False], to_onehot="$[@num_classes, @num_classes]"),
         ]),
         "handlers": [
-            target("rep3d_networks.reliability.ResumeCheckpointLoader", _disabled_="$@resume_checkpoint is None",
+            target("rep3d_networks.handlers.ResumeCheckpointLoader", _disabled_="$@resume_checkpoint is None",
                    load_path="@resume_checkpoint", load_dict=dict(TRAIN_STATE), engine_key="trainer",
                    map_location="@device", strict=True),
             target("ValidationHandler", validator="@validate#evaluator", epoch_level=False, interval="@val_interval"),
@@ -149,7 +154,7 @@ def train_section() -> Config:
             target("TensorBoardStatsHandler", log_dir="@output_dir", tag_name="train_loss", output_transform=FROM_LOSS),
             target("rep3d_networks.handlers.TrainingCurves", output_dir="@output_dir", evaluator="@validate#evaluator",
                    metric="val_mean_dice", meta="@_meta_"),
-            target("rep3d_networks.reliability.AtomicCheckpointSaver", save_dir="@resume_dir", save_dict=dict(TRAIN_STATE),
+            target("rep3d_networks.handlers.AtomicCheckpointSaver", save_dir="@resume_dir", save_dict=dict(TRAIN_STATE),
                    engine_key="trainer", file_prefix="resume", save_interval="@checkpoint_interval", epoch_level=False,
                    n_saved=2),
         ],
@@ -169,7 +174,7 @@ def validate_section() -> Config:
         **data_pipeline("validate", "validation", shuffle=False),
         "inferer": target("SlidingWindowInferer", roi_size="@roi_size", sw_batch_size=2, overlap=0.5),
         "postprocessing": "%train#postprocessing",
-        "checkpoint_saver": target("rep3d_networks.reliability.AtomicCheckpointSaver", save_dir="@ckpt_dir",
+        "checkpoint_saver": target("rep3d_networks.handlers.AtomicCheckpointSaver", save_dir="@ckpt_dir",
                                    save_dict={"model": "@network"}, save_key_metric=True, key_metric_filename="model.pt"),
         "handlers": [
             target("LrScheduleHandler", lr_scheduler="@lr_scheduler", epoch_level=True,
@@ -195,7 +200,7 @@ def train(data: DatasetSpec) -> Config:
     return {
         "imports": ["$import glob", "$import os", "$import numpy as np", "$import ignite",
                     "$from rep3d_networks.data.loading import load_datalist",
-                    "$from rep3d_networks.reliability import resume_checkpoint",
+                    "$from rep3d_networks.handlers import resume_checkpoint",
                     "$from rep3d_networks.tracking import sqlite_store"],
         "bundle_root": ".",
         "ckpt_dir": "$@bundle_root + '/models'",
@@ -207,7 +212,7 @@ def train(data: DatasetSpec) -> Config:
         "fold": 0,
         "datalist": "$@bundle_root + '/configs/datalist_fold' + str(@fold) + '.json'",
         **{k: v for k, v in dataset_keys(data).items() if k != "dataset_dir"},
-        "roi_size": [96, 96, 96],
+        "roi_size": list(ROI_SIZE),
         "num_samples": 2,
         "max_iterations": 60000,
         "val_interval": 500,
@@ -222,7 +227,7 @@ def train(data: DatasetSpec) -> Config:
         "network": "$@network_def.to(@device)",
         "loss": target("DiceCELoss", to_onehot_y=True, softmax=True),
         "optimizer": target("torch.optim.AdamW", params="$@network.parameters()", lr="@learning_rate",
-                            betas=[0.9, 0.999], eps=1e-08, weight_decay=0.08),
+                            betas=[0.9, 0.999], eps=1e-08, weight_decay=WEIGHT_DECAY),
         "lr_scheduler": target("torch.optim.lr_scheduler.ReduceLROnPlateau", optimizer="@optimizer", mode="max",
                                factor=0.9, patience=10),
         "train": train_section(),
@@ -291,7 +296,7 @@ def inference_postprocessing() -> List[Config]:
         target("Lambdad", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", func="$background_outside_crop"),
         target("SaveImaged", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", output_postfix="prob",
                output_dtype="$np.float32", **save),
-        target("rep3d_networks.reliability.InvertToLabelsd", keys="pred", transform="@preprocessing", orig_keys="image",
+        target("rep3d_networks.transforms.InvertToLabelsd", keys="pred", transform="@preprocessing", orig_keys="image",
                interp="@label_interp"),
         target("SaveImaged", keys="pred", output_postfix="@output_postfix", output_dtype="@output_dtype", **save),
     ]
@@ -301,8 +306,8 @@ def inference(data: DatasetSpec) -> Config:
     """``inference.json``: the folded network, sliding window, labels saved in each input's geometry."""
     return {
         "imports": ["$import glob", "$import os", "$import numpy as np", "$import copy",
-                    "$from rep3d_networks.reliability import output_root",
-                    "$from rep3d_networks.reliability import background_outside_crop",
+                    "$from rep3d_networks.transforms import output_root",
+                    "$from rep3d_networks.transforms import background_outside_crop",
                     "$from rep3d_networks.tracking import sqlite_store"],
         "bundle_root": ".",
         "output_dir": "$@bundle_root + '/eval'",
@@ -317,18 +322,18 @@ def inference(data: DatasetSpec) -> Config:
         **{k: v for k, v in dataset_keys(data).items() if k != "dataset_dir"},
         **OUTPUT_KEYS,
         # float32 | bfloat16 | auto (bfloat16 on CPUs with AVX512-BF16 / AMX, float16 AMP on CUDA): see
-        # rep3d_networks.precision; the network alone runs under autocast, the labels are written as in float32
+        # rep3d_networks.inferers; the network alone runs under autocast, the labels are written as in float32
         "precision": "auto",
         "device": DEVICE,
         "network_def": network_def(deploy=True),
         "network": "$@network_def.to(@device)",
         "preprocessing": target("Compose", transforms=[
-            target("rep3d_networks.reliability.LoadVolumed", keys="image", image_only=True, max_voxels="@max_voxels"),
+            target("rep3d_networks.transforms.LoadVolumed", keys="image", image_only=True, max_voxels="@max_voxels"),
             target("EnsureChannelFirstd", keys="image"),
-            target("rep3d_networks.reliability.ValidateVolumed", keys="image", label_key=None, max_voxels="@max_voxels"),
+            target("rep3d_networks.transforms.ValidateVolumed", keys="image", label_key=None, max_voxels="@max_voxels"),
             target("Orientationd", keys="image", axcodes="RAS"),
-            # MONAI's Spacingd, safe under MONAI Label on MONAI 1.6 (see rep3d_networks.reliability.Spacingd)
-            target("rep3d_networks.reliability.Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
+            # MONAI's Spacingd, safe under MONAI Label on MONAI 1.6 (see rep3d_networks.transforms.Spacingd)
+            target("rep3d_networks.transforms.Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
             *intensity_transforms(),
             # the body crop of training and evaluation: without it the network sees windows of air it never saw
             # (on the quickstart phantom inferred Dice fell from 0.90 to 0.55); the output stage inverts it
@@ -343,7 +348,7 @@ def inference(data: DatasetSpec) -> Config:
         "displayable_configs": {**SPEED_DEFAULTS, "precision": "@precision"},
         "fast": "@displayable_configs#fast",
         **FAST_PRESET,
-        "inferer": target("rep3d_networks.precision.PrecisionSlidingWindowInferer", roi_size=[96, 96, 96],
+        "inferer": target("rep3d_networks.inferers.PrecisionSlidingWindowInferer", roi_size=list(ROI_SIZE),
                           sw_batch_size="@displayable_configs#sw_batch_size", overlap=FAST_OR_OVERLAP,
                           precision="@displayable_configs#precision", progress=True),
         "postprocessing": target("Compose", transforms=inference_postprocessing()),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -33,6 +33,14 @@ from .shapes import (
 from .specs import DatasetSpec, get_dataset_spec
 
 MIN_SIZE = 24
+MRI_SPACING_MM = (1.5, 1.5, 3.0)
+"""Voxel spacing of the MRI phantom: slices twice as thick as its in-plane voxels (resampled to the bundle's
+``pixdim``)."""
+
+
+def phantom_spacing(spec: DatasetSpec) -> Tuple[float, float, float]:
+    """Voxel spacing (mm) of ``spec``'s phantom: the bundle's ``pixdim`` for CT, :data:`MRI_SPACING_MM` for MRI."""
+    return MRI_SPACING_MM if spec.modality == "MRI" else spec.pixdim
 
 
 def phantom_affine(spacing_mm, size: int) -> np.ndarray:
@@ -99,22 +107,23 @@ def paint_lesions(
     """Add the dataset's synthetic lesions (and MSD08 vessels) to ``label`` and ``image`` in place."""
     values = tissue_values(spec.modality)
     size = label.shape[0]
+    ids = spec.label_ids
     if spec.name == "kits":
         tumour_side, cyst_side = rng.permutation(["right kidney", "left kidney"])
         tumour = lesion_inside(masks[tumour_side], 0.7, rng, shifted(noise, rng))
         cyst = lesion_inside(masks[cyst_side], 0.45, rng, shifted(noise, rng)) & ~tumour
-        label[tumour], label[cyst] = 2, 3
+        label[tumour], label[cyst] = ids["tumor"], ids["cyst"]
         image[tumour] = 90 + 20 * shifted(noise, rng)[tumour]  # heterogeneous, less enhancing than cortex
         image[cyst] = values.cyst
     elif spec.name == "msd_pancreas":
         tumour = lesion_inside(masks["pancreas"], 0.8, rng, shifted(noise, rng), min_radius=1.2)
-        label[tumour] = 2
+        label[tumour] = ids["tumor"]
         image[tumour] += values.lesion_offset
     elif spec.name == "msd_hepatic_vessel":
         liver = masks["liver"]
         vessels = hepatic_vessel_tree(liver, rng, trunk_radius=max(1.0, size / 40.0))
         tumour = lesion_inside(liver & ~vessels, 0.35, rng, shifted(noise, rng))
-        label[vessels], label[tumour] = 1, 2
+        label[vessels], label[tumour] = ids["vessel"], ids["tumor"]
         image[vessels] = values.vessel
         image[tumour] += values.lesion_offset
     else:  # AMOS: an unlabelled focal liver lesion stays inside the liver label, as in the real annotations
@@ -123,14 +132,11 @@ def paint_lesions(
 
 
 def dataset_label_value(spec: DatasetSpec, organ: Organ) -> int:
-    """Label value an organ gets in ``spec`` (0 when the dataset does not label it)."""
-    if spec.family == "amos":
-        return organ.amos_id if organ.amos_id < spec.num_classes else 0
-    if spec.name == "kits":
-        return 1 if organ.name.endswith("kidney") else 0
-    if spec.name == "msd_pancreas":
-        return 1 if organ.name == "pancreas" else 0
-    return 0  # MSD08 labels vessels and tumours only (painted in paint_lesions).
+    """Label value an organ gets in ``spec``: that of the class of the same name (both kidneys: KiTS's ``kidney``),
+    0 when the dataset does not label it (MSD08 labels vessels and tumours only, painted in :func:`paint_lesions`)."""
+    if spec.name == "kits" and organ.name.endswith("kidney"):
+        return spec.label_ids["kidney"]
+    return spec.label_ids.get(organ.name, 0)
 
 
 def finish_intensities(image: np.ndarray, modality: str, noise: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -173,7 +179,7 @@ def synthesize_phantom_case(spec: DatasetSpec, size: int, rng: np.random.Generat
     masks = {organ.name: owner == index for index, organ in enumerate(organs, start=1)}
     paint_lesions(spec, masks, label, image, noise, rng)
     image = finish_intensities(image, spec.modality, noise, rng)
-    return VolumePair(image, label, phantom_affine(spec.spacing_mm, size))
+    return VolumePair(image, label, phantom_affine(phantom_spacing(spec), size))
 
 
 def write_phantom_dataset(

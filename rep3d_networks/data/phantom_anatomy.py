@@ -11,30 +11,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
+from .specs import get_dataset_spec
+
 
 @dataclass(frozen=True)
 class Organ:
     """One organ of the phantom.
 
     Attributes:
-        name: AMOS class name.
-        amos_id: AMOS label value (1..15).
+        name: AMOS class name, as in the ``amos_ct`` dataset spec (which gives its label value).
         center: Centre ``(lr, ap, si)`` in normalised coordinates.
         radii: Semi-axes ``(lr, ap, si)``; for tubes only the first two are used.
         ct_hu: CT intensity (HU).
         mri_value: MRI intensity (0..1000).
         tube_z_range: ``(si_min, si_max)`` for vertical tubes (aorta, IVC, esophagus); ``None`` for blobs.
-        in_mri_field_of_view: False for pelvic organs, which AMOS MRI (upper abdomen) does not label.
     """
 
     name: str
-    amos_id: int
     center: Tuple[float, float, float]
     radii: Tuple[float, float, float]
     ct_hu: float
     mri_value: float
     tube_z_range: Tuple[float, float] = None
-    in_mri_field_of_view: bool = True
+
+    @property
+    def in_mri_field_of_view(self) -> bool:
+        """Whether AMOS MRI (upper abdomen) labels it: the pelvic organs it does not label are not drawn in MRI."""
+        return self.name in get_dataset_spec("amos_mri").class_names
 
 
 def abdominal_organs() -> Tuple[Organ, ...]:
@@ -46,21 +49,21 @@ def abdominal_organs() -> Tuple[Organ, ...]:
     thick (a 2 mm adrenal limb would be sub-voxel and unlearnable); neighbours differ by >= 40 HU or by side.
     """
     return (
-        Organ("liver", 6, (-0.38, 0.00, 0.42), (0.36, 0.40, 0.36), 105, 450),
-        Organ("spleen", 1, (0.52, 0.26, 0.46), (0.16, 0.21, 0.24), 125, 380),
-        Organ("stomach", 7, (0.30, -0.22, 0.50), (0.22, 0.17, 0.22), 15, 280),
-        Organ("right kidney", 2, (-0.40, 0.36, 0.00), (0.15, 0.15, 0.26), 175, 540),
-        Organ("left kidney", 3, (0.40, 0.36, 0.04), (0.15, 0.15, 0.26), 175, 540),
-        Organ("aorta", 8, (0.07, 0.30, 0.0), (0.095, 0.095, 0.0), 230, 680, tube_z_range=(-0.60, 0.80)),
-        Organ("inferior vena cava", 9, (-0.15, 0.27, 0.0), (0.10, 0.085, 0.0), 150, 620, tube_z_range=(-0.60, 0.70)),
-        Organ("pancreas", 10, (0.14, 0.04, 0.18), (0.26, 0.10, 0.11), 85, 480),
-        Organ("duodenum", 13, (-0.20, -0.08, 0.04), (0.11, 0.11, 0.17), 35, 320),
-        Organ("gallbladder", 4, (-0.30, -0.34, 0.24), (0.12, 0.11, 0.15), -5, 120),
-        Organ("right adrenal gland", 11, (-0.22, 0.38, 0.40), (0.11, 0.10, 0.15), 45, 400),
-        Organ("left adrenal gland", 12, (0.24, 0.38, 0.40), (0.11, 0.10, 0.15), 45, 400),
-        Organ("esophagus", 5, (0.05, 0.18, 0.0), (0.10, 0.10, 0.0), 50, 300, tube_z_range=(0.80, 1.0)),
-        Organ("bladder", 14, (0.0, -0.20, -0.70), (0.24, 0.18, 0.18), 5, 150, in_mri_field_of_view=False),
-        Organ("prostate/uterus", 15, (0.0, 0.12, -0.84), (0.13, 0.12, 0.12), 70, 350, in_mri_field_of_view=False),
+        Organ("liver", (-0.38, 0.00, 0.42), (0.36, 0.40, 0.36), 105, 450),
+        Organ("spleen", (0.52, 0.26, 0.46), (0.16, 0.21, 0.24), 125, 380),
+        Organ("stomach", (0.30, -0.22, 0.50), (0.22, 0.17, 0.22), 15, 280),
+        Organ("right kidney", (-0.40, 0.36, 0.00), (0.15, 0.15, 0.26), 175, 540),
+        Organ("left kidney", (0.40, 0.36, 0.04), (0.15, 0.15, 0.26), 175, 540),
+        Organ("aorta", (0.07, 0.30, 0.0), (0.095, 0.095, 0.0), 230, 680, tube_z_range=(-0.60, 0.80)),
+        Organ("inferior vena cava", (-0.15, 0.27, 0.0), (0.10, 0.085, 0.0), 150, 620, tube_z_range=(-0.60, 0.70)),
+        Organ("pancreas", (0.14, 0.04, 0.18), (0.26, 0.10, 0.11), 85, 480),
+        Organ("duodenum", (-0.20, -0.08, 0.04), (0.11, 0.11, 0.17), 35, 320),
+        Organ("gallbladder", (-0.30, -0.34, 0.24), (0.12, 0.11, 0.15), -5, 120),
+        Organ("right adrenal gland", (-0.22, 0.38, 0.40), (0.11, 0.10, 0.15), 45, 400),
+        Organ("left adrenal gland", (0.24, 0.38, 0.40), (0.11, 0.10, 0.15), 45, 400),
+        Organ("esophagus", (0.05, 0.18, 0.0), (0.10, 0.10, 0.0), 50, 300, tube_z_range=(0.80, 1.0)),
+        Organ("urinary bladder", (0.0, -0.20, -0.70), (0.24, 0.18, 0.18), 5, 150),
+        Organ("prostate/uterus", (0.0, 0.12, -0.84), (0.13, 0.12, 0.12), 70, 350),
     )
 
 

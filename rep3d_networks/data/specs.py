@@ -48,9 +48,9 @@ class DatasetSpec:
         url: Official archive URL, or ``None`` where no single archive exists (KiTS21).
         md5: Official md5 of the archive, or ``None`` where none is published.
         fixed_split_sizes: ``(train, val, test)`` sizes of the fixed AMOS split; ``None`` means k-fold.
-        spacing_mm: Voxel spacing used for synthetic phantoms (x, y, z).
         first_case_number: Number of the first synthetic case (AMOS MRI ids start at 500).
-        pixdim: Spacing (mm) the bundles resample every volume to before training and inference.
+        pixdim: Spacing (mm) the bundles resample every volume to before training and inference (also the voxel
+            spacing of the CT phantoms, see :func:`rep3d_networks.data.phantom.phantom_spacing`).
         intensity_range: Window ``(low, high)`` clipped and scaled to [0, 1] (HU for CT, signal for MRI).
     """
 
@@ -64,7 +64,6 @@ class DatasetSpec:
     url: Optional[str]
     md5: Optional[str]
     fixed_split_sizes: Optional[Tuple[int, int, int]]
-    spacing_mm: Tuple[float, float, float]
     first_case_number: int
     pixdim: Tuple[float, float, float] = (1.5, 1.5, 2.0)
     intensity_range: Tuple[float, float] = (-175, 250)
@@ -108,7 +107,6 @@ def all_dataset_specs() -> dict:
             url=amos_url,
             md5=None,  # Zenodo record 7262581 publishes no checksum for amos22.zip.
             fixed_split_sizes=(160, 20, 20),
-            spacing_mm=(1.5, 1.5, 2.0),
             first_case_number=1,
         ),
         DatasetSpec(
@@ -122,7 +120,6 @@ def all_dataset_specs() -> dict:
             url=amos_url,
             md5=None,
             fixed_split_sizes=(22, 4, 7),
-            spacing_mm=(1.5, 1.5, 3.0),
             first_case_number=500,
             pixdim=(1.0, 1.0, 1.0),
             intensity_range=(0, 1000),
@@ -138,7 +135,6 @@ def all_dataset_specs() -> dict:
             url=None,
             md5=None,
             fixed_split_sizes=None,
-            spacing_mm=(1.5, 1.5, 2.0),
             first_case_number=0,
         ),
         DatasetSpec(
@@ -152,7 +148,6 @@ def all_dataset_specs() -> dict:
             url=f"{msd_base}/Task07_Pancreas.tar",
             md5="4f7080cfca169fa8066d17ce6eb061e4",  # monai.apps.DecathlonDataset.md5["Task07_Pancreas"]
             fixed_split_sizes=None,
-            spacing_mm=(1.5, 1.5, 2.0),
             first_case_number=1,
         ),
         DatasetSpec(
@@ -166,7 +161,6 @@ def all_dataset_specs() -> dict:
             url=f"{msd_base}/Task08_HepaticVessel.tar",
             md5="641d79e80ec66453921d997fbf12a29c",  # monai.apps.DecathlonDataset.md5["Task08_HepaticVessel"]
             fixed_split_sizes=None,
-            spacing_mm=(1.5, 1.5, 2.0),
             first_case_number=1,
             intensity_range=(0, 230),
         ),

@@ -26,7 +26,7 @@ from monailabel.datastore.local import LocalDatastore, LocalDatastoreModel
 from monailabel.interfaces.datastore import Datastore
 from monailabel.utils.others.generic import file_checksum
 
-from rep3d_networks.reliability import VolumeError, check_label_values, check_same_grid, check_volume, load_volume
+from rep3d_networks.transforms import VolumeError, check_label_values, check_same_grid, check_volume, load_volume
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from rep3d_networks.precision import PRECISIONS, check_precision
-from rep3d_networks.reliability import volume_error_message
+from rep3d_networks.inferers import PRECISIONS, check_precision
+from rep3d_networks.transforms import volume_error_message
 
 from lib.bundles import has_weights, label_names, read_metadata, weights_path
 from lib.device import device_choices
@@ -18,7 +18,7 @@ from lib.device import device_choices
 logger = logging.getLogger(__name__)
 
 PRECISION = "precision"
-"""The ``displayable_configs`` key of the inference precision (``rep3d_networks.precision``)."""
+"""The ``displayable_configs`` key of the inference precision (``rep3d_networks.inferers``)."""
 
 NETWORK_OUTPUT = "network_output"
 """Request key of the app's own callers (scoring): return the network's output instead of writing a label."""
