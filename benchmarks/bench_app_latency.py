@@ -35,10 +35,9 @@ from monai.bundle import ConfigParser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
+from app_helpers import CT, Server, copy_app, save_random_weights, write_overrides  # noqa: E402
 from bundle_helpers import copy_bundle  # noqa: E402
 from conftest import shared_data_dir  # noqa: E402
-from app_helpers import CT, Server, copy_app, save_random_weights, write_overrides  # noqa: E402
-
 from monailabel.client import MONAILabelClient  # noqa: E402
 
 
@@ -175,9 +174,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--warm", type=int, default=2, help="warm calls after the first one")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON")
-    parser.add_argument("--clicks", default=None, metavar="JSON", help='DeepEdit clicks, e.g. {"liver": [[86, 47, 20]]}')
+    parser.add_argument(
+        "--clicks", default=None, metavar="JSON", help='DeepEdit clicks, e.g. {"liver": [[86, 47, 20]]}'
+    )
     parser.add_argument("--start-timeout-s", type=float, default=300)
-    parser.add_argument("--output", default=None, help="default: benchmarks/results/app_latency[_<model> with --clicks]_<device>.md")
+    parser.add_argument(
+        "--output", default=None, help="default: benchmarks/results/app_latency[_<model> with --clicks]_<device>.md"
+    )
     args = parser.parse_args()
     report = run(args)
     name = f"app_latency_{args.model}_{args.device}.md" if args.clicks else f"app_latency_{args.device}.md"

@@ -31,7 +31,9 @@ def confusion(parser, network, cases, num_classes: int) -> np.ndarray:
             pred = inferer(data["image"][None], network)[0]
         labels = to_labels(data, pred)
         reference = reference_labels(case["label"], labels.shape)
-        counts += np.bincount(reference.ravel() * num_classes + labels.ravel(), minlength=num_classes**2).reshape(num_classes, num_classes)
+        counts += np.bincount(reference.ravel() * num_classes + labels.ravel(), minlength=num_classes**2).reshape(
+            num_classes, num_classes
+        )
     return counts
 
 
@@ -56,7 +58,11 @@ def main() -> None:
     bundle = args.bundle.resolve()
     config = load_parser(bundle, dict(args.overrides))
     datalist = args.datalist or bundle / "configs" / "datalist_fold0.json"
-    cases = [case for split in args.splits.split(",") for case in load_datalist(str(datalist), split.strip(), str(args.dataset_dir))]
+    cases = [
+        case
+        for split in args.splits.split(",")
+        for case in load_datalist(str(datalist), split.strip(), str(args.dataset_dir))
+    ]
     network = load_network(config, args.checkpoint or bundle / "models" / "model.pt")
     names = class_names(bundle)
     print(f"{len(cases)} case(s), splits {args.splits} of {datalist}\n")

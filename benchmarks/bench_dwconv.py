@@ -104,7 +104,9 @@ def bench_stages(args, device):
             t_nat_f, _ = _time(lambda: native(x, w), device, args.repeats)
             t_our_f, _ = _time(lambda: ours(x, w), device, args.repeats)
         slow = n >= 24  # native backward takes seconds to minutes here: a single timed run, no warm-up
-        t_nat_fb, ref = _time(lambda: _fwd_bwd(native, x, w, grad_out), device, *((1, 0) if slow else (args.repeats, 1)))
+        t_nat_fb, ref = _time(
+            lambda: _fwd_bwd(native, x, w, grad_out), device, *((1, 0) if slow else (args.repeats, 1))
+        )
         t_our_fb, got = _time(lambda: _fwd_bwd(ours, x, w, grad_out), device, args.repeats)
         errs = [_rel(g, r) for g, r in zip(got, ref)]
         direct_cell = "= native (no crop)"
@@ -125,9 +127,7 @@ def bench_stages(args, device):
 def bench_crossover(args, device):
     """Direct vs FFT (both with kernel cropping) over map size n and kernel k, forward and fwd+bwd."""
     rows = [
-        f"| n^3 \\ k (C={args.crossover_channels}) | mode | "
-        + " | ".join(f"k={k}" for k in args.crossover_k)
-        + " |",
+        f"| n^3 \\ k (C={args.crossover_channels}) | mode | " + " | ".join(f"k={k}" for k in args.crossover_k) + " |",
         "|---|---|" + "---|" * len(args.crossover_k),
     ]
     gen = torch.Generator().manual_seed(0)
@@ -167,7 +167,9 @@ def main():
     parser.add_argument("--output", default=None, help="Markdown file (default benchmarks/results/dwconv_<device>.md)")
     parser.add_argument("--k", type=int, default=21)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--channels_cap", type=int, default=8, help="max channels measured at 48^3 (scaled by 48^3/n^3)")
+    parser.add_argument(
+        "--channels_cap", type=int, default=8, help="max channels measured at 48^3 (scaled by 48^3/n^3)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--crossover", action="store_true", help="print the direct-vs-fft grid instead")
     parser.add_argument("--crossover_n", type=int, nargs="+", default=[6, 12, 24, 48])
@@ -206,9 +208,12 @@ def main():
             "||ours - native|| / ||native|| in float32 (fwd+bwd = forward plus gradients for x and w). The machine",
             "is shared with other jobs (see load average), so timings are noisy; 'auto picks' is the method used.",
             *(
-                [f"torch threads were pinned to {args.threads} (--threads): on a busy machine, idle-waiting for a",
-                 "descheduled worker thread costs more than the parallel speed-up, and min-of-runs timings get steadier."]
-                if args.threads else []
+                [
+                    f"torch threads were pinned to {args.threads} (--threads): on a busy machine, idle-waiting for a",
+                    "descheduled worker thread costs more than the parallel speed-up, and min-of-runs timings get steadier.",
+                ]
+                if args.threads
+                else []
             ),
         ]
     )

@@ -41,7 +41,10 @@ from bundle_helpers import copy_bundle  # noqa: E402
 from conftest import shared_data_dir  # noqa: E402
 
 MODEL = "amos_ct"
-SHARED = {"example_ct_sm": "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz", "example_ct": "totalseg_ct_abdomen_3mm/example_ct.nii.gz"}
+SHARED = {
+    "example_ct_sm": "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz",
+    "example_ct": "totalseg_ct_abdomen_3mm/example_ct.nii.gz",
+}
 IMAGES = [*SHARED, "synthetic"]
 SETTINGS = {"default": False, "fast": True}
 
@@ -87,9 +90,16 @@ def measure_bundle(bundle: str, image: str, fast: bool, output_dir: str) -> dict
 
     configs = Path(bundle) / "configs"
     begin = time.perf_counter()
-    workflow = create_workflow(config_file=str(configs / "inference.json"), meta_file=str(configs / "metadata.json"),
-                               logging_file=str(configs / "logging.conf"), bundle_root=bundle, datalist=[image],
-                               output_dir=output_dir, fast=fast, num_workers=0)
+    workflow = create_workflow(
+        config_file=str(configs / "inference.json"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        bundle_root=bundle,
+        datalist=[image],
+        output_dir=output_dir,
+        fast=fast,
+        num_workers=0,
+    )
     network = workflow.parser.get_parsed_content("network")
     counter = WindowCounter(network)
     workflow.run()
@@ -99,11 +109,20 @@ def measure_bundle(bundle: str, image: str, fast: bool, output_dir: str) -> dict
     inferer = workflow.parser.get_parsed_content("inferer")
     windows, network_s = counter.windows, counter.seconds
     measure_begin = time.perf_counter()
-    window_s = one_window_s(network, workflow.parser.get_parsed_content("network_def#in_channels"), inferer.roi_size,
-                            inferer.sw_batch_size)
-    return {"seconds": seconds, "peak_gb": peak, "windows": windows, "network_s": network_s, "window_s": window_s,
-            "measure_s": time.perf_counter() - measure_begin,
-            "roi": list(inferer.roi_size), "overlap": inferer.overlap, "written": len(list(Path(output_dir).rglob("*_seg.*")))}
+    window_s = one_window_s(
+        network, workflow.parser.get_parsed_content("network_def#in_channels"), inferer.roi_size, inferer.sw_batch_size
+    )
+    return {
+        "seconds": seconds,
+        "peak_gb": peak,
+        "windows": windows,
+        "network_s": network_s,
+        "window_s": window_s,
+        "measure_s": time.perf_counter() - measure_begin,
+        "roi": list(inferer.roi_size),
+        "overlap": inferer.overlap,
+        "written": len(list(Path(output_dir).rglob("*_seg.*"))),
+    }
 
 
 def run_bundle_child(bundle: Path, image: Path, fast: bool, scratch: Path) -> dict:
@@ -179,8 +198,16 @@ def parent_window_s(bundle: Path) -> float:
 
 def floor_rows(bundle: Path, images: dict, settings, window_s: float) -> list:
     """Windows counted on each image and the floor they imply (``window_s`` each); nothing is run."""
-    return [("floor only", name, setting, {"windows": count_windows(bundle, image, SETTINGS[setting]), "window_s": window_s})
-            for name, image in images.items() for setting in settings]
+    return [
+        (
+            "floor only",
+            name,
+            setting,
+            {"windows": count_windows(bundle, image, SETTINGS[setting]), "window_s": window_s},
+        )
+        for name, image in images.items()
+        for setting in settings
+    ]
 
 
 def server_rows(bundle_dir: Path, images: dict, settings, scratch: Path, start_timeout_s: float) -> list:
@@ -204,8 +231,12 @@ def server_rows(bundle_dir: Path, images: dict, settings, scratch: Path, start_t
                 begin = time.perf_counter()
                 try:
                     _, params = client.infer(MODEL, name, {"fast": SETTINGS[setting]})
-                    row = {"seconds": time.perf_counter() - begin, "peak_gb": peak_gb(pids),
-                           "server_s": params["latencies"].get("total"), "network_s": params["latencies"].get("infer")}
+                    row = {
+                        "seconds": time.perf_counter() - begin,
+                        "peak_gb": peak_gb(pids),
+                        "server_s": params["latencies"].get("total"),
+                        "network_s": params["latencies"].get("infer"),
+                    }
                 except Exception as error:  # a refused or failed request is a result too
                     row = {"error": f"{type(error).__name__}: {error}"[:300]}
                 rows.append(("server", name, setting, row))
@@ -222,7 +253,8 @@ def table(rows, images: dict, overrides: dict, command: str, load_start: str) ->
     import nibabel as nib
 
     lines = [
-        "# Whole-volume inference: seconds, peak memory and the compute floor (cpu)", "",
+        "# Whole-volume inference: seconds, peak memory and the compute floor (cpu)",
+        "",
         f"Made by `{command}`. `{MODEL}` inference.json "
         + (f"with overrides `{json.dumps(overrides)}`" if overrides else "as rendered (full-size network, 96³ windows)")
         + ", random weights. `default`: overlap 0.5; `fast`: `--fast true` (overlap 0.25). `bundle`: `monai.bundle` "
@@ -232,9 +264,15 @@ def table(rows, images: dict, overrides: dict, command: str, load_start: str) ->
         "forward at the inferer's batch size (`bundle`: measured in the same process after the run; `server` and "
         "`floor only`: the fastest `bundle` row of this run, else measured in this process, or `--window-s`). `network` = seconds "
         "inside the network during the run (server: its `infer` latency, the whole sliding window). `floor only`: windows "
-        "counted on the preprocessed image, not run (a lower bound of any run's time). The machine is shared: times are perturbed (load below), memory is not.", "",
-        "Images: " + "; ".join(f"`{n}` {'x'.join(map(str, nib.load(str(p)).shape))} at "
-                               f"{'x'.join(f'{z:g}' for z in nib.load(str(p)).header.get_zooms())} mm" for n, p in images.items()), "",
+        "counted on the preprocessed image, not run (a lower bound of any run's time). The machine is shared: times are perturbed (load below), memory is not.",
+        "",
+        "Images: "
+        + "; ".join(
+            f"`{n}` {'x'.join(map(str, nib.load(str(p)).shape))} at "
+            f"{'x'.join(f'{z:g}' for z in nib.load(str(p)).header.get_zooms())} mm"
+            for n, p in images.items()
+        ),
+        "",
         "| path | image | setting | windows | one window (s) | floor (s) | network (s) | seconds | ratio to floor | process / server total (s) | peak memory (GB) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -244,12 +282,16 @@ def table(rows, images: dict, overrides: dict, command: str, load_start: str) ->
             continue
         floor = r["windows"] * r["window_s"]
         if "seconds" not in r:
-            lines.append(f"| {path} | {name} | {setting} | {r['windows']} | {r['window_s']:.2f} | {floor:.1f} | not run | | | | |")
+            lines.append(
+                f"| {path} | {name} | {setting} | {r['windows']} | {r['window_s']:.2f} | {floor:.1f} | not run | | | | |"
+            )
             continue
         other = r.get("process_s", r.get("server_s"))
-        lines.append(f"| {path} | {name} | {setting} | {r['windows']} | {r['window_s']:.2f} | {floor:.1f} | "
-                     f"{r['network_s']:.1f} | {r['seconds']:.1f} | **{r['seconds'] / floor:.2f}×** | "
-                     f"{other if other is None else f'{float(other):.1f}'} | {r['peak_gb']:.2f} |")
+        lines.append(
+            f"| {path} | {name} | {setting} | {r['windows']} | {r['window_s']:.2f} | {floor:.1f} | "
+            f"{r['network_s']:.1f} | {r['seconds']:.1f} | **{r['seconds'] / floor:.2f}×** | "
+            f"{other if other is None else f'{float(other):.1f}'} | {r['peak_gb']:.2f} |"
+        )
     lines += machine_lines(f"* uptime load average at start: {load_start}")
     return "\n".join(lines) + "\n"
 
@@ -262,7 +304,9 @@ def run(args) -> str:
         bundle = copy_bundle(MODEL, scratch / "bundles")
         if overrides:
             write_overrides(bundle / "configs" / "inference.json", overrides)
-            write_overrides(bundle / "configs" / "train.json", {k: v for k, v in overrides.items() if k.startswith("network_def#")})
+            write_overrides(
+                bundle / "configs" / "train.json", {k: v for k, v in overrides.items() if k.startswith("network_def#")}
+            )
         if args.weights:
             (bundle / "models").mkdir(exist_ok=True)
             shutil.copy(args.weights, bundle / "models" / "model.pt")
@@ -271,7 +315,9 @@ def run(args) -> str:
         wanted = set(args.images) | set(args.floor_only) | set(args.server_images or [])
         images = {name: shared_data_dir() / SHARED[name] for name in SHARED if name in wanted}
         if "synthetic" in wanted:
-            images["synthetic"] = synthetic_ct(scratch / "synthetic_ct.nii", tuple(args.synthetic_shape), args.synthetic_spacing)
+            images["synthetic"] = synthetic_ct(
+                scratch / "synthetic_ct.nii", tuple(args.synthetic_shape), args.synthetic_spacing
+            )
         rows = []
         if "bundle" in args.paths:
             for name, image in ((n, images[n]) for n in args.images):
@@ -281,8 +327,13 @@ def run(args) -> str:
         if "server" in args.paths:
             served = {n: images[n] for n in (args.images if args.server_images is None else args.server_images)}
             (scratch / "server").mkdir()
-            rows += server_rows(scratch / "bundles", served, args.server_settings or args.settings, scratch / "server",
-                                args.start_timeout_s)
+            rows += server_rows(
+                scratch / "bundles",
+                served,
+                args.server_settings or args.settings,
+                scratch / "server",
+                args.start_timeout_s,
+            )
         floor_only = {n: images[n] for n in args.floor_only}
         if any(path == "server" for path, *_ in rows) or floor_only:
             measured = [r["window_s"] for path, *_, r in rows if path == "bundle" and "window_s" in r]
@@ -298,17 +349,30 @@ def run(args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", nargs="+", default=IMAGES, choices=IMAGES)
-    parser.add_argument("--server-images", nargs="*", choices=IMAGES, help="images sent to the server (default: --images)")
-    parser.add_argument("--floor-only", nargs="*", default=[], choices=IMAGES,
-                        help="images whose windows are only counted (floor = windows x one window, nothing run)")
+    parser.add_argument(
+        "--server-images", nargs="*", choices=IMAGES, help="images sent to the server (default: --images)"
+    )
+    parser.add_argument(
+        "--floor-only",
+        nargs="*",
+        default=[],
+        choices=IMAGES,
+        help="images whose windows are only counted (floor = windows x one window, nothing run)",
+    )
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--server-settings", nargs="+", choices=list(SETTINGS), help="settings sent to the server (default: --settings)")
+    parser.add_argument(
+        "--server-settings", nargs="+", choices=list(SETTINGS), help="settings sent to the server (default: --settings)"
+    )
     parser.add_argument("--paths", nargs="*", default=["bundle", "server"], choices=["bundle", "server"])
     parser.add_argument("--synthetic-shape", type=int, nargs=3, default=[512, 512, 400])
     parser.add_argument("--synthetic-spacing", type=float, default=0.8)
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON", help="inference.json id=value")
-    parser.add_argument("--window-s", type=float, help="one window's seconds for the server and floor-only rows "
-                        "(default: the fastest of this run's bundle rows, else measured here)")
+    parser.add_argument(
+        "--window-s",
+        type=float,
+        help="one window's seconds for the server and floor-only rows "
+        "(default: the fastest of this run's bundle rows, else measured here)",
+    )
     parser.add_argument("--weights", help="a training checkpoint for models/model.pt (default: random weights)")
     parser.add_argument("--start-timeout-s", type=float, default=300)
     parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "results" / "inference_cpu.md"))

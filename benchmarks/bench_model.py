@@ -114,9 +114,17 @@ def measure(task: dict) -> dict:
         step()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**30
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
     fastest = task["warmup"] + min(range(task["repeats"]), key=lambda i: times[task["warmup"] + i])
-    return {"seconds": times[fastest], "peak_gib": peak, "encoder_seconds": encoder_seconds[fastest] if encoder_seconds else None}
+    return {
+        "seconds": times[fastest],
+        "peak_gib": peak,
+        "encoder_seconds": encoder_seconds[fastest] if encoder_seconds else None,
+    }
 
 
 def measure_lrbm_overhead(task: dict) -> dict:
@@ -132,7 +140,10 @@ def measure_lrbm_overhead(task: dict) -> dict:
     torch.manual_seed(0)
     x = torch.randn(1, 1, *[task["size"]] * 3, device=device)
     target = torch.randint(0, task["out_channels"], (1, 1, *[task["size"]] * 3), device=device)
-    nets = {name: build(name, task["out_channels"], task["feature_size"]).to(device) for name in ("rep3d_vanilla_auto", "rep3d_lrbm_auto")}
+    nets = {
+        name: build(name, task["out_channels"], task["feature_size"]).to(device)
+        for name in ("rep3d_vanilla_auto", "rep3d_lrbm_auto")
+    }
     steps = {name: training_step(net, x, target) for name, net in nets.items()}
     times = {name: [] for name in nets}
     for i in range(task["warmup"] + task["repeats"]):
@@ -175,8 +186,16 @@ def folded_runner(mode: str, net: torch.nn.Module, x: torch.Tensor, workdir: Pat
 
         path = workdir / "model.onnx"
         axes = {0: "batch", 2: "x", 3: "y", 4: "z"}
-        convert_to_onnx(net, [x], input_names=["image"], output_names=["pred"], dynamic_axes={"image": axes, "pred": axes},
-                        filename=str(path), use_trace=True, dynamo=False)
+        convert_to_onnx(
+            net,
+            [x],
+            input_names=["image"],
+            output_names=["pred"],
+            dynamic_axes={"image": axes, "pred": axes},
+            filename=str(path),
+            use_trace=True,
+            dynamo=False,
+        )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -208,7 +227,10 @@ def measure_precision(task: dict) -> dict:
             start = time.perf_counter()
             out = run()
             times.append(time.perf_counter() - start)
-    result = {"seconds": min(times[task["warmup"]:]), "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    result = {
+        "seconds": min(times[task["warmup"] :]),
+        "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
     if task["mode"] == "float32":
         torch.save(out, task["reference"])
     else:
@@ -235,13 +257,25 @@ def precision_main(args) -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as workdir:
         for mode in modes:
-            task = dict(mode=mode, size=args.size, feature_size=args.feature_size, out_channels=args.out_channels,
-                        threads=args.threads, repeats=args.repeats, warmup=1, reference=str(Path(workdir) / "reference.pt"))
+            task = dict(
+                mode=mode,
+                size=args.size,
+                feature_size=args.feature_size,
+                out_channels=args.out_channels,
+                threads=args.threads,
+                repeats=args.repeats,
+                warmup=1,
+                reference=str(Path(workdir) / "reference.pt"),
+            )
             rows[mode] = run_isolated(task, measure_precision)
             print(f"[bench_model] {mode}: {rows[mode]}", flush=True)
     base = rows["float32"]["seconds"]
-    names = {"float32": "eager float32", "bfloat16": "eager, bfloat16 autocast", "torchscript": "TorchScript (float32)",
-             "onnx": "ONNX in onnxruntime (float32, CPUExecutionProvider)"}
+    names = {
+        "float32": "eager float32",
+        "bfloat16": "eager, bfloat16 autocast",
+        "torchscript": "TorchScript (float32)",
+        "onnx": "ONNX in onnxruntime (float32, CPUExecutionProvider)",
+    }
     lines = [
         "# Folded Rep3D inference: float32 vs bfloat16 vs TorchScript vs ONNX (cpu)",
         "",
@@ -259,7 +293,9 @@ def precision_main(args) -> None:
     for mode, r in rows.items():
         agreement = f"{100 * r['argmax_agreement']:.2f} %" if "argmax_agreement" in r else "reference"
         diff = f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else ""
-        lines.append(f"| {names[mode]} | {r['seconds']:.2f} | {r['seconds'] / base:.2f}x | {agreement} | {diff} | {r['peak_gib']:.2f} |")
+        lines.append(
+            f"| {names[mode]} | {r['seconds']:.2f} | {r['seconds'] / base:.2f}x | {agreement} | {diff} | {r['peak_gib']:.2f} |"
+        )
     if "onnx" not in rows:
         lines += ["", "onnxruntime is not installed: no ONNX row."]
     text = "\n".join(lines) + "\n"
@@ -275,7 +311,10 @@ def run_isolated(task: dict, function=measure) -> dict:
 
 
 def machine_info(device: str) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if device == "cuda" else ""
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return f"{cpu}{gpu}; torch {torch.__version__}; {datetime.date.today()}; load average at start {load}"
@@ -292,21 +331,35 @@ def main() -> None:
     parser.add_argument("--overhead_pairs", type=int, default=5, help="interleaved vanilla/LRBM step pairs")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", default=None)
-    parser.add_argument("--precision", action="store_true",
-                        help="only the folded network's eval forward: float32 vs bfloat16 vs TorchScript vs ONNX (CPU)")
+    parser.add_argument(
+        "--precision",
+        action="store_true",
+        help="only the folded network's eval forward: float32 vs bfloat16 vs TorchScript vs ONNX (CPU)",
+    )
     args = parser.parse_args()
     if args.precision:
         return precision_main(args)
-    common = dict(device=args.device, feature_size=args.feature_size, out_channels=args.out_channels, threads=args.threads, repeats=args.repeats, warmup=1)
+    common = dict(
+        device=args.device,
+        feature_size=args.feature_size,
+        out_channels=args.out_channels,
+        threads=args.threads,
+        repeats=args.repeats,
+        warmup=1,
+    )
     # a native CPU step at 96³ takes minutes: once, no warm-up
     native = dict(repeats=1, warmup=0) if args.device == "cpu" else {}
     started = time.perf_counter()
 
     rows = []
     for model in ["rep3d_folded", "swinunetr"]:
-        rows.append(("eval forward", model, args.size, run_isolated(dict(common, model=model, size=args.size, train=False))))
+        rows.append(
+            ("eval forward", model, args.size, run_isolated(dict(common, model=model, size=args.size, train=False)))
+        )
     for model in ["rep3d_lrbm_direct", "rep3d_lrbm_auto"]:
-        task = dict(common, model=model, size=args.train_size, train=True, **(native if model.endswith("direct") else {}))
+        task = dict(
+            common, model=model, size=args.train_size, train=True, **(native if model.endswith("direct") else {})
+        )
         rows.append(("training step", model, args.train_size, run_isolated(task)))
     lrbm = run_isolated(dict(common, size=args.train_size, repeats=args.overhead_pairs), measure_lrbm_overhead)
     seconds = {(kind, model): r["seconds"] for kind, model, _, r in rows}
@@ -319,13 +372,21 @@ def main() -> None:
         f"Minimum over {args.repeats} repeats after one warm-up"
         + (" (native training step: a single run, no warm-up)" if native else "")
         + "; each configuration in its own process. Peak memory: "
-        + ("CUDA max allocated." if args.device == "cuda" else "peak RSS of the process (includes the Python/torch runtime)."),
+        + (
+            "CUDA max allocated."
+            if args.device == "cuda"
+            else "peak RSS of the process (includes the Python/torch runtime)."
+        ),
         "",
         "| measurement | model | patch | time (s) | encoder (s) | rest: decoder (s) | peak memory (GiB) |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for kind, model, size, r in rows:
-        split = f"{r['encoder_seconds']:.3f} | {r['seconds'] - r['encoder_seconds']:.3f}" if r["encoder_seconds"] is not None else "| "
+        split = (
+            f"{r['encoder_seconds']:.3f} | {r['seconds'] - r['encoder_seconds']:.3f}"
+            if r["encoder_seconds"] is not None
+            else "| "
+        )
         lines.append(f"| {kind} | {model} | {size}³ | {r['seconds']:.3f} | {split.strip()} | {r['peak_gib']:.2f} |")
     eval_ratio = seconds[("eval forward", "swinunetr")] / seconds[("eval forward", "rep3d_folded")]
     encoder_ratio = rows[1][3]["encoder_seconds"] / rows[0][3]["encoder_seconds"]
@@ -346,7 +407,16 @@ def main() -> None:
     print(text)
     output = Path(args.output or Path(__file__).parent / "results" / f"model_{args.device}.md")
     output.write_text(text)
-    print(json.dumps({"eval_ratio": eval_ratio, "encoder_ratio": encoder_ratio, "train_ratio": train_ratio, "lrbm_overhead": lrbm["overhead"]}))
+    print(
+        json.dumps(
+            {
+                "eval_ratio": eval_ratio,
+                "encoder_ratio": encoder_ratio,
+                "train_ratio": train_ratio,
+                "lrbm_overhead": lrbm["overhead"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from bundle_helpers import SMALLEST_NETWORK  # noqa: E402
+
 from rep3d_networks.bundles.recipe import ROI_SIZE  # noqa: E402
 
 INFERENCE = REPO_ROOT / "bundles" / "amos_ct" / "configs" / "inference.json"
@@ -71,20 +72,31 @@ def measure(stage: str, image: str) -> dict:
     preprocessing = parser.get_parsed_content("preprocessing")
     data = preprocessing({"image": image})
     with torch.no_grad():
-        data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], parser.get_parsed_content("network").eval())[0]
+        data["pred"] = parser.get_parsed_content("inferer")(
+            data["image"][None], parser.get_parsed_content("network").eval()
+        )[0]
     network_grid = tuple(data["pred"].shape)
     before = {"inference_s": time.perf_counter() - start, "peak_rss_before_output_gb": rss_gb()}
     if stage == "previous":
-        output = Compose([Activationsd(keys="pred", softmax=True),
-                          Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
-                          AsDiscreted(keys="pred", argmax=True)])
+        output = Compose(
+            [
+                Activationsd(keys="pred", softmax=True),
+                Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
+                AsDiscreted(keys="pred", argmax=True),
+            ]
+        )
     else:
         transforms = parser.get_parsed_content("postprocessing").transforms
         output = Compose([t for t in transforms if type(t).__name__ != "SaveImaged"])
     start = time.perf_counter()
     labels = output(data)["pred"]
-    return {**before, "output_s": time.perf_counter() - start, "peak_rss_gb": rss_gb(),
-            "network_grid": network_grid, "labels": [str(labels.dtype), *labels.shape]}
+    return {
+        **before,
+        "output_s": time.perf_counter() - start,
+        "peak_rss_gb": rss_gb(),
+        "network_grid": network_grid,
+        "labels": [str(labels.dtype), *labels.shape],
+    }
 
 
 def run_child(stage: str, image: Path) -> dict:
@@ -101,12 +113,14 @@ def run_child(stage: str, image: Path) -> dict:
 
 def table(rows, shape, spacing, command) -> str:
     lines = [
-        "# Inference output stage: peak memory, previous vs current (cpu)", "",
+        "# Inference output stage: peak memory, previous vs current (cpu)",
+        "",
         f"Made by `{command}`. Synthetic CT {'x'.join(map(str, shape))} voxels at {spacing} mm, `amos_ct` preprocessing "
         "(1.5x1.5x2 mm), smallest Rep3D with random weights, 96³ windows without overlap; each stage in its own process.",
         "`peak before output` is the process's peak RSS after loading, preprocessing and the sliding window (the same for "
         "both stages); `peak` includes the output stage (`/usr/bin/time -v` maximum resident set size). The machine is "
-        "shared with other jobs: times are perturbed, memory is not.", "",
+        "shared with other jobs: times are perturbed, memory is not.",
+        "",
         "| stage | network grid | inference (s) | output stage (s) | peak before output (GB) | peak (GB) | labels |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -114,18 +128,27 @@ def table(rows, shape, spacing, command) -> str:
         if "error" in r:
             lines.append(f"| {stage} | failed: {' '.join(r['error'][-2:])[:200]} | | | | | |")
             continue
-        lines.append(f"| {stage} | {'x'.join(map(str, r['network_grid'][1:]))} ({r['network_grid'][0]} classes) | "
-                     f"{r['inference_s']:.0f} | {r['output_s']:.1f} | {r['peak_rss_before_output_gb']:.2f} | "
-                     f"{r['time_v_max_rss_gb']:.2f} | {r['labels'][0]} {'x'.join(map(str, r['labels'][1:]))} |")
+        lines.append(
+            f"| {stage} | {'x'.join(map(str, r['network_grid'][1:]))} ({r['network_grid'][0]} classes) | "
+            f"{r['inference_s']:.0f} | {r['output_s']:.1f} | {r['peak_rss_before_output_gb']:.2f} | "
+            f"{r['time_v_max_rss_gb']:.2f} | {r['labels'][0]} {'x'.join(map(str, r['labels'][1:]))} |"
+        )
     return "\n".join(lines + machine_lines()) + "\n"
 
 
 def machine_lines(*extra: str) -> list:
     """The "Machine:" block of a benchmark table: date, platform, usable cores, ``extra`` lines, load at the end."""
     load = os.getloadavg()
-    return ["", "Machine:", "", f"* date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-            f"* platform: {platform.platform()}", f"* cores usable: {len(os.sched_getaffinity(0))}", *extra,
-            f"* load average at end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"]
+    return [
+        "",
+        "Machine:",
+        "",
+        f"* date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"* platform: {platform.platform()}",
+        f"* cores usable: {len(os.sched_getaffinity(0))}",
+        *extra,
+        f"* load average at end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
+    ]
 
 
 def main() -> None:

@@ -69,7 +69,10 @@ def cpu_flags() -> Dict[str, bool]:
 
 
 def machine_info(threads: int) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu_flags().items())
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return f"{cpu} ({flags}); torch {torch.__version__}; {threads} thread(s); {datetime.date.today()}; load average at start {load}"
@@ -85,8 +88,15 @@ def load_parser(bundle: Path, overrides: Dict[str, object]):
     parser = ConfigParser()
     parser.read_config(str(config))
     parser.read_meta(str(bundle / "configs" / "metadata.json"))
-    parser.update({"bundle_root": str(bundle), "device": "$torch.device('cpu')", "output_dir": "unused",
-                   "inferer#progress": False, **overrides})
+    parser.update(
+        {
+            "bundle_root": str(bundle),
+            "device": "$torch.device('cpu')",
+            "output_dir": "unused",
+            "inferer#progress": False,
+            **overrides,
+        }
+    )
     if parser["inferer"]["_target_"] in ("SlidingWindowInferer", "monai.inferers.SlidingWindowInferer"):
         parser["inferer#_target_"] = INFERER  # a bundle rendered before the precision option
     if parser["inferer"]["_target_"] != INFERER:
@@ -97,7 +107,9 @@ def load_parser(bundle: Path, overrides: Dict[str, object]):
 def load_network(parser, checkpoint: Path) -> torch.nn.Module:
     """The bundle's (folded) network with ``checkpoint`` loaded strictly, as the bundle's ``CheckpointLoader`` does."""
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint} not found: the bundle has no trained weights (train it, or give --checkpoint)")
+        raise FileNotFoundError(
+            f"{checkpoint} not found: the bundle has no trained weights (train it, or give --checkpoint)"
+        )
     state = torch.load(str(checkpoint), map_location="cpu")
     network = parser.get_parsed_content("network_def", instantiate=True)
     network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state, strict=True)
@@ -124,7 +136,9 @@ def label_stage(parser):
     """The bundle's output stage without ``SaveImaged``: ``(preprocessed data, network output) -> labels`` on the input's grid."""
     from monai.transforms import Compose
 
-    stage = Compose([t for t in parser.get_parsed_content("postprocessing").transforms if type(t).__name__ != "SaveImaged"])
+    stage = Compose(
+        [t for t in parser.get_parsed_content("postprocessing").transforms if type(t).__name__ != "SaveImaged"]
+    )
 
     def labels(data: dict, pred: torch.Tensor) -> np.ndarray:
         out = stage({**copy.deepcopy({k: v for k, v in data.items() if k != "pred"}), "pred": pred})
@@ -156,8 +170,14 @@ def run_cases(parser, network, cases: List[dict], num_classes: int, settings) ->
         parser.update(overrides)
         inferers[name] = parser.get_parsed_content("inferer", instantiate=True, lazy=False)
     names = [name for name, _ in settings]
-    results = {"dice": {p: [] for p in names}, "seconds": {p: 0.0 for p in names}, "changed": 0, "voxels": 0,
-               "changed_foreground": 0, "foreground": 0}
+    results = {
+        "dice": {p: [] for p in names},
+        "seconds": {p: 0.0 for p in names},
+        "changed": 0,
+        "voxels": 0,
+        "changed_foreground": 0,
+        "foreground": 0,
+    }
     for case in cases:
         data = preprocessing({"image": case["image"]})
         labels = {}
@@ -176,7 +196,10 @@ def run_cases(parser, network, cases: List[dict], num_classes: int, settings) ->
         results["voxels"] += changed.size
         results["changed_foreground"] += int((changed & foreground).sum())
         results["foreground"] += int(foreground.sum())
-        print(f"[bench_precision] {Path(case['image']).name}: {int(changed.sum())} of {changed.size} voxels change label", flush=True)
+        print(
+            f"[bench_precision] {Path(case['image']).name}: {int(changed.sum())} of {changed.size} voxels change label",
+            flush=True,
+        )
     return results
 
 
@@ -185,8 +208,11 @@ def report(results: dict, organs: List[str], header: List[str], settings) -> tup
     first, second = (name for name, _ in settings)
     dice = {p: np.stack(results["dice"][p]) for p in (first, second)}  # [cases, organs]
     change = dice[second] - dice[first]
-    lines = header + ["", f"| organ | cases | Dice {first} | Dice {second} | Dice change (mean) | largest change in a case |",
-                      "|---|---:|---:|---:|---:|---:|"]
+    lines = header + [
+        "",
+        f"| organ | cases | Dice {first} | Dice {second} | Dice change (mean) | largest change in a case |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     worst = (None, 0.0)
     for i, name in enumerate(organs[1:]):
         present = ~np.isnan(dice[first][:, i])
@@ -197,10 +223,14 @@ def report(results: dict, organs: List[str], header: List[str], settings) -> tup
         largest = float(change[present, i][np.argmax(np.abs(change[present, i]))])
         if abs(mean_change) >= abs(worst[1]):
             worst = (name, mean_change)
-        lines.append(f"| {name} | {int(present.sum())} | {np.nanmean(dice[first][:, i]):.4f} | "
-                     f"{np.nanmean(dice[second][:, i]):.4f} | {mean_change:+.4f} | {largest:+.4f} |")
+        lines.append(
+            f"| {name} | {int(present.sum())} | {np.nanmean(dice[first][:, i]):.4f} | "
+            f"{np.nanmean(dice[second][:, i]):.4f} | {mean_change:+.4f} | {largest:+.4f} |"
+        )
     means = {p: float(np.nanmean(np.nanmean(dice[p], axis=0))) for p in (first, second)}
-    lines.append(f"| mean of the organs | | {means[first]:.4f} | {means[second]:.4f} | {means[second] - means[first]:+.4f} | |")
+    lines.append(
+        f"| mean of the organs | | {means[first]:.4f} | {means[second]:.4f} | {means[second] - means[first]:+.4f} | |"
+    )
     changed = results["changed"] / results["voxels"]
     changed_fg = results["changed_foreground"] / max(1, results["foreground"])
     seconds = results["seconds"]
@@ -212,11 +242,19 @@ def report(results: dict, organs: List[str], header: List[str], settings) -> tup
         f"- Network + sliding window, all cases ({first} first, machine shared): {first} {seconds[first]:.1f} s, "
         f"{second} {seconds[second]:.1f} s ({seconds[first] / seconds[second]:.2f}x).",
     ]
-    summary = {"max_abs_dice_change": abs(worst[1]), "worst_organ": worst[0], "changed_voxel_fraction": changed,
-               "changed_foreground_fraction": changed_fg, "mean_dice": means, "seconds": seconds}
+    summary = {
+        "max_abs_dice_change": abs(worst[1]),
+        "worst_organ": worst[0],
+        "changed_voxel_fraction": changed,
+        "changed_foreground_fraction": changed_fg,
+        "mean_dice": means,
+        "seconds": seconds,
+    }
     if second == "bfloat16":
         summary["criterion_met"] = met = abs(worst[1]) <= DICE_LIMIT
-        lines.insert(-1, f"- Criterion of issue 18, |change| <= {DICE_LIMIT} for every organ: {'met' if met else 'NOT met'}.")
+        lines.insert(
+            -1, f"- Criterion of issue 18, |change| <= {DICE_LIMIT} for every organ: {'met' if met else 'NOT met'}."
+        )
     return lines, summary
 
 
@@ -228,18 +266,31 @@ def case_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--datalist", type=Path, help="default: <bundle>/configs/datalist_fold0.json")
     parser.add_argument("--splits", default="test", help="comma-separated datalist splits (default: test)")
     parser.add_argument("--checkpoint", type=Path, help="default: <bundle>/models/model.pt")
-    parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[], metavar="KEY=VALUE",
-                        help="inference.json override, repeatable (e.g. network_def#feature_size=8)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=parse_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help="inference.json override, repeatable (e.g. network_def#feature_size=8)",
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     return parser
 
 
 def main() -> None:
     parser = case_arguments(__doc__)
-    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="precision",
-                        help="precision: float32 vs bfloat16; fast: the default sliding window vs the fast preset")
+    parser.add_argument(
+        "--compare",
+        choices=sorted(COMPARISONS),
+        default="precision",
+        help="precision: float32 vs bfloat16; fast: the default sliding window vs the fast preset",
+    )
     parser.add_argument("--title", help="name in the heading (default: the bundle path)")
-    parser.add_argument("--output", type=Path, help="Markdown file (default: benchmarks/results/<compare>_<bundle folder>.md)")
+    parser.add_argument(
+        "--output", type=Path, help="Markdown file (default: benchmarks/results/<compare>_<bundle folder>.md)"
+    )
     args = parser.parse_args()
 
     from rep3d_networks.data.loading import load_datalist
@@ -250,7 +301,11 @@ def main() -> None:
     checkpoint = args.checkpoint or bundle / "models" / "model.pt"
     overrides = dict(args.overrides)
     config = load_parser(bundle, overrides)  # errors (bundle, datalist, weights) before any inference
-    cases = [case for split in args.splits.split(",") for case in load_datalist(str(datalist), split.strip(), str(args.dataset_dir))]
+    cases = [
+        case
+        for split in args.splits.split(",")
+        for case in load_datalist(str(datalist), split.strip(), str(args.dataset_dir))
+    ]
     network = load_network(config, checkpoint)
     organs = class_names(bundle)
     settings = COMPARISONS[args.compare]

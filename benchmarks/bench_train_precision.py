@@ -42,8 +42,16 @@ def batches(args, workdir: Path) -> list:
     prepare("amos_ct", data_dir, str(workdir), seed=0)
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
-    parser.update({"dataset_dir": data_dir, "datalist": str(workdir / "datalist_fold0.json"), "roi_size": [args.size] * 3,
-                   "num_samples": 1, "num_workers": 0, "cache_rate": 1.0})
+    parser.update(
+        {
+            "dataset_dir": data_dir,
+            "datalist": str(workdir / "datalist_fold0.json"),
+            "roi_size": [args.size] * 3,
+            "num_samples": 1,
+            "num_workers": 0,
+            "cache_rate": 1.0,
+        }
+    )
     set_determinism(seed=0)
     dataset = parser.get_parsed_content("train#dataset")
     out = []
@@ -72,7 +80,9 @@ def make_step(net, loss_fn, learning_rate: float, bfloat16: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--feature_size", type=int, default=24)
-    parser.add_argument("--hidden_size", type=int, default=None, help="default: 16 x feature_size (the paper's 768 / 48)")
+    parser.add_argument(
+        "--hidden_size", type=int, default=None, help="default: 16 x feature_size (the paper's 768 / 48)"
+    )
     parser.add_argument("--size", type=int, default=64, help="training patch edge")
     parser.add_argument("--phantom_size", type=int, default=80)
     parser.add_argument("--cases", type=int, default=8, help="phantom cases (the training split is used)")
@@ -96,8 +106,10 @@ def main() -> None:
     hidden = args.hidden_size or 16 * args.feature_size
     net = Rep3D(1, 16, feature_size=args.feature_size, hidden_size=hidden).train()
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    runs = {"float32": make_step(net, loss_fn, args.learning_rate, False),
-            "bfloat16": make_step(copy.deepcopy(net), loss_fn, args.learning_rate, True)}
+    runs = {
+        "float32": make_step(net, loss_fn, args.learning_rate, False),
+        "bfloat16": make_step(copy.deepcopy(net), loss_fn, args.learning_rate, True),
+    }
     losses = {name: [] for name in runs}
     times = {name: [] for name in runs}
     loop_start = time.perf_counter()
@@ -107,7 +119,11 @@ def main() -> None:
             losses[name].append(step(image, label))
             times[name].append(time.perf_counter() - start)
         done = len(losses["float32"])
-        print(f"[bench_train_precision] {done}: " + ", ".join(f"{n} {losses[n][-1]:.4f} ({times[n][-1]:.1f} s)" for n in runs), flush=True)
+        print(
+            f"[bench_train_precision] {done}: "
+            + ", ".join(f"{n} {losses[n][-1]:.4f} ({times[n][-1]:.1f} s)" for n in runs),
+            flush=True,
+        )
         if time.perf_counter() - loop_start > args.budget_s:
             break
 
@@ -119,7 +135,10 @@ def main() -> None:
     # the loss's own iteration-to-iteration variation (different batches) within the last window, float32 run
     noise = statistics.pstdev(losses["float32"][-window:]) if window > 1 else float("nan")
     median_time = {name: statistics.median(values[1:] or values) for name, values in times.items()}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     lines = [
         "# Rep3D training step on the CPU: float32 vs bfloat16 autocast",
@@ -153,8 +172,17 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.write_text(text)
-    print(json.dumps({"iterations": n, "median_step_s": median_time, "last_window_loss": last_window,
-                      "mean_abs_loss_diff": statistics.mean(step_diffs), "last_window_std": noise}))
+    print(
+        json.dumps(
+            {
+                "iterations": n,
+                "median_step_s": median_time,
+                "last_window_loss": last_window,
+                "mean_abs_loss_diff": statistics.mean(step_diffs),
+                "last_window_std": noise,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

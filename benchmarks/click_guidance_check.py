@@ -18,8 +18,8 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-from monai.metrics import compute_dice
 import torch
+from monai.metrics import compute_dice
 
 from rep3d_networks.analysis.clicks import deepest_voxel, voxel_spacing
 
@@ -31,10 +31,28 @@ def run_bundle(bundle: Path, image: Path, clicks: dict) -> np.ndarray:
     configs = bundle / "configs"
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
-            [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "inference.json"),
-             "--bundle_root", str(bundle), "--meta_file", str(configs / "metadata.json"), "--datalist", f"['{image}']",
-             "--output_dir", out, "--num_workers", "0", "--clicks", json.dumps(clicks)],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "monai.bundle",
+                "run",
+                "--config_file",
+                str(configs / "inference.json"),
+                "--bundle_root",
+                str(bundle),
+                "--meta_file",
+                str(configs / "metadata.json"),
+                "--datalist",
+                f"['{image}']",
+                "--output_dir",
+                out,
+                "--num_workers",
+                "0",
+                "--clicks",
+                json.dumps(clicks),
+            ],
+            check=True,
+            capture_output=True,
         )
         return np.asarray(nib.load(next(Path(out).rglob("*_seg.nii.gz"))).dataobj)
 
@@ -54,7 +72,9 @@ def main(models_dir: str, image: str = "amos_0001") -> None:
     for name in BUNDLES:
         bundle = root / "bundles" / name
         label_names = json.loads((bundle / "configs" / "inference.json").read_text())["label_names"]
-        organs = {value: organ for organ, value in label_names.items() if organ != "background" and (reference == value).any()}
+        organs = {
+            value: organ for organ, value in label_names.items() if organ != "background" and (reference == value).any()
+        }
         seeds = {organ: [list(deepest_voxel(reference == value, spacing))] for value, organ in organs.items()}
         seeds["background"] = [list(deepest_voxel(reference == 0, spacing))]
         none, seeded = run_bundle(bundle, image_path, {}), run_bundle(bundle, image_path, seeds)

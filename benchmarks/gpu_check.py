@@ -117,12 +117,16 @@ def launch_part(name: str, schedule: Schedule, dry_run: bool, work_dir: Path) ->
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
     for row in rows:
         row["part"] = whole["part"]
-    return rows + [dict(whole, result=f"{len(rows)} checks", status=status, seconds=round(time.perf_counter() - start, 1))]
+    return rows + [
+        dict(whole, result=f"{len(rows)} checks", status=status, seconds=round(time.perf_counter() - start, 1))
+    ]
 
 
 def run_with_limit(command: list, limit_s: float, log, env) -> str:
     """Runs ``command`` in a new process group; at ``limit_s`` the group gets SIGTERM, then SIGKILL. Returns a status."""
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT, env=env)
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT, env=env
+    )
     try:
         code = process.wait(timeout=limit_s)
         return "ok" if code == 0 else f"failed: the part's process exited with {code}"
@@ -139,12 +143,19 @@ def run_with_limit(command: list, limit_s: float, log, env) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, few iterations (what CI runs)")
-    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="parts to run (default: all)")
-    parser.add_argument("--budget", type=float, default=sum(p.share_s for p in PARTS.values()),
-                        help="total seconds for the parts")
+    parser.add_argument(
+        "--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="parts to run (default: all)"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=sum(p.share_s for p in PARTS.values()), help="total seconds for the parts"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="parts run at once (dry run only: timings need 1)")
-    parser.add_argument("--output", default=None, help="Markdown report (default: benchmarks/results/gpu_<date>.md; "
-                        "dry run: gpu_check_dry_run.md in the temp folder); its .log goes beside it")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="Markdown report (default: benchmarks/results/gpu_<date>.md; "
+        "dry run: gpu_check_dry_run.md in the temp folder); its .log goes beside it",
+    )
     parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # internal: run one part
     parser.add_argument("--rows", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
@@ -156,8 +167,11 @@ def main() -> int:
         parser.error("PyTorch sees no CUDA device here: run on the GPU machine, or use --dry-run on the CPU")
     if args.jobs < 1 or (args.jobs > 1 and not args.dry_run):
         parser.error("--jobs must be 1 for the GPU run (parts share the GPU and time it), and at least 1")
-    default = Path(tempfile.gettempdir()) / "gpu_check_dry_run.md" if args.dry_run else (
-        BENCHMARKS / "results" / f"gpu_{datetime.date.today()}.md")
+    default = (
+        Path(tempfile.gettempdir()) / "gpu_check_dry_run.md"
+        if args.dry_run
+        else (BENCHMARKS / "results" / f"gpu_{datetime.date.today()}.md")
+    )
     output = Path(args.output or default)
     output.parent.mkdir(parents=True, exist_ok=True)
 

@@ -10,4 +10,15 @@ from rep3d_networks.nets import Rep3D, UXNet
 from rep3d_networks.ops import dwconv3d
 from rep3d_networks.optim import csla_param_groups
 
+__all__ = [
+    "LRBM",
+    "GeneratorConfig",
+    "Rep3D",
+    "ReparamDepthwiseConv3d",
+    "UXNet",
+    "csla_param_groups",
+    "dwconv3d",
+    "fold",
+    "mark_folded",
+]
 __version__ = "0.1.0"

@@ -29,6 +29,7 @@ import fire
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from rep3d_networks import quickstart, real_ct
 from rep3d_networks.analysis.convergence_data import default_shared_data
 from rep3d_networks.bundles.recipe import AFFINE, CROP, class_balanced_crop, class_weighted_sampling
 from rep3d_networks.data.cli import phantom, prepare, totalseg
@@ -36,7 +37,6 @@ from rep3d_networks.data.datalist import datalist_filename, write_json_files
 from rep3d_networks.data.slabs import class_aware_datalist, class_counts
 from rep3d_networks.data.specs import get_dataset_spec
 from rep3d_networks.quickstart import AFFINE_PROB, SMALL_NETWORK, recipe_differences
-from rep3d_networks import quickstart, real_ct
 
 DATASET = "amos_ct"
 REPO_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
@@ -107,7 +107,9 @@ def fresh_copy(source: str, bundle: Path, datalist: Dict) -> Path:
     copy there is removed: a run stopped before the end left an early checkpoint, not the model), ``datalist`` as
     its fold 0."""
     shutil.rmtree(bundle, ignore_errors=True)
-    shutil.copytree(REPO_BUNDLES / source, bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
+    shutil.copytree(
+        REPO_BUNDLES / source, bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json")
+    )
     write_json_files({bundle / "configs" / datalist_filename(0): datalist}, overwrite=True)
     return bundle
 
@@ -116,8 +118,12 @@ def train_copy(bundle: Path, overrides: Dict) -> float:
     """Runs ``train.json`` of a bundle copy (what ``monai.bundle run`` does) and returns its best validation Dice."""
     configs = bundle / "configs"
     workflow = ConfigWorkflow(
-        config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"), workflow_type="train", bundle_root=str(bundle), **overrides,
+        config_file=str(configs / "train.json"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type="train",
+        bundle_root=str(bundle),
+        **overrides,
     )
     workflow.initialize()
     workflow.run()
@@ -150,9 +156,17 @@ def train_overrides(dataset: str, data_dir: Path, datalist: Dict, iterations: in
     (:data:`SETTINGS`), the seed, and for ``real_ct`` its class-balanced crops and slab sampling."""
     patch, learning_rate, _ = SETTINGS[dataset]
     train = dict(
-        dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, roi_size=patch, learning_rate=float(learning_rate),
-        max_iterations=iterations, val_interval=max(1, iterations // 10), checkpoint_interval=iterations,
-        initialize=[f"$monai.utils.set_determinism(seed={seed})"], **{f"{AFFINE}#prob": AFFINE_PROB}, **grid_overrides(dataset),
+        dataset_dir=str(data_dir),
+        num_workers=0,
+        cache_rate=1.0,
+        roi_size=patch,
+        learning_rate=float(learning_rate),
+        max_iterations=iterations,
+        val_interval=max(1, iterations // 10),
+        checkpoint_interval=iterations,
+        initialize=[f"$monai.utils.set_determinism(seed={seed})"],
+        **{f"{AFFINE}#prob": AFFINE_PROB},
+        **grid_overrides(dataset),
     )
     if dataset == "real_ct":
         train[CROP] = class_balanced_crop(get_dataset_spec(DATASET).num_classes)
@@ -161,12 +175,19 @@ def train_overrides(dataset: str, data_dir: Path, datalist: Dict, iterations: in
 
 
 CLICK_SETTINGS = {  # option of main() -> (config id in the DeepEdit train.json, why a run may change it)
-    "click_probability": ("deepgrow_probability_train", "more iterations with simulated clicks: a short CPU run "
-                          "otherwise learns mostly the automatic mode"),
-    "max_interactions": ("max_interactions", "several rounds of error-driven clicks per click iteration, as an "
-                         "annotator corrects (background clicks beside organs are seen in training)"),
-    "guidance_sigma": ("guidance_sigma", "click blobs sized for small organs on this grid (the same in train.json and "
-                       "inference.json)"),
+    "click_probability": (
+        "deepgrow_probability_train",
+        "more iterations with simulated clicks: a short CPU run otherwise learns mostly the automatic mode",
+    ),
+    "max_interactions": (
+        "max_interactions",
+        "several rounds of error-driven clicks per click iteration, as an "
+        "annotator corrects (background clicks beside organs are seen in training)",
+    ),
+    "guidance_sigma": (
+        "guidance_sigma",
+        "click blobs sized for small organs on this grid (the same in train.json and inference.json)",
+    ),
 }
 """The DeepEdit click-simulation settings a run may set (``None``: the bundle's own); :func:`click_overrides`."""
 
@@ -198,8 +219,10 @@ def check_click_options(options: Dict) -> None:
 
 def run_line() -> str:
     """What the numbers depend on beyond the arguments: commit, torch, CPU, threads."""
-    return (f"rep3d_networks {real_ct.source_commit()}, torch {torch.__version__}, CPU {real_ct.cpu_name()}, "
-            f"{torch.get_num_threads()} torch thread(s)")
+    return (
+        f"rep3d_networks {real_ct.source_commit()}, torch {torch.__version__}, CPU {real_ct.cpu_name()}, "
+        f"{torch.get_num_threads()} torch thread(s)"
+    )
 
 
 def write_results(out: Path, dataset: str, seed: int) -> Path:
@@ -209,16 +232,22 @@ def write_results(out: Path, dataset: str, seed: int) -> Path:
         path = out / "bundles" / name / TRAINED
         if path.exists():
             record = json.loads(path.read_text())
-            rows.append(f"| {name} | {record['model']} | {record['iterations']} | {record['best_validation_dice']:.3f} | "
-                        f"{record['training_minutes']:.1f} |")
-            notes.append(f"\n{name} ({record['run']}), settings that differ from the paper recipe:\n\n"
-                         + "".join(f"- {line}\n" for line in record["differences"]))
+            rows.append(
+                f"| {name} | {record['model']} | {record['iterations']} | {record['best_validation_dice']:.3f} | "
+                f"{record['training_minutes']:.1f} |"
+            )
+            notes.append(
+                f"\n{name} ({record['run']}), settings that differ from the paper recipe:\n\n"
+                + "".join(f"- {line}\n" for line in record["differences"])
+            )
     module = "quickstart" if dataset == "phantom" else "real_ct"
     results = out / "results.md"
     results.write_text(
         f"# Click-study models, {dataset} (seed {seed}, the settings of rep3d_networks.{module})\n\n"
         "| bundle copy | model | iterations | best validation Dice | training min |\n|---|---|---:|---:|---:|\n"
-        + "\n".join(rows) + "\n" + "".join(notes)
+        + "\n".join(rows)
+        + "\n"
+        + "".join(notes)
     )
     return results
 
@@ -265,8 +294,11 @@ def main(
     iterations = int(iterations or default_iterations)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    click_options = {"click_probability": click_probability, "max_interactions": max_interactions,
-                     "guidance_sigma": guidance_sigma}
+    click_options = {
+        "click_probability": click_probability,
+        "max_interactions": max_interactions,
+        "guidance_sigma": guidance_sigma,
+    }
     check_click_options(click_options)
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
@@ -295,24 +327,41 @@ def main(
         overrides = {**train, **network, **clicks}
         differences = recipe_differences(bundle, overrides) + click_lines
         if model == "dynunet":
-            differences.append("network_def: rep3d_networks.Rep3D in the paper recipe, MONAI DynUNet here (MONAI Label's radiology DeepEdit network, the reference)")
+            differences.append(
+                "network_def: rep3d_networks.Rep3D in the paper recipe, MONAI DynUNet here (MONAI Label's radiology DeepEdit network, the reference)"
+            )
         print(f"[click_models] {name}: settings that differ from the paper recipe ({source}/configs/train.json):")
         for line in differences:
             print(f"[click_models]   {line}")
         began = time.perf_counter()
         best = train_copy(bundle, overrides)
         minutes = (time.perf_counter() - began) / 60
-        serve_ready(bundle, {**network, **grid, "inferer#roi_size": patch,
-                             **{k: v for k, v in clicks.items() if k == "guidance_sigma"}})
-        record = {"model": model, "iterations": iterations, "best_validation_dice": best, "training_minutes": minutes,
-                  "differences": differences, "run": run_line()}
+        serve_ready(
+            bundle,
+            {
+                **network,
+                **grid,
+                "inferer#roi_size": patch,
+                **{k: v for k, v in clicks.items() if k == "guidance_sigma"},
+            },
+        )
+        record = {
+            "model": model,
+            "iterations": iterations,
+            "best_validation_dice": best,
+            "training_minutes": minutes,
+            "differences": differences,
+            "run": run_line(),
+        }
         (bundle / TRAINED).write_text(json.dumps(record, indent=2))
         print(f"[click_models] {name}: best validation Dice {best:.3f} after {minutes:.1f} min")
 
     results = write_results(out, dataset, seed)
-    print(f"[click_models] results: {results}\n[click_models] serve: python apps/rep3d/start_server.py --studies "
-          f"{out / 'heldout' / 'images'} --conf bundles_dir {out / 'bundles'} --conf models "
-          f"{','.join(MODELS[m][0] for m in MODELS)} --conf device cpu")
+    print(
+        f"[click_models] results: {results}\n[click_models] serve: python apps/rep3d/start_server.py --studies "
+        f"{out / 'heldout' / 'images'} --conf bundles_dir {out / 'bundles'} --conf models "
+        f"{','.join(MODELS[m][0] for m in MODELS)} --conf device cpu"
+    )
     return str(results)
 
 

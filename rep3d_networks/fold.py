@@ -40,6 +40,8 @@ def mark_folded(state_dict: Dict[str, torch.Tensor], model: nn.Module, folded: b
     for name, module in model.named_modules():
         if isinstance(module, ReparamDepthwiseConv3d):
             if module.reparam in ("lrbm", "csla"):
-                raise ValueError(f"{name}: reparam={module.reparam!r} state dicts of 0.1 say by their keys whether they are folded.")
+                raise ValueError(
+                    f"{name}: reparam={module.reparam!r} state dicts of 0.1 say by their keys whether they are folded."
+                )
             marked[f"{name}.{FORM_KEY}" if name else FORM_KEY] = encode_form(module_form(module.training_form, folded))
     return marked

@@ -98,7 +98,9 @@ class PrecisionSlidingWindowInferer(SlidingWindowInferer):
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> Any:
         device_type = torch.device(self.sw_device or inputs.device).type
         dtype = autocast_dtype(self.precision, device_type)
-        logger.info(f"precision {self.precision} on {device_type}: {'float32' if dtype is None else f'{dtype} autocast'}")
+        logger.info(
+            f"precision {self.precision} on {device_type}: {'float32' if dtype is None else f'{dtype} autocast'}"
+        )
         if dtype is not None:
             network = autocast_network(network, device_type, dtype)
         return super().__call__(inputs, network, *args, **kwargs)

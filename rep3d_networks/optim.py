@@ -17,7 +17,9 @@ def csla_param_groups(model: nn.Module, lr_large: float, lr_small: float) -> Lis
         ``[{"params": [...], "lr": lr_large}, {"params": [...], "lr": lr_small}]``, ready for any
         ``torch.optim`` optimizer; other options (weight decay, betas) come from the optimizer's defaults.
     """
-    small = [m.small_weight for m in model.modules() if isinstance(m, ReparamDepthwiseConv3d) and m.small_weight is not None]
+    small = [
+        m.small_weight for m in model.modules() if isinstance(m, ReparamDepthwiseConv3d) and m.small_weight is not None
+    ]
     if not small:
         raise ValueError("the model has no CSLA small-kernel branch; build it with reparam='csla'.")
     small_ids = {id(p) for p in small}

@@ -106,7 +106,10 @@ def published_weights(bundle: Path, weights: Path, url: str, eval_dir: Path) -> 
     meta["eval_metrics"] = eval_metrics(eval_dir)
     entry = {"path": "models/model.pt", "url": url, "hash_val": sha256(weights), "hash_type": "sha256"}
     large_files = yaml.safe_dump({"large_files": [entry]}, sort_keys=False)
-    return {"configs/metadata.json": (json.dumps(meta, indent=4) + "\n").encode(), "large_files.yml": large_files.encode()}
+    return {
+        "configs/metadata.json": (json.dumps(meta, indent=4) + "\n").encode(),
+        "large_files.yml": large_files.encode(),
+    }
 
 
 def write_zip(files: Dict[str, Union[Path, bytes]], top: str, output: Path) -> None:
@@ -171,7 +174,9 @@ def package(
     files.update(vendored_files(configs))
     if weights_url:
         files.pop("models/model.pt")
-        files.update(published_weights(bundle, Path(weights), weights_url, Path(eval_dir) if eval_dir else bundle / "eval"))
+        files.update(
+            published_weights(bundle, Path(weights), weights_url, Path(eval_dir) if eval_dir else bundle / "eval")
+        )
     files = dict(sorted(files.items()))
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -191,8 +196,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("bundle_dir", help="bundle folder, e.g. bundles/amos_ct")
     parser.add_argument("--output", help="zip path (default dist/<name>_v<version>.zip)")
     parser.add_argument("--weights", help="checkpoint to ship as models/model.pt")
-    parser.add_argument("--weights_url", help="URL the --weights are published at: listed in large_files.yml, not zipped")
-    parser.add_argument("--eval_dir", help="folder of the evaluation summary.csv for eval_metrics (default <bundle>/eval)")
+    parser.add_argument(
+        "--weights_url", help="URL the --weights are published at: listed in large_files.yml, not zipped"
+    )
+    parser.add_argument(
+        "--eval_dir", help="folder of the evaluation summary.csv for eval_metrics (default <bundle>/eval)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing zip")
     args = parser.parse_args(argv)
     try:

@@ -11,5 +11,4 @@ from rep3d_networks.inferers import (  # noqa: F401
     cpu_has_bf16,
 )
 
-warnings.warn("rep3d_networks.precision moved to rep3d_networks.inferers", DeprecationWarning,
-              stacklevel=2)
+warnings.warn("rep3d_networks.precision moved to rep3d_networks.inferers", DeprecationWarning, stacklevel=2)

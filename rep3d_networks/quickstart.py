@@ -35,7 +35,11 @@ from rep3d_networks.data.cli import phantom, prepare  # noqa: E402
 
 BUNDLE = "amos_ct"
 SMALL_NETWORK = {"network_def#feature_size": 8, "network_def#hidden_size": 32}
-PATCH = [32, 32, 32]  # most of the cropped 40-voxel phantom body (37 x 30 x 40 voxels); CPU time grows with the patch volume
+PATCH = [
+    32,
+    32,
+    32,
+]  # most of the cropped 40-voxel phantom body (37 x 30 x 40 voxels); CPU time grows with the patch volume
 LEARNING_RATE = 1e-2
 ITERATIONS = 600
 AFFINE_PROB = 0.0  # train.json's RandAffined (recipe.AFFINE): the phantom varies enough between cases
@@ -89,8 +93,9 @@ def recipe_differences(bundle: Path, train: Dict) -> List[str]:
     return lines
 
 
-
-def save_overlay(image_path: Path, reference_path: Path, prediction_path: Path, png_path: Path, num_classes: int) -> None:
+def save_overlay(
+    image_path: Path, reference_path: Path, prediction_path: Path, png_path: Path, num_classes: int
+) -> None:
     """The axial slice with most reference foreground: image, reference label and prediction.
 
     Shown in the radiological convention (anterior up, patient's left on the right) for LPS-stored volumes
@@ -105,7 +110,9 @@ def save_overlay(image_path: Path, reference_path: Path, prediction_path: Path, 
         ax.imshow(np.clip(image[:, :, z].T, -175, 250), cmap="gray", origin="upper")
         if label is not None:
             masked = np.ma.masked_equal(label[:, :, z].T, 0)
-            ax.imshow(masked, cmap="tab20", vmin=0, vmax=num_classes - 1, alpha=0.5, origin="upper", interpolation="nearest")
+            ax.imshow(
+                masked, cmap="tab20", vmin=0, vmax=num_classes - 1, alpha=0.5, origin="upper", interpolation="nearest"
+            )
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
@@ -152,8 +159,14 @@ def main(
     common = dict(dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, **SMALL_NETWORK)
     interval = max(1, int(iterations) // 6)
     train = dict(
-        common, roi_size=PATCH, learning_rate=float(learning_rate), max_iterations=int(iterations), val_interval=interval,
-        checkpoint_interval=int(iterations), **{f"{AFFINE}#prob": AFFINE_PROB}, initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"],
+        common,
+        roi_size=PATCH,
+        learning_rate=float(learning_rate),
+        max_iterations=int(iterations),
+        val_interval=interval,
+        checkpoint_interval=int(iterations),
+        **{f"{AFFINE}#prob": AFFINE_PROB},
+        initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"],
     )
     print("[quickstart] settings that differ from the paper recipe (bundles/amos_ct/configs/train.json):")
     for line in recipe_differences(bundle, train):
@@ -171,7 +184,11 @@ def main(
     inference = {"inferer#roi_size": PATCH}
     run_bundle(bundle, ["inference.json"], datalist=test_images, output_dir=str(pred_dir), **inference, **common)
 
-    num_classes = len(json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"]["pred"]["channel_def"])
+    num_classes = len(
+        json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"]["pred"][
+            "channel_def"
+        ]
+    )
     table = (bundle / "eval" / "summary.md").read_text().strip()  # per-class Dice/HD95 written by evaluate.json
     minutes = (time.perf_counter() - start) / 60
     results = out / "results.md"
@@ -184,7 +201,9 @@ def main(
     save_overlay(first, reference, prediction, out / "overlay.png", num_classes)
     print(table)
     print(f"[quickstart] {minutes:.1f} min in all")
-    print(f"[quickstart] results: {results}\n[quickstart] overlay: {out / 'overlay.png'}\n[quickstart] predictions: {pred_dir}")
+    print(
+        f"[quickstart] results: {results}\n[quickstart] overlay: {out / 'overlay.png'}\n[quickstart] predictions: {pred_dir}"
+    )
     return str(results)
 
 

@@ -41,7 +41,14 @@ from rep3d_networks.data.datalist import datalist_filename, write_json_files
 from rep3d_networks.data.slabs import class_aware_datalist, class_counts
 from rep3d_networks.data.specs import get_dataset_spec
 from rep3d_networks.package import sha256
-from rep3d_networks.quickstart import AFFINE_PROB, BUNDLE, SMALL_NETWORK, recipe_differences, repo_bundle_dir, run_bundle
+from rep3d_networks.quickstart import (
+    AFFINE_PROB,
+    BUNDLE,
+    SMALL_NETWORK,
+    recipe_differences,
+    repo_bundle_dir,
+    run_bundle,
+)
 
 PIXDIM = [3.0, 3.0, 3.0]  # the shared CT's own spacing: no resampling
 PATCH = [64, 64, 16]  # 19 cm x 19 cm x 4.8 cm
@@ -64,7 +71,9 @@ def source_commit() -> str:
     git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
     try:
         commit = subprocess.run(git + ["rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
-        changes = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True)
+        changes = subprocess.run(
+            git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return "not a git checkout"
     return commit.stdout.strip() + (" with uncommitted changes" if changes.stdout.strip() else "")
@@ -82,9 +91,11 @@ def cpu_name() -> str:
 def run_record(checkpoint: Path) -> str:
     """What a run's numbers depend on beyond its arguments: commit, torch and MONAI, CPU and its kernels, torch threads,
     and the checkpoint it produced (two runs agree bit for bit when this line does, SHA-256 included)."""
-    return (f"rep3d_networks {source_commit()}, torch {torch.__version__}, MONAI {monai.__version__}, CPU {cpu_name()} "
-            f"(torch kernels {torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} torch thread(s); "
-            f"checkpoint SHA-256 {sha256(checkpoint)}")
+    return (
+        f"rep3d_networks {source_commit()}, torch {torch.__version__}, MONAI {monai.__version__}, CPU {cpu_name()} "
+        f"(torch kernels {torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} torch thread(s); "
+        f"checkpoint SHA-256 {sha256(checkpoint)}"
+    )
 
 
 def main(
@@ -127,7 +138,9 @@ def main(
     shared = Path(shared_data) if shared_data is not None else default_shared_data()
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
-    print(f"[real_ct] {torch.get_num_threads()} torch thread(s), seed {int(seed)} (the model depends on both and on the CPU)")
+    print(
+        f"[real_ct] {torch.get_num_threads()} torch thread(s), seed {int(seed)} (the model depends on both and on the CPU)"
+    )
     data_dir = Path(totalseg(BUNDLE, str(shared), str(out / "data"), num_cases=num_cases, min_slab_slices=SLAB_SLICES))
     shutil.copytree(repo_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
     datalist = class_aware_datalist(BUNDLE, data_dir)
@@ -135,9 +148,17 @@ def main(
 
     interval = max(1, int(iterations) // max(1, int(num_validations)))
     train = dict(
-        dataset_dir=str(data_dir), num_workers=0, cache_rate=1.0, pixdim=PIXDIM, roi_size=PATCH, learning_rate=float(learning_rate),
-        max_iterations=int(iterations), val_interval=interval, checkpoint_interval=int(iterations),
-        initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"], **SMALL_NETWORK,
+        dataset_dir=str(data_dir),
+        num_workers=0,
+        cache_rate=1.0,
+        pixdim=PIXDIM,
+        roi_size=PATCH,
+        learning_rate=float(learning_rate),
+        max_iterations=int(iterations),
+        val_interval=interval,
+        checkpoint_interval=int(iterations),
+        initialize=[f"$monai.utils.set_determinism(seed={int(seed)})"],
+        **SMALL_NETWORK,
         **{f"{AFFINE}#prob": AFFINE_PROB},
     )
     if weight_decay is not None:
@@ -155,13 +176,20 @@ def main(
     print("[real_ct] evaluating the best checkpoint on the held-out test slab(s)")
     run_bundle(bundle, ["train.json", "evaluate.json"], **train)
     print("[real_ct] evaluating it on the training slabs (how well it fits what it saw)")
-    run_bundle(bundle, ["train.json", "evaluate.json"], **train, output_dir=str(bundle / TRAINING_EVAL),
-               **{"validate#dataset#data": "$load_datalist(@datalist, 'training', @dataset_dir)"})
+    run_bundle(
+        bundle,
+        ["train.json", "evaluate.json"],
+        **train,
+        output_dir=str(bundle / TRAINING_EVAL),
+        **{"validate#dataset#data": "$load_datalist(@datalist, 'training', @dataset_dir)"},
+    )
 
     write_inference_overrides(bundle)
     test_images = [str(data_dir / item["image"]) for item in datalist["test"]]
     pred_dir = out / "predictions"
-    print(f"[real_ct] inference (folded network, {bundle / 'configs' / 'inference.json'}) on {len(test_images)} test slab(s)")
+    print(
+        f"[real_ct] inference (folded network, {bundle / 'configs' / 'inference.json'}) on {len(test_images)} test slab(s)"
+    )
     run_bundle(bundle, ["inference.json"], datalist=test_images, output_dir=str(pred_dir), num_workers=0)
 
     table = (bundle / "eval" / "summary.md").read_text().strip()
@@ -176,7 +204,8 @@ def main(
         f"Training {train_minutes:.1f} min, {minutes:.1f} min in all. Slabs: training {split['training']}, "
         f"validation {split['validation']}, test {split['test']}, split by their classes (slices of the CT: "
         f"{datalist['metadata']['slab_slices']}; all from one person; labels are TotalSegmentator predictions mapped to the AMOS classes).\n\n"
-        "Settings that differ from the paper recipe:\n\n" + "".join(f"- {line}\n" for line in differences)
+        "Settings that differ from the paper recipe:\n\n"
+        + "".join(f"- {line}\n" for line in differences)
         + f"\nPer-organ Dice / HD95 on the test slab(s) (organs absent from them are NaN):\n\n{table}\n\n"
         f"The same checkpoint on the training slabs (what it fits of what it saw; an organ it misses here is not learnt, "
         f"not merely not generalised):\n\n{training_table}\n\n"
@@ -186,7 +215,9 @@ def main(
     )
     print(table)
     print(f"[real_ct] run: {record}")
-    print(f"[real_ct] {minutes:.1f} min in all\n[real_ct] results: {results}\n[real_ct] checkpoint: {bundle / 'models' / 'model.pt'}")
+    print(
+        f"[real_ct] {minutes:.1f} min in all\n[real_ct] results: {results}\n[real_ct] checkpoint: {bundle / 'models' / 'model.pt'}"
+    )
     return str(results)
 
 

@@ -21,19 +21,21 @@ import nibabel as nib
 import numpy as np
 import requests
 import torch
+from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle
 from monai.bundle import ConfigParser
-
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelUtils
-
-from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle
 from readme_helpers import fill, readme_command
 
 CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
 CT_LABELS = "totalseg_ct_abdomen_3mm/example_seg.nii.gz"
 CT_LABELS_JSON = "totalseg_ct_abdomen_3mm/example_seg.labels.json"
 TINY = {**SMALLEST_NETWORK, "pixdim": [6.0, 6.0, 6.0]}
-TINY_INFERENCE = {"inferer#roi_size": [64, 64, 16], "displayable_configs#sw_batch_size": 1, "displayable_configs#sw_overlap": 0.0}
+TINY_INFERENCE = {
+    "inferer#roi_size": [64, 64, 16],
+    "displayable_configs#sw_batch_size": 1,
+    "displayable_configs#sw_overlap": 0.0,
+}
 TINY_TRAIN = {"roi_size": [64, 64, 16], "num_samples": 1, "num_workers": 0, "cache_rate": 0.0, "learning_rate": 0.05}
 SERVER_START_S = 180
 TRAIN_S = 240
@@ -103,7 +105,11 @@ def launch_command(app: Path, studies: Path, conf: dict, port: int, launcher: Se
     ``launcher`` (a script and its arguments), python runs that script, which is given the rest of the command."""
     command = readme_command("python apps/rep3d/start_server.py")
     models = command[command.index("models", command.index("--conf")) + 1]
-    values = {"apps/rep3d/start_server.py": str(app / "start_server.py"), "/data/ct": str(studies), models: conf["models"]}
+    values = {
+        "apps/rep3d/start_server.py": str(app / "start_server.py"),
+        "/data/ct": str(studies),
+        models: conf["models"],
+    }
     command = [sys.executable, *launcher, *fill(command[1:], values)]
     for key, value in conf.items():
         command += [] if key == "models" else ["--conf", key, value]
@@ -116,7 +122,13 @@ class Server:
     unless given."""
 
     def __init__(
-        self, app: Path, studies: Path, conf: dict, workdir: Path, env: Optional[dict] = None, launcher: Sequence[str] = (),
+        self,
+        app: Path,
+        studies: Path,
+        conf: dict,
+        workdir: Path,
+        env: Optional[dict] = None,
+        launcher: Sequence[str] = (),
         port: Optional[int] = None,
     ) -> None:
         self.port = port or free_port()
@@ -158,10 +170,14 @@ class Server:
                 self.process.wait()
 
 
-
 @contextmanager
 def serve_app(
-    root: Path, repo_root: Path, study: Path, served: dict, env: Optional[dict] = None, launcher: Sequence[str] = (),
+    root: Path,
+    repo_root: Path,
+    study: Path,
+    served: dict,
+    env: Optional[dict] = None,
+    launcher: Sequence[str] = (),
     conf: Optional[dict] = None,
 ) -> Iterator[Tuple[Server, MONAILabelClient, Path, Path]]:
     """Runs the app on tiny copies of the ``served`` bundles (name -> starts with random weights) under ``root``, with

@@ -47,7 +47,12 @@ def chromium() -> Iterator["selenium.webdriver.Chrome"]:  # noqa: F821
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -76,7 +81,7 @@ def pixels(element, centre: float = 1.0) -> np.ndarray:
     its height and width (a viewport without the borders and the text in its corners and edges)."""
     rgb = np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB"))
     margins = [round(size * (1 - centre) / 2) for size in rgb.shape[:2]]
-    return rgb[margins[0]:rgb.shape[0] - margins[0], margins[1]:rgb.shape[1] - margins[1]]
+    return rgb[margins[0] : rgb.shape[0] - margins[0], margins[1] : rgb.shape[1] - margins[1]]
 
 
 def coloured_fraction(rgb: np.ndarray) -> float:

@@ -37,13 +37,21 @@ TINY_TRAIN = {
     "cache_rate": 0.0,
     "validate#inferer#overlap": 0.25,
 }
-TINY_INFER = {**TINY_NETWORK, "inferer#roi_size": [32, 32, 32], "inferer#overlap": 0.25, "pixdim": [4.0, 4.0, 4.0], "num_workers": 0}
+TINY_INFER = {
+    **TINY_NETWORK,
+    "inferer#roi_size": [32, 32, 32],
+    "inferer#overlap": 0.25,
+    "pixdim": [4.0, 4.0, 4.0],
+    "num_workers": 0,
+}
 
 
 def copy_bundle(name: str, dest: Path) -> Path:
     """A scratch copy of ``bundles/<name>`` (training writes models/ and eval/ into the bundle)."""
     target = dest / name
-    shutil.copytree(REPO_ROOT / "bundles" / name, target, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
+    shutil.copytree(
+        REPO_ROOT / "bundles" / name, target, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json")
+    )
     return target
 
 
@@ -93,9 +101,25 @@ def torchrun_bundle(
     args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={processes}",
-         "-m", "monai.bundle", "run", "--config_file", config_files, *args],
-        cwd=bundle, env=env, capture_output=True, text=True, timeout=timeout_s,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            config_files,
+            *args,
+        ],
+        cwd=bundle,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
 
 

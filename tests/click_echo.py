@@ -34,7 +34,7 @@ class ClickEcho(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = torch.zeros(x.shape[0], len(self.values), *x.shape[2:], dtype=x.dtype, device=x.device)
         if self.listen:
-            guidance = x[:, self.number_intensity_ch:]
+            guidance = x[:, self.number_intensity_ch :]
             if guidance.shape[1] != len(self.values):
                 raise ValueError(f"expected {len(self.values)} guidance channels, got {guidance.shape[1]}")
             logits[:, self.values] = guidance

@@ -77,7 +77,10 @@ def pytest_sessionfinish(session):
     if skips:
         why = "; ".join(sorted(set(reason.replace(f" ({SHARED_MISSING})", "") for reason in skips)))
         reporter.write_sep(
-            "!", f"{len(skips)} real-data tests SKIPPED: {why}. Put the data in ../shared beside the repository or "
-            "set REP3D_SHARED_DATA (REP3D_REQUIRE_SHARED_DATA=1 fails instead)", red=True, bold=True,
+            "!",
+            f"{len(skips)} real-data tests SKIPPED: {why}. Put the data in ../shared beside the repository or "
+            "set REP3D_SHARED_DATA (REP3D_REQUIRE_SHARED_DATA=1 fails instead)",
+            red=True,
+            bold=True,
         )
     return result

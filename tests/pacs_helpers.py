@@ -24,9 +24,8 @@ import pydicom
 import pytest
 import requests
 import SimpleITK as sitk
-from pydicom.uid import CTImageStorage, generate_uid
-
 from app_helpers import CT_LABELS_JSON, SERVER_START_S, Server, app_conf, copy_app, free_port, make_tiny_bundle
+from pydicom.uid import CTImageStorage, generate_uid
 
 ORTHANC = "Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -100,15 +99,22 @@ class Orthanc:
         self.url = f"http://127.0.0.1:{self.port}"
         self.dicomweb = f"{self.url}/dicom-web"
         config = {
-            "Name": "rep3d-test-pacs", "StorageDirectory": str(workdir / "storage"), "IndexDirectory": str(workdir / "storage"),
-            "HttpPort": self.port, "DicomPort": free_port(), "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-            "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "Name": "rep3d-test-pacs",
+            "StorageDirectory": str(workdir / "storage"),
+            "IndexDirectory": str(workdir / "storage"),
+            "HttpPort": self.port,
+            "DicomPort": free_port(),
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": [str(DICOMWEB_PLUGIN)],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
         (workdir / "orthanc.json").write_text(json.dumps(config, indent=2))
         self.log = workdir / "orthanc.log"
         with open(self.log, "w") as log:
-            self.process = subprocess.Popen([ORTHANC, str(workdir / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                [ORTHANC, str(workdir / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + ORTHANC_START_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -130,8 +136,11 @@ class Orthanc:
 
     def series(self, modality: str = "") -> List[dict]:
         """``[{SeriesInstanceUID, Modality, SeriesDescription, ...}]`` of the stored series (optionally one modality)."""
-        found = requests.post(f"{self.url}/tools/find", json={"Level": "Series", "Query": {"Modality": modality or "*"},
-                                                              "Expand": True}, timeout=30).json()
+        found = requests.post(
+            f"{self.url}/tools/find",
+            json={"Level": "Series", "Query": {"Modality": modality or "*"}, "Expand": True},
+            timeout=30,
+        ).json()
         return [item["MainDicomTags"] for item in found]
 
     def stop(self) -> None:
@@ -145,8 +154,9 @@ class Orthanc:
 
 
 @contextmanager
-def serve_pacs(root: Path, repo_root: Path, served: dict, uploads: List[Path], port: Optional[int] = None
-               ) -> Iterator[Tuple[Orthanc, Server]]:
+def serve_pacs(
+    root: Path, repo_root: Path, served: dict, uploads: List[Path], port: Optional[int] = None
+) -> Iterator[Tuple[Orthanc, Server]]:
     """Orthanc holding ``uploads`` and the app serving it (tiny copies of the ``served`` bundles: name -> starts with
     random weights; DICOMweb cache in ``root/cache``), both on 127.0.0.1 in a loopback-only namespace that the
     calling thread is in until the block ends; ``port``: the app's (a free one unless given)."""
@@ -158,8 +168,14 @@ def serve_pacs(root: Path, repo_root: Path, served: dict, uploads: List[Path], p
             bundles = root / "bundles"
             for name, with_weights in served.items():
                 make_tiny_bundle(name, bundles, with_weights)
-            server = Server(copy_app(repo_root, root / "app"), orthanc.dicomweb, app_conf(served, bundles), root,
-                            env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(root / "cache"), "PATH": "/usr/bin:/bin"}, port=port)
+            server = Server(
+                copy_app(repo_root, root / "app"),
+                orthanc.dicomweb,
+                app_conf(served, bundles),
+                root,
+                env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(root / "cache"), "PATH": "/usr/bin:/bin"},
+                port=port,
+            )
             server.wait_until_up(SERVER_START_S)
             yield orthanc, server
         finally:
@@ -184,7 +200,9 @@ def prepare_series(source: Path, target: Path, patient_id: str) -> List[Path]:
         key = hashlib.sha256(str(source).encode()).hexdigest()
         ds.StudyInstanceUID = ds.get("StudyInstanceUID") or _uid(key, "study")
         ds.SeriesInstanceUID = ds.get("SeriesInstanceUID") or _uid(key, "series")
-        ds.SOPInstanceUID = ds.get("SOPInstanceUID") or ds.file_meta.get("MediaStorageSOPInstanceUID") or _uid(key, path.name)
+        ds.SOPInstanceUID = (
+            ds.get("SOPInstanceUID") or ds.file_meta.get("MediaStorageSOPInstanceUID") or _uid(key, path.name)
+        )
         ds.SOPClassUID = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID") or CTImageStorage
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -214,6 +232,8 @@ def amos_label_on_series(shared_data: Path, series_dir: Path, path: Path) -> Pat
         amos[values == entry["source_label"]] = int(value)
     image = sitk.GetImageFromArray(amos)
     image.CopyInformation(source)
-    on_series = sitk.Resample(image, series_image(series_dir), sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    on_series = sitk.Resample(
+        image, series_image(series_dir), sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+    )
     sitk.WriteImage(on_series, str(path), True)
     return path

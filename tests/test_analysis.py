@@ -16,16 +16,21 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Engine, Events
 from PIL import Image
 
 from rep3d_networks import Rep3D
-from rep3d_networks.analysis import cli
-from ignite.engine import Engine, Events
-
-from rep3d_networks.analysis import convergence
-from rep3d_networks.analysis.convergence import MODELS, StudySettings, attach_plateau_rule, fitting_cap, run_or_load, time_plan
+from rep3d_networks.analysis import cli, convergence
+from rep3d_networks.analysis.convergence import (
+    MODELS,
+    StudySettings,
+    attach_plateau_rule,
+    fitting_cap,
+    run_or_load,
+    time_plan,
+)
 from rep3d_networks.analysis.convergence_data import write_study_data
-from rep3d_networks.analysis.convergence_report import DOCS_BEGIN, DOCS_END, fill_docs, statement, summary, grouped_runs
+from rep3d_networks.analysis.convergence_report import DOCS_BEGIN, DOCS_END, fill_docs, grouped_runs, statement, summary
 from rep3d_networks.analysis.erf import erf_summary
 from rep3d_networks.analysis.kernel_geometry import centre_periphery_ratio, radial_profile, tap_distances
 from rep3d_networks.analysis.model_loading import build_model, is_folded, model_kwargs, read_state_dict
@@ -47,8 +52,20 @@ def assert_png(path) -> None:
 def lr_field_process(tmp_path_factory):
     """``lr-field`` through the CLI entry, in the background."""
     out = tmp_path_factory.mktemp("lr_field")
-    command = [sys.executable, "-m", "rep3d_networks.analysis", "lr-field", "--output_dir", str(out), "--steps", "3",
-               "--channels", "2", "--output_size", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "rep3d_networks.analysis",
+        "lr-field",
+        "--output_dir",
+        str(out),
+        "--steps",
+        "3",
+        "--channels",
+        "2",
+        "--output_size",
+        "4",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     yield process, out
     if process.poll() is None:
@@ -57,7 +74,12 @@ def lr_field_process(tmp_path_factory):
 
 
 def start(command):
-    return subprocess.Popen([sys.executable, "-m", "rep3d_networks.analysis", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "rep3d_networks.analysis", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process, timeout=300) -> str:
@@ -75,14 +97,54 @@ def convergence_processes(tmp_path_factory):
     (2) LRBM on the real CT slabs (if present) with the timing phase, two worker processes, a plateau rule that
     must stop the run at its second validation, and the docs block filled in a copy of docs/reproduction.md."""
     every_model = tmp_path_factory.mktemp("every_model")
-    every = start(["convergence", "--output_dir", str(every_model), "--datasets", "phantom", "--max_iterations", "1",
-                   "--val_interval", "1", "--time_budget_hours", "0", *TINY_STUDY])
+    every = start(
+        [
+            "convergence",
+            "--output_dir",
+            str(every_model),
+            "--datasets",
+            "phantom",
+            "--max_iterations",
+            "1",
+            "--val_interval",
+            "1",
+            "--time_budget_hours",
+            "0",
+            *TINY_STUDY,
+        ]
+    )
     ct_out = tmp_path_factory.mktemp("ct_plateau")
     docs = ct_out / "reproduction.md"
     docs.write_text((Path(__file__).resolve().parents[1] / "docs" / "reproduction.md").read_text())
-    ct = start(["convergence", "--output_dir", str(ct_out / "study"), "--datasets", "ct", "--models", "lrbm",
-                "--max_iterations", "4", "--val_interval", "1", "--patience", "1", "--min_delta", "1.0", "--plateau_floor", "0",
-                "--time_budget_hours", "1", "--timing_iterations", "2", "--docs_file", str(docs), *TINY_STUDY[:-1], "2"])
+    ct = start(
+        [
+            "convergence",
+            "--output_dir",
+            str(ct_out / "study"),
+            "--datasets",
+            "ct",
+            "--models",
+            "lrbm",
+            "--max_iterations",
+            "4",
+            "--val_interval",
+            "1",
+            "--patience",
+            "1",
+            "--min_delta",
+            "1.0",
+            "--plateau_floor",
+            "0",
+            "--time_budget_hours",
+            "1",
+            "--timing_iterations",
+            "2",
+            "--docs_file",
+            str(docs),
+            *TINY_STUDY[:-1],
+            "2",
+        ]
+    )
     yield {"every": (every, every_model), "ct": (ct, ct_out)}
     for process in (every, ct):
         if process.poll() is None:
@@ -168,7 +230,11 @@ def plateau_stop(scores, patience, min_delta, floor):
         ([0.5, 0.504, 0.508, 0.509, 0.5095, 0.9], 2, 5),  # 0.508 resets; 0.509 and 0.5095 do not beat it: stop
         ([0.3], 1, 1),
         ([0.0, 0.004, 0.001, 0.0, 0.002, 0.003, 0.0], 3, 7),  # never reaches the floor: not a plateau, runs to the end
-        ([0.0, 0.0, 0.0, 0.2, 0.2, 0.2, 0.2, 0.9], 3, 7),  # armed at 0.2 (iteration 4), three validations without a gain
+        (
+            [0.0, 0.0, 0.0, 0.2, 0.2, 0.2, 0.2, 0.9],
+            3,
+            7,
+        ),  # armed at 0.2 (iteration 4), three validations without a gain
         ([0.05, 0.1, 0.1, 0.1, 0.1, 0.9], 3, 5),  # the floor itself arms the rule
     ],
 )
@@ -178,16 +244,37 @@ def test_plateau_rule_stops_a_run(scores, patience, stopped_at):
 
 def fake_run(model, seed, dice, dataset="phantom"):
     iterations = [50 * (i + 1) for i in range(len(dice))]
-    return {"dataset": dataset, "model": model, "seed": seed, "parameters": 10, "iterations": iterations, "dice": dice,
-            "train_seconds": [10.0 * i for i in iterations], "iterations_run": iterations[-1], "stopped_by": "plateau"}
+    return {
+        "dataset": dataset,
+        "model": model,
+        "seed": seed,
+        "parameters": 10,
+        "iterations": iterations,
+        "dice": dice,
+        "train_seconds": [10.0 * i for i in iterations],
+        "iterations_run": iterations[-1],
+        "stopped_by": "plateau",
+    }
 
 
 @pytest.mark.parametrize(
     "curves, winner, table7",
     [
-        ({"lrbm": [0.5, 0.7, 0.8, 0.8], "fixed": [0.4, 0.6, 0.7, 0.7], "vanilla": [0.3, 0.5, 0.6, 0.6]}, "lrbm", "holds at every point"),
-        ({"lrbm": [0.3, 0.5, 0.6, 0.6], "fixed": [0.4, 0.6, 0.7, 0.7], "vanilla": [0.5, 0.7, 0.8, 0.8]}, "vanilla", "does not hold at any point"),
-        ({"lrbm": [0.5, 0.5, 0.6, 0.6], "fixed": [0.4, 0.6, 0.7, 0.7], "vanilla": [0.3, 0.5, 0.6, 0.6]}, "fixed", "holds at 1 of 4 points"),
+        (
+            {"lrbm": [0.5, 0.7, 0.8, 0.8], "fixed": [0.4, 0.6, 0.7, 0.7], "vanilla": [0.3, 0.5, 0.6, 0.6]},
+            "lrbm",
+            "holds at every point",
+        ),
+        (
+            {"lrbm": [0.3, 0.5, 0.6, 0.6], "fixed": [0.4, 0.6, 0.7, 0.7], "vanilla": [0.5, 0.7, 0.8, 0.8]},
+            "vanilla",
+            "does not hold at any point",
+        ),
+        (
+            {"lrbm": [0.5, 0.5, 0.6, 0.6], "fixed": [0.4, 0.6, 0.7, 0.7], "vanilla": [0.3, 0.5, 0.6, 0.6]},
+            "fixed",
+            "holds at 1 of 4 points",
+        ),
     ],
 )
 def test_statement_is_written_from_the_numbers(curves, winner, table7):
@@ -196,31 +283,58 @@ def test_statement_is_written_from_the_numbers(curves, winner, table7):
     text = statement("phantom", rows, grouped_runs(records)["phantom"], patience=1, min_delta=0.005)
     assert f"highest mean best Dice: {winner}" in text and table7 in text and "it has flattened" in text
     lrbm = next(r for r in rows if r["model"] == "lrbm")
-    assert lrbm["iterations_to_90"] == [150, 150] and lrbm["seconds_to_90"] == [1500.0, 1500.0]  # first Dice >= 0.9 x best
+    assert lrbm["iterations_to_90"] == [150, 150] and lrbm["seconds_to_90"] == [
+        1500.0,
+        1500.0,
+    ]  # first Dice >= 0.9 x best
 
 
 @pytest.mark.parametrize(
     "winner_curve, stopped_by, expected",
     [
-        ([0.1, 0.2, 0.3, 0.4], "max_iterations", "still rose by 0.200 over its last 2 validations (0.200 at 100 it → 0.400 at 200 it): it has **not flattened**"),
-        ([0.1, 0.4, 0.402, 0.404], "plateau", "rose by 0.004 ≤ 0.005 over its last 2 validations (100 → 200 it): it has flattened"),
+        (
+            [0.1, 0.2, 0.3, 0.4],
+            "max_iterations",
+            "still rose by 0.200 over its last 2 validations (0.200 at 100 it → 0.400 at 200 it): it has **not flattened**",
+        ),
+        (
+            [0.1, 0.4, 0.402, 0.404],
+            "plateau",
+            "rose by 0.004 ≤ 0.005 over its last 2 validations (100 → 200 it): it has flattened",
+        ),
         ([0.1, 0.4], "max_iterations", "only 2 validations: too short"),
     ],
 )
 def test_statement_says_whether_the_winner_flattened(winner_curve, stopped_by, expected):
-    records = [dict(fake_run("lrbm", 0, winner_curve), stopped_by=stopped_by), dict(fake_run("segresnet", 0, [0.05] * len(winner_curve)), stopped_by="plateau")]
+    records = [
+        dict(fake_run("lrbm", 0, winner_curve), stopped_by=stopped_by),
+        dict(fake_run("segresnet", 0, [0.05] * len(winner_curve)), stopped_by="plateau"),
+    ]
     rows = summary(records)["phantom"]
     text = statement("phantom", rows, grouped_runs(records)["phantom"], patience=2, min_delta=0.005)
-    assert expected in text and (("times the early rise" in text) == ("not flattened" in expected or "too short" in expected))
-    assert f"{1 + (stopped_by == 'plateau')} of 2 runs stopped by the plateau rule, the others at the cap of {50 * len(winner_curve)} iterations" in text
+    assert expected in text and (
+        ("times the early rise" in text) == ("not flattened" in expected or "too short" in expected)
+    )
+    assert (
+        f"{1 + (stopped_by == 'plateau')} of 2 runs stopped by the plateau rule, the others at the cap of {50 * len(winner_curve)} iterations"
+        in text
+    )
 
 
-@pytest.mark.parametrize("budget_hours, workers, cap", [(10.0, 1, 1000), (1.0, 1, 750), (1.0, 2, 1000), (0.3, 1, 200), (0.01, 1, None)])
+@pytest.mark.parametrize(
+    "budget_hours, workers, cap", [(10.0, 1, 1000), (1.0, 1, 750), (1.0, 2, 1000), (0.3, 1, 200), (0.01, 1, None)]
+)
 def test_time_plan_picks_the_largest_cap_that_fits(budget_hours, workers, cap):
     # 2 seeds x (cap x (1.5 + 0.5) s + cap / 50 x (10 + 5) s) = 4.6 s x cap, shared by the workers
-    settings = StudySettings(datasets=("phantom",), models=("lrbm", "segresnet"), seeds=(0, 1), max_iterations=1000, val_interval=50)
-    timing = {"phantom": {"lrbm": {"seconds_per_iteration": 1.5, "seconds_per_validation": 10.0},
-                          "segresnet": {"seconds_per_iteration": 0.5, "seconds_per_validation": 5.0}}}
+    settings = StudySettings(
+        datasets=("phantom",), models=("lrbm", "segresnet"), seeds=(0, 1), max_iterations=1000, val_interval=50
+    )
+    timing = {
+        "phantom": {
+            "lrbm": {"seconds_per_iteration": 1.5, "seconds_per_validation": 10.0},
+            "segresnet": {"seconds_per_iteration": 0.5, "seconds_per_validation": 5.0},
+        }
+    }
     if cap is None:
         with pytest.raises(ValueError, match="not even 50 iterations"):
             fitting_cap(timing, settings, workers, budget_hours)
@@ -244,7 +358,11 @@ PHANTOM_RECIPE = convergence.training_recipe("phantom")
 @pytest.mark.parametrize(
     "earlier, recipe, kept",
     [
-        (dict(datasets=("phantom", "ct"), models=tuple(MODELS), seeds=(0, 1, 2)), PHANTOM_RECIPE, True),  # a larger study's run
+        (
+            dict(datasets=("phantom", "ct"), models=tuple(MODELS), seeds=(0, 1, 2)),
+            PHANTOM_RECIPE,
+            True,
+        ),  # a larger study's run
         (dict(datasets=("phantom",), learning_rate=1e-3), PHANTOM_RECIPE, False),  # trained otherwise
         (dict(datasets=("phantom",), max_iterations=350), PHANTOM_RECIPE, False),
         (dict(datasets=("phantom",), plateau_floor=0.0), PHANTOM_RECIPE, False),
@@ -263,7 +381,9 @@ def test_a_run_is_kept_when_it_trained_with_the_same_settings_and_recipe(tmp_pat
     assert run_or_load(settings, data, "lrbm", 0, tmp_path, 0)["dice"] == ([0.5] if kept else [0.1])
 
 
-@pytest.mark.parametrize("dataset, crop, sampler", [("phantom", "RandCropByPosNegLabeld", None), ("ct", "RandCropByLabelClassesd", [3, 13])])
+@pytest.mark.parametrize(
+    "dataset, crop, sampler", [("phantom", "RandCropByPosNegLabeld", None), ("ct", "RandCropByLabelClassesd", [3, 13])]
+)
 def test_each_dataset_trains_with_its_recipe_crop_and_sampler(tmp_path, shared_data, dataset, crop, sampler):
     data = write_study_data(dataset, tmp_path, str(shared_data), 4, 32)
     parser = convergence.bundle_parser(StudySettings(), data, tmp_path, torch.nn.Identity())
@@ -281,12 +401,26 @@ def test_convergence_cli_resumed_reports_kept_runs_and_both_machines(tmp_path):
     settings = StudySettings(datasets=("phantom",), models=("segresnet",), seeds=(0,), max_iterations=100)
     result = convergence.run_directory(tmp_path, "phantom", "segresnet", 0) / "result.json"
     result.parent.mkdir(parents=True)
-    result.write_text(json.dumps({**fake_run("segresnet", 0, [0.2, 0.4]), "settings": asdict(settings), "recipe": PHANTOM_RECIPE}))
+    result.write_text(
+        json.dumps({**fake_run("segresnet", 0, [0.2, 0.4]), "settings": asdict(settings), "recipe": PHANTOM_RECIPE})
+    )
     (tmp_path / "time_plan.json").write_text(json.dumps({"machine": "the planning machine"}))
-    paths = cli.convergence(str(tmp_path), datasets="phantom", models="segresnet", seeds="0", max_iterations=100,
-                            time_budget_hours=0, workers=1, phantom_cases=4, phantom_size=32)
+    paths = cli.convergence(
+        str(tmp_path),
+        datasets="phantom",
+        models="segresnet",
+        seeds="0",
+        max_iterations=100,
+        time_budget_hours=0,
+        workers=1,
+        phantom_cases=4,
+        phantom_size=32,
+    )
     report = Path(paths["markdown"]).read_text()
-    assert "study timed and started on: the planning machine; resumed on: " in report and "| segresnet | 10 | 1 | 0.400" in report
+    assert (
+        "study timed and started on: the planning machine; resumed on: " in report
+        and "| segresnet | 10 | 1 | 0.400" in report
+    )
 
 
 def test_rep3d_variants_of_a_seed_start_from_the_same_shared_weights():
@@ -309,8 +443,12 @@ def test_ct_slabs_are_disjoint_and_held_out_organs_are_trained(tmp_path, shared_
     assert len(slabs) == 4 and all(stop - start == 28 for start, stop in slabs.values())
     classes = {}
     for key in ("training", "validation"):
-        classes[key] = set().union(*({int(c) for c in np.unique(np.asarray(nib.load(str(data.dataset_dir / i["label"])).dataobj)) if c}
-                                     for i in datalist[key]))
+        classes[key] = set().union(
+            *(
+                {int(c) for c in np.unique(np.asarray(nib.load(str(data.dataset_dir / i["label"])).dataobj)) if c}
+                for i in datalist[key]
+            )
+        )
     assert classes["validation"] and classes["validation"] <= classes["training"]
 
 
@@ -331,7 +469,9 @@ def test_convergence_cli_every_model(convergence_processes):
         assert f"[convergence] {name}: " in stdout and "parameters" in stdout  # parameter counts printed
     result = json.loads((out / "convergence.json").read_text())
     assert [row["model"] for row in result["summary"]["phantom"]] == list(MODELS)
-    assert len(result["runs"]) == len(MODELS) and all(r["iterations"] == [1] and 0 <= r["dice"][0] <= 1 for r in result["runs"])
+    assert len(result["runs"]) == len(MODELS) and all(
+        r["iterations"] == [1] and 0 <= r["dice"][0] <= 1 for r in result["runs"]
+    )
     assert result["parameters"]["lrbm"] > result["parameters"]["segresnet"] > 0
     table = (out / "convergence.md").read_text()
     for name in MODELS:
@@ -354,12 +494,20 @@ def test_convergence_cli_timing_plateau_docs_and_erf(convergence_processes, shar
     block = docs.split(DOCS_BEGIN)[1].split(DOCS_END)[0]
     assert "#### ct" in block and "| lrbm |" in block and "not been run yet" not in block
     assert_png(out / "figures" / "convergence_ct.png")
-    assert docs.split(DOCS_END)[1] == (Path(__file__).resolve().parents[1] / "docs" / "reproduction.md").read_text().split(DOCS_END)[1]
+    assert (
+        docs.split(DOCS_END)[1]
+        == (Path(__file__).resolve().parents[1] / "docs" / "reproduction.md").read_text().split(DOCS_END)[1]
+    )
 
     run_dir = study / "runs" / "ct" / "lrbm_seed0"
     erf_paths = cli.erf(
-        str(tmp_path / "erf"), checkpoint=str(run_dir / "models" / "model.pt"), config=str(run_dir / "model_config.json"),
-        inputs="ct", shared_data=str(shared_data), input_size=32, num_inputs=1,
+        str(tmp_path / "erf"),
+        checkpoint=str(run_dir / "models" / "model.pt"),
+        config=str(run_dir / "model_config.json"),
+        inputs="ct",
+        shared_data=str(shared_data),
+        input_size=32,
+        num_inputs=1,
     )
     assert_png(erf_paths["lrbm_masks_png"])
     assert "checkpoint" in json.loads(Path(erf_paths["json"]).read_text())["weights"]
@@ -379,6 +527,8 @@ def test_lr_field_cli_outputs(lr_field_process):
     # AdamW's first step is a sign step: eq. 11 holds exactly for CSLA, and a plain kernel moves uniformly
     assert runs["adamw", "csla"]["ratio"]["1"] == pytest.approx((2e-4 + 3e-4) / 2e-4, rel=0.01)
     assert runs["adamw", "vanilla"]["ratio"]["1"] == pytest.approx(1.0, rel=0.01)
-    assert runs["adamw", "fixed"]["ratio"]["1"] == pytest.approx(runs["adamw", "fixed"]["predicted_first_step_ratio"], rel=0.01)
+    assert runs["adamw", "fixed"]["ratio"]["1"] == pytest.approx(
+        runs["adamw", "fixed"]["predicted_first_step_ratio"], rel=0.01
+    )
     assert runs["sgd", "csla"]["ratio"]["1"] > 2 and runs["sgd", "fixed"]["ratio"]["1"] > 10
     assert "| adamw | csla |" in (out / "lr_field.md").read_text()

@@ -23,10 +23,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from app_helpers import CT, SERVER_START_S, Server, amos_label, copy_app, make_tiny_bundle, write_overrides
+
 from rep3d_networks.analysis.clicks import (
-    BACKGROUND, FALSE, MISSED, check_organs, clicks_to_reach, next_click, read_reference, reference_files, served_models,
+    BACKGROUND,
+    FALSE,
+    MISSED,
+    check_organs,
+    clicks_to_reach,
+    next_click,
+    read_reference,
+    reference_files,
+    served_models,
     voxel_spacing,
 )
 from rep3d_networks.analysis.clicks_report import FLAT_MARGIN, THRESHOLDS, curve_checks, step_changes, summarize
@@ -65,9 +73,21 @@ PLATE = ((10, 0, 0), (15, 21, 21))
         # the organ fills the image: the border bounds it, the click is at the centre, not on a face
         (box((9, 9, 9), ((0, 0, 0), (9, 9, 9))), box((9, 9, 9)), (1, 1, 1), MISSED, (4, 4, 4)),
         # a false region (27 voxels) larger than the missed one (8): background click at the false region's centre
-        (box((12, 12, 12), ((0, 0, 0), (2, 2, 2))), box((12, 12, 12), ((6, 6, 6), (9, 9, 9))), (1, 1, 1), FALSE, (7, 7, 7)),
+        (
+            box((12, 12, 12), ((0, 0, 0), (2, 2, 2))),
+            box((12, 12, 12), ((6, 6, 6), (9, 9, 9))),
+            (1, 1, 1),
+            FALSE,
+            (7, 7, 7),
+        ),
         # two missed regions: the larger one (27 voxels against 8)
-        (box((12, 12, 12), ((0, 0, 0), (2, 2, 2)), ((6, 6, 6), (9, 9, 9))), box((12, 12, 12)), (1, 1, 1), MISSED, (7, 7, 7)),
+        (
+            box((12, 12, 12), ((0, 0, 0), (2, 2, 2)), ((6, 6, 6), (9, 9, 9))),
+            box((12, 12, 12)),
+            (1, 1, 1),
+            MISSED,
+            (7, 7, 7),
+        ),
         # a 3 x 3 x 9 bar: of its equally deep voxels along the long axis, the middle one (not the first)
         (box((5, 5, 11), ((1, 1, 1), (4, 4, 10))), box((5, 5, 11)), (1, 1, 1), MISSED, (2, 2, 5)),
         # the cube-rod-plate region (see CUBE), in isotropic and in anisotropic voxels
@@ -111,7 +131,12 @@ def test_summary_noc_counts_never_reached_as_max_clicks():
         "0.90": {"mean": pytest.approx(2.0), "not_reached": pytest.approx(1 / 3)},
     }
     assert summary["curve"] == pytest.approx([0.5, 0.64, 0.6933333, 0.7166667])
-    assert summary["seconds"] == {"no_clicks_client_s": 1.0, "per_click_client_s": None, "per_click_server_s": None, "calls": 3}
+    assert summary["seconds"] == {
+        "no_clicks_client_s": 1.0,
+        "per_click_client_s": None,
+        "per_click_server_s": None,
+        "calls": 3,
+    }
 
 
 @pytest.mark.parametrize(
@@ -120,8 +145,20 @@ def test_summary_noc_counts_never_reached_as_max_clicks():
         (True, [[0.2, 0.5, 0.6]], False, [], []),
         (True, [[0.5, 0.505, 0.505]], True, [], []),
         (True, [[0.2, 0.6, 0.5, 0.7]], False, [2], [True]),  # one pair: any fall counts
-        (True, [[0.5, 0.6, 0.59], [0.5, 0.6, 0.58], [0.5, 0.6, 0.585]], False, [2], [True]),  # every pair a little worse
-        (True, [[0.5, 0.6, 0.3], [0.5, 0.6, 0.65], [0.5, 0.6, 0.64], [0.5, 0.6, 0.6]], False, [2], [False]),  # one bad click
+        (
+            True,
+            [[0.5, 0.6, 0.59], [0.5, 0.6, 0.58], [0.5, 0.6, 0.585]],
+            False,
+            [2],
+            [True],
+        ),  # every pair a little worse
+        (
+            True,
+            [[0.5, 0.6, 0.3], [0.5, 0.6, 0.65], [0.5, 0.6, 0.64], [0.5, 0.6, 0.6]],
+            False,
+            [2],
+            [False],
+        ),  # one bad click
         (False, [[0.5, 0.5]], None, [], []),
     ],
     ids=["rises", "flat", "falls", "falls_systematically", "falls_within_noise", "automatic"],
@@ -131,7 +168,7 @@ def test_curve_checks(takes_clicks, pairs, flat, falls, systematic):
     assert check["flat"] is flat and [f["click"] for f in check["falls"]] == falls
     assert [f["systematic"] for f in check["falls"]] == systematic
     assert len(check["flags"]) == bool(flat) + len(falls)
-    assert all(("a systematic fall" in m) == s for m, s in zip(check["flags"][bool(flat):], systematic))
+    assert all(("a systematic fall" in m) == s for m, s in zip(check["flags"][bool(flat) :], systematic))
 
 
 def test_step_changes_are_paired():
@@ -142,7 +179,10 @@ def test_step_changes_are_paired():
 
 
 def test_bad_input_is_named(tmp_path):
-    info = {"models": {"echo": {"type": "deepedit", "labels": {"background": 0, "liver": 6}}}, "labels": ["liver", "background"]}
+    info = {
+        "models": {"echo": {"type": "deepedit", "labels": {"background": 0, "liver": 6}}},
+        "labels": ["liver", "background"],
+    }
     with pytest.raises(ValueError, match="'nope'.*serves: echo"):
         served_models(info, ["nope"])
     with pytest.raises(ValueError, match="tumor.*model 'echo'"):
@@ -160,7 +200,9 @@ def store_as(source: Path, axcodes, target: Path) -> Path:
     """The same voxels and world positions, stored with the array axes in ``axcodes`` order (``None``: a copy)."""
     image = nib.load(str(source))
     if axcodes is not None:
-        transform = nib.orientations.ornt_transform(nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(axcodes))
+        transform = nib.orientations.ornt_transform(
+            nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(axcodes)
+        )
         image = image.as_reoriented(transform)
         assert nib.aff2axcodes(image.affine) == axcodes
     nib.save(image, str(target))
@@ -173,7 +215,12 @@ def echo_bundle(source: str, listen: bool, name: str, bundles: Path, scratch: Pa
     bundle = Path(shutil.move(make_tiny_bundle(source, scratch / name, with_weights=False), bundles / name))
     config = TESTS.parent / "bundles" / "amos_ct_deepedit" / "configs" / "inference.json"
     label_names = json.loads(config.read_text())["label_names"]
-    network = {"_target_": "click_echo.ClickEcho", "label_names": label_names, "number_intensity_ch": 1, "listen": listen}
+    network = {
+        "_target_": "click_echo.ClickEcho",
+        "label_names": label_names,
+        "number_intensity_ch": 1,
+        "listen": listen,
+    }
     write_overrides(bundle / "configs" / "inference.json", {"network_def": network})
     (bundle / "models").mkdir()
     torch.save({}, bundle / "models" / "model.pt")
@@ -199,8 +246,20 @@ def measured(tmp_path_factory, shared_data, repo_root):
     try:
         server.wait_until_up(SERVER_START_S)
         command = [
-            sys.executable, "-m", "rep3d_networks.analysis", "clicks", "--server_url", server.url, "--references", str(references),
-            "--output_dir", str(root / "out"), "--organs", ",".join([*ORGANS, ABSENT]), "--max_clicks", str(MAX_CLICKS),
+            sys.executable,
+            "-m",
+            "rep3d_networks.analysis",
+            "clicks",
+            "--server_url",
+            server.url,
+            "--references",
+            str(references),
+            "--output_dir",
+            str(root / "out"),
+            "--organs",
+            ",".join([*ORGANS, ABSENT]),
+            "--max_clicks",
+            str(MAX_CLICKS),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         run = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=COMMAND_S, env=env)
@@ -240,7 +299,9 @@ def test_reoriented_study_gives_the_same_curves(measured):
     """The same voxels stored in another axis order and direction: the same clicks (mapped), the same Dice."""
     results, _ = measured
     for organ in ORGANS:
-        original, reoriented = ([r for r in records(results, "echo", image) if r["organ"] == organ][0] for image in STUDIES)
+        original, reoriented = (
+            [r for r in records(results, "echo", image) if r["organ"] == organ][0] for image in STUDIES
+        )
         np.testing.assert_allclose(reoriented["dice"], original["dice"], atol=0.01)
 
 

@@ -28,8 +28,18 @@ from rep3d_networks.analysis.session_report import summarize
 from rep3d_networks.analysis.session_study import MODEL
 from rep3d_networks.package import sha256
 
-STUDY = {"strategies": "first", "seeds": "0", "rounds": 1, "labels_per_round": 2, "train_iterations": 2, "initial_cases": 2,
-         "initial_iterations": 2, "pool_cases": 3, "heldout_cases": 1, "size": 24}
+STUDY = {
+    "strategies": "first",
+    "seeds": "0",
+    "rounds": 1,
+    "labels_per_round": 2,
+    "train_iterations": 2,
+    "initial_cases": 2,
+    "initial_iterations": 2,
+    "pool_cases": 3,
+    "heldout_cases": 1,
+    "size": 24,
+}
 COMMAND_S = 300
 SERVER_START_S = 120
 ONE_ROUND = {"rounds": 1, "labels_per_round": 1, "train_iterations": 1}
@@ -42,7 +52,9 @@ def study(tmp_path_factory):
     command = [sys.executable, "-m", "rep3d_networks.analysis", "session_study", "--output_dir", str(out)]
     for key, value in STUDY.items():
         command += [f"--{key}", str(value)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_S, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=COMMAND_S, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
     yield out, run.stdout
 
@@ -59,7 +71,9 @@ def test_submitted_labels_reach_the_datastore(study):
     submitted = [s["image"] for s in session["rounds"][1]["submitted"]]
     assert submitted == pool[:2]
     stored = out / "sessions" / "first_seed0" / "studies" / "labels" / "final"
-    assert sorted(p.name for p in stored.iterdir()) == sorted(f"{i}.nii.gz" for i in session["initially_labelled"] + submitted)
+    assert sorted(p.name for p in stored.iterdir()) == sorted(
+        f"{i}.nii.gz" for i in session["initially_labelled"] + submitted
+    )
     for image in submitted:
         source = nib.load(out / "pool_labels" / f"{image}.nii.gz").get_fdata()
         assert np.array_equal(nib.load(stored / f"{image}.nii.gz").get_fdata(), source)
@@ -76,7 +90,9 @@ def test_each_round_trains_and_the_server_answers_meanwhile(study):
     served = out / "sessions" / "first_seed0" / "bundles" / MODEL / "models" / "model.pt"
     assert sha256(served) != sha256(out / "initial" / MODEL / "models" / "model.pt")
     log = (out / "sessions" / "first_seed0" / "server" / "server.log").read_text()
-    assert "Total Records for Training: 4" in log and "Restored all variables from" in log  # pretrained: from the current weights
+    assert (
+        "Total Records for Training: 4" in log and "Restored all variables from" in log
+    )  # pretrained: from the current weights
     probes = train["probes"]
     assert probes and all(p["answered"] and p["error"] is None for p in probes), probes
     assert all(0 <= p["at_s"] < train["client_s"] for p in probes)
@@ -124,36 +140,51 @@ def test_control_and_unknown_strategy_on_the_sessions_datastore(study, tmp_path)
     assert "`none` is the control" in (tmp_path / "control" / "session.md").read_text()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"rounds": 0}, "rounds must be a whole number of at least 1"),
-    ({"labels_per_round": 1.5}, "labels_per_round must be a whole number"),
-    ({"strategy": ""}, "strategy must be a name"),
-    ({"references": "missing"}, "references: .*missing is not a folder"),
-    ({"label_source": "empty"}, "label_source: no .nii.gz or .nii files"),
-    ({"heldout_images": "other"}, "must pair up by name: b in only one"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"rounds": 0}, "rounds must be a whole number of at least 1"),
+        ({"labels_per_round": 1.5}, "labels_per_round must be a whole number"),
+        ({"strategy": ""}, "strategy must be a name"),
+        ({"references": "missing"}, "references: .*missing is not a folder"),
+        ({"label_source": "empty"}, "label_source: no .nii.gz or .nii files"),
+        ({"heldout_images": "other"}, "must pair up by name: b in only one"),
+    ],
+)
 def test_session_refuses_bad_arguments_before_asking_the_server(tmp_path, change, message):
     """Nothing listens on the port: a check made after contacting the server would fail with another message."""
     for folder, names in {"images": ["a"], "labels": ["a"], "other": ["a", "b"], "empty": []}.items():
         (tmp_path / folder).mkdir()
         for name in names:
-            nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), str(tmp_path / folder / f"{name}.nii.gz"))
-    args = {"references": "labels", "heldout_images": "images", "label_source": "labels", "strategy": "random", "rounds": 1,
-            "labels_per_round": 1, **change}
+            nib.save(
+                nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), str(tmp_path / folder / f"{name}.nii.gz")
+            )
+    args = {
+        "references": "labels",
+        "heldout_images": "images",
+        "label_source": "labels",
+        "strategy": "random",
+        "rounds": 1,
+        "labels_per_round": 1,
+        **change,
+    }
     paths = {k: str(tmp_path / args.pop(k)) for k in ("references", "heldout_images", "label_source")}
     with pytest.raises(ValueError, match=message):
         cli.session(f"http://127.0.0.1:{free_port()}", output_dir=str(tmp_path / "out"), **paths, **args)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"strategies": ""}, "strategies must be comma-separated names"),
-    ({"strategies": "random,random"}, "without repeats"),
-    ({"seeds": "0,x"}, "seeds must be comma-separated whole numbers"),
-    ({"pool_cases": 5}, r"pool_cases must be at least rounds × labels_per_round = 12"),
-    ({"train_iterations": 0}, "train_iterations must be a whole number"),
-    ({"size": 16}, "size must be at least 24"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"strategies": ""}, "strategies must be comma-separated names"),
+        ({"strategies": "random,random"}, "without repeats"),
+        ({"seeds": "0,x"}, "seeds must be comma-separated whole numbers"),
+        ({"pool_cases": 5}, r"pool_cases must be at least rounds × labels_per_round = 12"),
+        ({"train_iterations": 0}, "train_iterations must be a whole number"),
+        ({"size": 16}, "size must be at least 24"),
+    ],
+)
 def test_session_study_refuses_bad_arguments_before_any_work(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         cli.session_study(str(tmp_path / "study"), **change)
@@ -162,26 +193,57 @@ def test_session_study_refuses_bad_arguments_before_any_work(tmp_path, change, m
 
 def session_record(strategy: str, seed: int, dice: list, answered=True) -> dict:
     """A session as ``run_session`` returns it, with the given mean Dice per round (3 labels per round)."""
-    probe = {"at_s": 1.0, "seconds": 0.5, "answered": answered, "error": None if answered else "MONAILabelClientException: 500"}
-    rounds = [{"round": k, "labels": 3 * k, "submitted": [], "final_labels": 3 + 3 * k,
-               "train": None if k == 0 else {"client_s": 50.0 + seed,
-                                             "probes": [probe, {**probe, "answered": True, "error": None}]},
-               "dice": {"mean": d, "organs": {"liver": d}, "images": {}, "infer_s": [0.2]}} for k, d in enumerate(dice)]
-    return {"settings": {"strategy": strategy, "model": "amos_ct", "rounds": len(dice) - 1, "labels_per_round": 3},
-            "seed": seed, "organs": {"liver": 6}, "rounds": rounds}
+    probe = {
+        "at_s": 1.0,
+        "seconds": 0.5,
+        "answered": answered,
+        "error": None if answered else "MONAILabelClientException: 500",
+    }
+    rounds = [
+        {
+            "round": k,
+            "labels": 3 * k,
+            "submitted": [],
+            "final_labels": 3 + 3 * k,
+            "train": None
+            if k == 0
+            else {"client_s": 50.0 + seed, "probes": [probe, {**probe, "answered": True, "error": None}]},
+            "dice": {"mean": d, "organs": {"liver": d}, "images": {}, "infer_s": [0.2]},
+        }
+        for k, d in enumerate(dice)
+    ]
+    return {
+        "settings": {"strategy": strategy, "model": "amos_ct", "rounds": len(dice) - 1, "labels_per_round": 3},
+        "seed": seed,
+        "organs": {"liver": 6},
+        "rounds": rounds,
+    }
 
 
 def test_summary_mean_sd_and_flags():
-    sessions = [session_record("random", 0, [0.5, 0.6, 0.7]), session_record("random", 1, [0.5, 0.7, 0.9]),
-                session_record("first", 0, [0.5, 0.5, 0.4], answered=False)]
+    sessions = [
+        session_record("random", 0, [0.5, 0.6, 0.7]),
+        session_record("random", 1, [0.5, 0.7, 0.9]),
+        session_record("first", 0, [0.5, 0.5, 0.4], answered=False),
+    ]
     summary = summarize(sessions)
     random = summary["strategies"]["random"]
     assert random["labels"] == [0, 3, 6] and random["seeds"] == [0, 1]
     assert random["mean"] == pytest.approx([0.5, 0.65, 0.8]) and random["sd"][0] == pytest.approx(0.0)
     assert random["sd"][2] == pytest.approx(np.std([0.7, 0.9], ddof=1))
     assert random["organs"]["liver"] == pytest.approx({"start": 0.5, "end": 0.8})
-    assert random["server"][0] == pytest.approx({"round": 1, "labels": 3, "train_s": 50.5, "train_s_sd": np.std([50, 51], ddof=1),
-                                                 "asked": 4, "answered": 4, "median_s": 0.5, "idle_median_s": 0.2})
+    assert random["server"][0] == pytest.approx(
+        {
+            "round": 1,
+            "labels": 3,
+            "train_s": 50.5,
+            "train_s_sd": np.std([50, 51], ddof=1),
+            "asked": 4,
+            "answered": 4,
+            "median_s": 0.5,
+            "idle_median_s": 0.2,
+        }
+    )
     first = summary["strategies"]["first"]
     assert first["sd"] == [None, None, None] and first["server"][0]["answered"] == 1
     assert summary["flags"] == [
@@ -200,7 +262,8 @@ def test_control_is_not_flagged_for_staying_flat_but_a_strategy_that_rises_no_mo
     sessions = [session_record("random", 0, [0.5, 0.55, 0.6]), session_record("none", 0, [0.5, 0.6, 0.65])]
     assert summarize(sessions)["flags"] == [
         "random: its mean rise (+0.100) is no larger than the control's, the same fine-tuning without labels (+0.150): "
-        "the labels do not explain it"]
+        "the labels do not explain it"
+    ]
 
 
 def test_seeded_server_start_seeds_random(tmp_path):

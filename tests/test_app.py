@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from monailabel.client.client import MONAILabelClientException
-
 from app_helpers import CT, TRAIN_S, amos_label, check_label, file_digest, save_random_weights, serve_app
+from monailabel.client.client import MONAILabelClientException
 from readme_helpers import README, readme_message
 
 SERVED = {"amos_ct": True, "kits": True, "msd_pancreas": False}  # bundle -> starts with weights
@@ -78,7 +76,9 @@ def test_sliding_window_options_per_request(served):
     assert config["sw_overlap"] == 0.0 and config["sw_batch_size"] == 1 and config["fast"] is False  # the tiny bundles'
     check_label(client.infer("amos_ct", "ct_sm", {"fast": True, "sw_overlap": 0.5})[0], studies / "ct_sm.nii.gz", 16)
     assert "SlidingWindowInferer => {'roi_size': [64, 64, 16], 'sw_batch_size': 1, 'overlap': 0.25" in server.log_text()
-    check_label(client.infer("amos_ct", "ct_sm", {"sw_overlap": 0.25, "sw_batch_size": 2})[0], studies / "ct_sm.nii.gz", 16)
+    check_label(
+        client.infer("amos_ct", "ct_sm", {"sw_overlap": 0.25, "sw_batch_size": 2})[0], studies / "ct_sm.nii.gz", 16
+    )
     assert "SlidingWindowInferer => {'roi_size': [64, 64, 16], 'sw_batch_size': 2, 'overlap': 0.25" in server.log_text()
     with pytest.raises(MONAILabelClientException):  # MONAI's sliding window refuses it
         client.infer("amos_ct", "ct_sm", {"sw_overlap": 1.0})
@@ -93,12 +93,17 @@ def test_precision_per_request(served):
     assert client.info()["models"]["amos_ct"]["config"]["precision"] == ["auto", "float32", "bfloat16"]
     labels = {}
     for precision, autocast in [("float32", "float32"), ("bfloat16", "torch.bfloat16 autocast")]:
-        labels[precision] = check_label(client.infer("amos_ct", "ct_sm", {"precision": precision})[0], studies / "ct_sm.nii.gz", 16)
+        labels[precision] = check_label(
+            client.infer("amos_ct", "ct_sm", {"precision": precision})[0], studies / "ct_sm.nii.gz", 16
+        )
         assert f"precision {precision} on cpu: {autocast}" in server.log_text()
     assert (labels["bfloat16"] == labels["float32"]).mean() > 0.95  # a random tiny network: many near ties
     requests_before = server.log_text().count("Infer Request (final)")
     assert requests_before >= 2
-    with pytest.raises(MONAILabelClientException, match=r"Status: 400.*amos_ct.*precision must be one of auto, float32, bfloat16; got .*float16"):
+    with pytest.raises(
+        MONAILabelClientException,
+        match=r"Status: 400.*amos_ct.*precision must be one of auto, float32, bfloat16; got .*float16",
+    ):
         client.infer("amos_ct", "ct_sm", {"precision": "float16"})
     assert server.log_text().count("Infer Request (final)") == requests_before
 
@@ -169,7 +174,9 @@ def test_training_progress_reaches_slicer_while_training_runs(served, shared_dat
 
 def load_app_module(repo_root: Path, relative_path: str):
     """Imports one file of the app by path (the app's ``lib`` package is not installed)."""
-    spec = importlib.util.spec_from_file_location(f"rep3d_app_{Path(relative_path).stem}", repo_root / "apps/rep3d" / relative_path)
+    spec = importlib.util.spec_from_file_location(
+        f"rep3d_app_{Path(relative_path).stem}", repo_root / "apps/rep3d" / relative_path
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -191,8 +198,24 @@ def test_unknown_model_is_a_clear_error(repo_root):
 def test_launcher_binds_localhost_unless_told_otherwise(repo_root):
     launcher = load_app_module(repo_root, "start_server.py")
     args = launcher.start_server_args(["--studies", "s", "--conf", "models", "kits"], "/app")
-    assert args == ["start_server", "--app", "/app", "--host", "127.0.0.1", "--studies", "s", "--conf", "models", "kits"]
-    assert launcher.start_server_args(["--host=0.0.0.0", "-a", "x"], "/app") == ["start_server", "--host=0.0.0.0", "-a", "x"]
+    assert args == [
+        "start_server",
+        "--app",
+        "/app",
+        "--host",
+        "127.0.0.1",
+        "--studies",
+        "s",
+        "--conf",
+        "models",
+        "kits",
+    ]
+    assert launcher.start_server_args(["--host=0.0.0.0", "-a", "x"], "/app") == [
+        "start_server",
+        "--host=0.0.0.0",
+        "-a",
+        "x",
+    ]
 
 
 def test_device_option(repo_root):

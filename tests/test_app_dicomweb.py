@@ -19,13 +19,22 @@ import pydicom
 import pytest
 import requests
 import SimpleITK as sitk
+from app_helpers import wait_for_task
 from dicomweb_client import DICOMwebClient
 from monailabel.client.client import MONAILabelClientException
+from pacs_helpers import (
+    CT_3SLICE,
+    CT_SERIES,
+    Orthanc,
+    amos_label_on_series,
+    interfaces,
+    prepare_series,
+    require_pacs,
+    series_image,
+    serve_pacs,
+)
 from pydicom.dataset import Dataset, FileMetaDataset
 
-from app_helpers import wait_for_task
-from pacs_helpers import (CT_3SLICE, CT_SERIES, Orthanc, amos_label_on_series, interfaces, prepare_series, require_pacs,
-                          serve_pacs, series_image)
 from rep3d_networks.data.specs import get_dataset_spec
 
 SERVED = {"amos_ct": True, "amos_ct_deepedit": True}  # bundle -> starts with (random) weights
@@ -56,9 +65,14 @@ def pacs(tmp_path_factory, shared_data, repo_root):
         from monailabel.client import MONAILabelClient
 
         yield {
-            "orthanc": orthanc, "server": server, "client": MONAILabelClient(server.url, tmpdir=str(root / "client")),
-            "root": root, "cache": root / "cache", "ct_dir": root / "ct",
-            "ct": str(pydicom.dcmread(ct[0]).SeriesInstanceUID), "ct3": str(pydicom.dcmread(ct3[0]).SeriesInstanceUID),
+            "orthanc": orthanc,
+            "server": server,
+            "client": MONAILabelClient(server.url, tmpdir=str(root / "client")),
+            "root": root,
+            "cache": root / "cache",
+            "ct_dir": root / "ct",
+            "ct": str(pydicom.dcmread(ct[0]).SeriesInstanceUID),
+            "ct3": str(pydicom.dcmread(ct3[0]).SeriesInstanceUID),
         }
 
 
@@ -160,8 +174,10 @@ def test_saved_label_is_a_seg_on_the_series(pacs, submitted):
     assert seg.FrameOfReferenceUID == ct[0].FrameOfReferenceUID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pacs["ct"]
     positions = {tuple(round(float(v), 3) for v in s.ImagePositionPatient) for s in ct}
-    frames = {tuple(round(float(v), 3) for v in f.PlanePositionSequence[0].ImagePositionPatient)
-              for f in seg.PerFrameFunctionalGroupsSequence}
+    frames = {
+        tuple(round(float(v), 3) for v in f.PlanePositionSequence[0].ImagePositionPatient)
+        for f in seg.PerFrameFunctionalGroupsSequence
+    }
     assert frames and frames <= positions
 
 
@@ -174,10 +190,13 @@ def test_seg_round_trip_on_a_fresh_cache(pacs, submitted, app_lib, repo_root, tm
     """A new datastore (empty cache) reads the PACS's SEG back: the same label values, voxel for voxel."""
     dicomweb, bundles = app_lib
     label, _ = submitted
-    classes = {name: {v: n for n, v in bundles.label_names(bundles.read_metadata(str(repo_root / "bundles" / name))).items()}
-               for name in SERVED}
-    fresh = dicomweb.Rep3DDICOMwebDatastore(DICOMwebClient(pacs["orthanc"].dicomweb), {"Modality": "CT"},
-                                            str(tmp_path / "cache"), False, True, classes)
+    classes = {
+        name: {v: n for n, v in bundles.label_names(bundles.read_metadata(str(repo_root / "bundles" / name))).items()}
+        for name in SERVED
+    }
+    fresh = dicomweb.Rep3DDICOMwebDatastore(
+        DICOMwebClient(pacs["orthanc"].dicomweb), {"Modality": "CT"}, str(tmp_path / "cache"), False, True, classes
+    )
     (item,) = [item for item in fresh.datalist() if Path(item["image"]).name.startswith(pacs["ct"])]
     read = sitk.GetArrayFromImage(sitk.ReadImage(item["label"]))
     assert np.unique(read).tolist() == AMOS_VALUES
@@ -198,7 +217,9 @@ def test_transfer_syntax_the_app_cannot_decode_is_refused(app_lib):
     instance.SOPInstanceUID = "1.2.3"
     instance.file_meta = FileMetaDataset()
     instance.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.201"  # HTJ2K: GDCM in SimpleITK does not read it
-    with pytest.raises(Exception, match=r"Series 's': instance 1.2.3 is stored as .*1.2.840.10008.1.2.4.201.*JPEG 2000") as error:
+    with pytest.raises(
+        Exception, match=r"Series 's': instance 1.2.3 is stored as .*1.2.840.10008.1.2.4.201.*JPEG 2000"
+    ) as error:
         dicomweb.check_transfer_syntaxes("s", [instance])
     assert error.value.status_code == 400
     instance.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from dicomweb_client import DICOMwebClient
-
 from browser_helpers import chromium, coloured_fraction, console_errors, grey_levels, pixels, require_browser
+from dicomweb_client import DICOMwebClient
 from pacs_helpers import CT_SERIES, amos_label_on_series, prepare_series, require_pacs, serve_pacs
 
 APP_PORT = 8000  # the server address OHIF's MONAI Label panel starts with
@@ -78,7 +77,9 @@ def test_ohif_study_list_mode_models_run_and_saved_seg(tmp_path, shared_data, re
 
         # 1. the study list shows the study
         browser.get(f"{server.url}/ohif/")
-        row = until(lambda: browser.find_elements(By.XPATH, f"//*[text()='{PATIENT}']"), what="the study in the list")[0]
+        row = until(lambda: browser.find_elements(By.XPATH, f"//*[text()='{PATIENT}']"), what="the study in the list")[
+            0
+        ]
         step("1_study_list")
 
         # 2. the MONAI Label mode opens it and draws the CT (JPEG 2000 frames through the app's proxy)
@@ -116,18 +117,26 @@ def test_ohif_study_list_mode_models_run_and_saved_seg(tmp_path, shared_data, re
         browser.get(f"{server.url}/ohif/")
         until(lambda: browser.find_elements(By.XPATH, f"//*[text()='{PATIENT}']"))[0].click()
         until(lambda: browser.find_elements(By.XPATH, "//button[normalize-space()='Segmentation']"))[0].click()
-        thumbnail = until(lambda: browser.find_elements(By.XPATH, f"//*[text()='{seg['SeriesDescription']}']"),
-                          what="the SEG among the study's series")[0]
+        thumbnail = until(
+            lambda: browser.find_elements(By.XPATH, f"//*[text()='{seg['SeriesDescription']}']"),
+            what="the SEG among the study's series",
+        )[0]
         step("5_seg_listed")
 
         # 6. opened, it is overlaid on the CT with its segments named as the model's classes
         ActionChains(browser).double_click(thumbnail).perform()
-        hydrate = until(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-cy='yes-hydrate-btn']"), what="open the SEG")
+        hydrate = until(
+            lambda: browser.find_elements(By.CSS_SELECTOR, "[data-cy='yes-hydrate-btn']"), what="open the SEG"
+        )
         browser.execute_script("arguments[0].click()", hydrate[0])
-        until(lambda: all(browser.find_elements(By.XPATH, f"//*[text()='{name}']") for name in segment_names),
-              what=f"the segments {segment_names} listed")
-        until(lambda: coloured_fraction(first_viewport()) > 0.05 and grey_levels(first_viewport()) > DRAWN_LEVELS,
-              what="the SEG overlaid on the CT")
+        until(
+            lambda: all(browser.find_elements(By.XPATH, f"//*[text()='{name}']") for name in segment_names),
+            what=f"the segments {segment_names} listed",
+        )
+        until(
+            lambda: coloured_fraction(first_viewport()) > 0.05 and grey_levels(first_viewport()) > DRAWN_LEVELS,
+            what="the SEG overlaid on the CT",
+        )
         assert not browser.find_elements(By.XPATH, "//*[contains(text(), 'Something went wrong')]")
         step("6_seg_overlay")
         assert not errors, "\n".join(errors)

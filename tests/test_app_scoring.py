@@ -21,11 +21,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
-
-from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
-
 from app_helpers import CT, amos_label, save_random_weights, serve_app, task_status, wait_for_task
+from monai.bundle import ConfigParser
+from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
 
 SERVED = {"amos_ct": True}
 METHOD = "entropy_amos_ct"
@@ -40,7 +38,9 @@ def served(tmp_path_factory, shared_data, repo_root):
     root = tmp_path_factory.mktemp("rep3d_scoring")
     source = nib.load(shared_data / CT)
     values = np.asarray(source.dataobj, dtype=np.float32)
-    with serve_app(root, repo_root, shared_data / CT, SERVED, env={"MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}) as running:
+    with serve_app(
+        root, repo_root, shared_data / CT, SERVED, env={"MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+    ) as running:
         for name, volume in {"flipped": values[::-1], "brighter": values + 150.0}.items():
             nib.save(nib.Nifti1Image(np.ascontiguousarray(volume), source.affine), root / f"{name}.nii.gz")
             running[1].upload_image(str(root / f"{name}.nii.gz"), image_id=name)
@@ -61,7 +61,10 @@ def scoring_result(server) -> dict:
 
 def entries(objects: dict) -> dict:
     """``{image id: {"info": image info, "labels": {tag: label info}}}`` from a datastore listing's ``objects``."""
-    return {k: {"info": v["image"]["info"], "labels": {t: l["info"] for t, l in v["labels"].items()}} for k, v in objects.items()}
+    return {
+        k: {"info": v["image"]["info"], "labels": {t: label["info"] for t, label in v["labels"].items()}}
+        for k, v in objects.items()
+    }
 
 
 def stored(studies: Path) -> dict:
@@ -85,12 +88,17 @@ def test_strategy_without_scores_is_refused(served):
     _, client, _, _ = served
     info = client.info()
     assert METHOD in info["scoring"] and METHOD in info["strategies"]
-    with pytest.raises(MONAILabelClientException, match=rf"Status: 400.*No {METHOD} scores for the current weights of "
-                       rf"\W+amos_ct\W+ \(3 unlabelled images.*run POST /scoring/{METHOD} first"):
+    with pytest.raises(
+        MONAILabelClientException,
+        match=rf"Status: 400.*No {METHOD} scores for the current weights of "
+        rf"\W+amos_ct\W+ \(3 unlabelled images.*run POST /scoring/{METHOD} first",
+    ):
         client.next_sample(METHOD, {})
 
 
-def test_scores_are_stored_the_strategy_picks_the_highest_and_labels_saved_meanwhile_stay(served, shared_data, tmp_path):
+def test_scores_are_stored_the_strategy_picks_the_highest_and_labels_saved_meanwhile_stay(
+    served, shared_data, tmp_path
+):
     """A label saved (with Slicer's label info) while the scoring process stores scores is kept: the scoring process
     loaded the datastore before the label existed, and upstream would write that copy back."""
     server, client, bundles, studies = served
@@ -99,7 +107,9 @@ def test_scores_are_stored_the_strategy_picks_the_highest_and_labels_saved_meanw
     start_scoring(server)
     deadline = time.monotonic() + SCORING_S
     while not re.search(rf"{METHOD}: \w+\.nii\.gz: ", server.log_text()):  # the first image is scored
-        assert time.monotonic() < deadline and task_status(server, "scoring")["status"] in ("SUBMITTED", "RUNNING"), server.log_tail()
+        assert time.monotonic() < deadline and task_status(server, "scoring")["status"] in ("SUBMITTED", "RUNNING"), (
+            server.log_tail()
+        )
         time.sleep(0.2)
     client.save_label("brighter", str(label), tag="final", params=LABEL_INFO)
     assert task_status(server, "scoring")["status"] == "RUNNING", "scoring ended before the label was saved"
@@ -136,7 +146,9 @@ def test_images_scored_with_the_current_weights_are_skipped(served):
     assert re.search(rf"{METHOD}: flat not scored: .*flat\.nii\.gz", server.log_text()), server.log_tail()
     after = stored(studies)
     assert all(after[k]["info"][METHOD] == before[k]["info"][METHOD] for k in ("ct_sm", "flipped"))
-    assert after["copy"]["info"][METHOD]["entropy"] == pytest.approx(after["ct_sm"]["info"][METHOD]["entropy"], abs=1e-6)
+    assert after["copy"]["info"][METHOD]["entropy"] == pytest.approx(
+        after["ct_sm"]["info"][METHOD]["entropy"], abs=1e-6
+    )
 
 
 def test_new_weights_make_the_scores_stale(served):

@@ -16,13 +16,21 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from monailabel.client import MONAILabelClient
-
 from app_helpers import (
-    CT, SERVER_START_S, TRAIN_S, Server, amos_label, app_conf, check_label, file_digest, serve_app, task_status,
+    CT,
+    SERVER_START_S,
+    TRAIN_S,
+    Server,
+    amos_label,
+    app_conf,
+    check_label,
+    file_digest,
+    serve_app,
+    task_status,
     wait_for_task,
 )
+from monailabel.client import MONAILabelClient
+
 from rep3d_networks.handlers import TrainingStats
 
 SERVED = {"amos_ct": True}
@@ -43,6 +51,7 @@ def session(tmp_path_factory, shared_data, repo_root):
 
 def test_training_stats_old_path_gives_the_package_handler(repo_root, monkeypatch):
     """``TrainingStats`` moved from the app's ``lib/train.py`` to ``rep3d_networks.handlers``; the old path works."""
+
     def app_modules():
         return [m for m in sys.modules if m == "lib" or m.startswith("lib.")]
 
@@ -61,7 +70,9 @@ def test_training_stats_old_path_gives_the_package_handler(repo_root, monkeypatc
 def running_stats(server, client, deadline: float) -> dict:
     """The model's ``train_stats`` once the running training has written them (its data are loaded by then)."""
     while not (stats := client.info().get("train_stats", {}).get("amos_ct")) or "total_time" in stats:
-        assert time.monotonic() < deadline and task_status(server, "train")["status"] in ("SUBMITTED", "RUNNING"), server.log_tail()
+        assert time.monotonic() < deadline and task_status(server, "train")["status"] in ("SUBMITTED", "RUNNING"), (
+            server.log_tail()
+        )
         time.sleep(0.2)
     return stats
 
@@ -71,8 +82,11 @@ def test_resume_without_checkpoint_is_refused(session):
     before = file_digest(bundles / "amos_ct" / "models" / "model.pt")
     client.train_start("amos_ct", {"resume": True})
     details = "\n".join(wait_for_task(server, "train", expected="ERROR")["details"])
-    assert re.search(r"ValueError: Model 'amos_ct': resume requested, but there is no checkpoint to resume from in "
-                     r".*models/resume .*Train without resume: pretrained: true continues from the current weights", details), details
+    assert re.search(
+        r"ValueError: Model 'amos_ct': resume requested, but there is no checkpoint to resume from in "
+        r".*models/resume .*Train without resume: pretrained: true continues from the current weights",
+        details,
+    ), details
     assert file_digest(bundles / "amos_ct" / "models" / "model.pt") == before
 
 
@@ -110,7 +124,9 @@ def test_killed_server_restarts_serves_its_model_and_resumes(session):
     assert file_digest(weights) == complete and torch.load(weights, weights_only=True)
 
     # a new server on the same app, bundles and studies
-    restarted = Server(root / "first" / "app", studies, app_conf(SERVED, bundles, {"auto_scoring": "true"}), mkdir(root / "restarted"))
+    restarted = Server(
+        root / "first" / "app", studies, app_conf(SERVED, bundles, {"auto_scoring": "true"}), mkdir(root / "restarted")
+    )
     try:
         restarted.wait_until_up(SERVER_START_S)
         client = MONAILabelClient(restarted.url, tmpdir=str(root / "restarted" / "client"))
@@ -120,7 +136,9 @@ def test_killed_server_restarts_serves_its_model_and_resumes(session):
 
         client.train_start("amos_ct", {**KILLED_RUN, "resume": True})
         wait_for_task(restarted, "train")
-        resumed = re.search(r"Resumed from \S+resume_checkpoint_iteration=(\d+)\.pt at iteration (\d+)", restarted.log_text())
+        resumed = re.search(
+            r"Resumed from \S+resume_checkpoint_iteration=(\d+)\.pt at iteration (\d+)", restarted.log_text()
+        )
         assert resumed and int(resumed.group(1)) == int(resumed.group(2)) >= 1, restarted.log_tail()
         stats = client.info()["train_stats"]["amos_ct"]
         assert (stats["num_train"], stats["epoch"], stats["total_epochs"]) == (2, 1, 1), stats

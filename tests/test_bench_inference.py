@@ -18,9 +18,25 @@ def table_rows(text: str) -> list:
 def test_bench_inference_tiny(tmp_path, shared_data):
     output = tmp_path / "inference.md"
     overrides = [a for k, v in TINY.items() for a in ("--override", f"{k}={v}".replace(" ", ""))]
-    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "bench_inference.py"), "--images", "synthetic",
-               "--settings", "fast", "--synthetic-shape", "64", "64", "32", "--synthetic-spacing", "4",
-               "--floor-only", "example_ct_sm", *overrides, "--output", str(output)]
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "bench_inference.py"),
+        "--images",
+        "synthetic",
+        "--settings",
+        "fast",
+        "--synthetic-shape",
+        "64",
+        "64",
+        "32",
+        "--synthetic-spacing",
+        "4",
+        "--floor-only",
+        "example_ct_sm",
+        *overrides,
+        "--output",
+        str(output),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {tuple(r[:3]): r[3:] for r in table_rows(output.read_text())}

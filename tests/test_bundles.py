@@ -6,9 +6,6 @@ import subprocess
 import sys
 
 import pytest
-from monai.bundle import ConfigWorkflow, verify_metadata
-from packaging.version import Version
-
 from bundle_helpers import (
     BUNDLES,
     REPO_ROOT,
@@ -22,7 +19,10 @@ from bundle_helpers import (
     prepare_bundle,
     run_bundle,
 )
+from monai.bundle import ConfigWorkflow, verify_metadata
+from packaging.version import Version
 from stack_helpers import STACKS, pins
+
 from rep3d_networks.bundles import all_bundle_specs, get_bundle_spec, render
 from rep3d_networks.bundles.__main__ import main as bundles_main
 from rep3d_networks.bundles.recipe import ROI_SIZE, WEIGHT_DECAY
@@ -61,14 +61,18 @@ def test_committed_bundles_match_their_rendering():
 
 def test_render_command_finds_and_fixes_a_hand_edit(tmp_path, capsys):
     bundles = tmp_path / "bundles"
-    shutil.copytree(REPO_ROOT / "bundles", bundles, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
+    shutil.copytree(
+        REPO_ROOT / "bundles", bundles, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json")
+    )
     train = bundles / "kits" / "configs" / "train.json"
     train.write_text(train.read_text().replace('"num_classes": 4', '"num_classes": 5'))
     card = bundles / "msd_pancreas" / "docs" / "README.md"
     card.write_text(card.read_text().replace("| 2 | tumor |", "| 2 | cancer |"))
     assert bundles_main(["render", "--bundles_dir", str(bundles), "--check"]) == 1
     assert capsys.readouterr().out.splitlines() == [
-        "kits/configs/train.json: differs from its rendering", "msd_pancreas/docs/README.md: differs from its rendering"]
+        "kits/configs/train.json: differs from its rendering",
+        "msd_pancreas/docs/README.md: differs from its rendering",
+    ]
     assert bundles_main(["render", "--bundles_dir", str(bundles)]) == 0
     assert render(str(bundles), check=True) == []
     assert json.loads(train.read_text())["num_classes"] == 4
@@ -92,8 +96,10 @@ def test_metadata_states_the_versions_both_stacks_pin(name):
 # What the model zoo's ci/verify_bundle.py requires of the configs (its min mode; the schema is checked above).
 ZOO_INFER_KEYS = {"bundle_root", "device", "network_def", "inferer"}
 ZOO_TRAIN_KEYS = {"bundle_root", "device", "dataset_dir"}
-ZOO_SECTION_KEYS = {"train": {"trainer", "dataset", "handlers", "preprocessing", "postprocessing"},
-                    "validate": {"evaluator", "dataset", "handlers", "preprocessing", "postprocessing", "inferer", "key_metric"}}
+ZOO_SECTION_KEYS = {
+    "train": {"trainer", "dataset", "handlers", "preprocessing", "postprocessing"},
+    "validate": {"evaluator", "dataset", "handlers", "preprocessing", "postprocessing", "inferer", "key_metric"},
+}
 
 
 @pytest.mark.parametrize("name", ALL_BUNDLES)
@@ -132,8 +138,9 @@ def test_rendered_facts_come_from_the_dataset_spec(name):
 def test_rendered_recipe_facts_have_one_value(name):
     """The window (training patch, inference window, metadata's input shape) and the weight decay are the recipe's."""
     configs = REPO_ROOT / "bundles" / name / "configs"
-    train, inference, meta = (json.loads((configs / f"{config}.json").read_text())
-                              for config in ("train", "inference", "metadata"))
+    train, inference, meta = (
+        json.loads((configs / f"{config}.json").read_text()) for config in ("train", "inference", "metadata")
+    )
     windows = [train["roi_size"], inference["inferer"]["roi_size"]]
     windows += [shape["spatial_shape"] for shape in meta["network_data_format"]["inputs"].values()]
     assert windows == [list(ROI_SIZE)] * len(windows)
@@ -143,10 +150,18 @@ def test_rendered_recipe_facts_have_one_value(name):
 def check_properties(bundle, data_dir):
     """``ConfigWorkflow.check_properties()`` is [] for train, train+evaluate and infer (it parses the datasets)."""
     configs = bundle / "configs"
-    for files, kind in [(["train.json"], "train"), (["train.json", "evaluate.json"], "train"), (["inference.json"], "infer")]:
+    for files, kind in [
+        (["train.json"], "train"),
+        (["train.json", "evaluate.json"], "train"),
+        (["inference.json"], "infer"),
+    ]:
         workflow = ConfigWorkflow(
-            config_file=[str(configs / f) for f in files], meta_file=str(configs / "metadata.json"), workflow_type=kind,
-            logging_file=str(configs / "logging.conf"), bundle_root=str(bundle), dataset_dir=str(data_dir),
+            config_file=[str(configs / f) for f in files],
+            meta_file=str(configs / "metadata.json"),
+            workflow_type=kind,
+            logging_file=str(configs / "logging.conf"),
+            bundle_root=str(bundle),
+            dataset_dir=str(data_dir),
         )
         workflow.initialize()
         assert workflow.check_properties() == [], (files, kind)
@@ -169,7 +184,14 @@ def _train_evaluate_infer(name, source, tmp_path, shared_data=None):
 
     image = data_dir / test_cases[0]["image"]
     out_dir = tmp_path / "pred"
-    run_bundle(bundle, ["inference.json"], dataset_dir=str(data_dir), datalist=[str(image)], output_dir=str(out_dir), **TINY_INFER)
+    run_bundle(
+        bundle,
+        ["inference.json"],
+        dataset_dir=str(data_dir),
+        datalist=[str(image)],
+        output_dir=str(out_dir),
+        **TINY_INFER,
+    )
     written = list(out_dir.rglob("*_seg.nii.gz"))
     assert len(written) == 1, written
     check_label_matches_image(written[0], image, num_classes(bundle))
@@ -180,8 +202,9 @@ def test_train_evaluate_infer_on_phantom(name, tmp_path):
     _train_evaluate_infer(name, "phantom", tmp_path)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.latest_stack) if n == "amos_ct" else n
-                                  for n in BUNDLES])  # amos_ct also runs in `make test-latest`
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.latest_stack) if n == "amos_ct" else n for n in BUNDLES]
+)  # amos_ct also runs in `make test-latest`
 def test_train_evaluate_infer_on_real_data(name, tmp_path, shared_data):
     _train_evaluate_infer(name, "real", tmp_path, shared_data)
 
@@ -203,8 +226,13 @@ def test_inference_command_line_load_pretrain_false(tmp_path):
     args += ["--datalist", repr([str(image)]), "--output_dir", str(tmp_path / "pred")]
 
     def infer(*extra):
-        return subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *args, *extra],
-                              cwd=bundle, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *args, *extra],
+            cwd=bundle,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     result = infer("--load_pretrain", "false")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -238,15 +266,20 @@ def test_command_line_progress_bars_and_mlflow_tracking(tmp_path, monkeypatch):
     args = command_line({"dataset_dir": str(data_dir), **TINY_TRAIN}) + ["--tracking", "mlflow"]
 
     def run(configs, *extra):
-        result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, *args, *extra],
-                                cwd=bundle, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, *args, *extra],
+            cwd=bundle,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         return result.stderr
 
     train_steps = TINY_TRAIN["max_iterations"]
     stderr = run("configs/train.json")
     assert f"Iteration: [{train_steps}/{train_steps}] 100%" in stderr, stderr[-3000:]
-    (params, metrics, artifacts), = finished_runs(f"sqlite:///{bundle}/eval/mlflow.db")
+    ((params, metrics, artifacts),) = finished_runs(f"sqlite:///{bundle}/eval/mlflow.db")
     assert params["epoch_length"] == str(TINY_TRAIN["val_interval"]) and {"train_loss", "val_mean_dice"} <= set(metrics)
     assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts  # the executed config
 
@@ -255,5 +288,5 @@ def test_command_line_progress_bars_and_mlflow_tracking(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for the evaluation and for this test's client
     stderr = run("['configs/train.json','configs/evaluate.json']", "--tracking_uri", store.as_uri())
     assert f"Iteration: [{cases}/{cases}] 100%" in stderr, stderr[-3000:]
-    (params, metrics, _), = finished_runs(store.as_uri())
+    ((params, metrics, _),) = finished_runs(store.as_uri())
     assert {"val_mean_dice", "val_hd95"} <= set(metrics) and params["epoch_length"] == str(cases)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SUITE = '''
+SUITE = """
 import pytest
 
 
@@ -33,7 +33,7 @@ def test_other_skip():
 
 def test_without_data():
     pass
-'''
+"""
 SHARED_FILES = ("data/totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz", "bundle_schema/meta_schema_20240725.json")
 
 
@@ -55,8 +55,10 @@ def test_without_shared_the_run_ends_with_the_count_of_real_data_skips(tmp_path)
     assert "1 passed, 4 skipped" in lines[-2], lines
     last = lines[-1]
     assert last.startswith("! 3 real-data tests SKIPPED: ") and last.endswith(" !"), lines
-    for reason in (f"real test data not found at {shared / SHARED_FILES[0]}",
-                   f"bundle schema not found at {shared / SHARED_FILES[1]}"):
+    for reason in (
+        f"real test data not found at {shared / SHARED_FILES[0]}",
+        f"bundle schema not found at {shared / SHARED_FILES[1]}",
+    ):
         assert reason in last, (reason, last)
     assert "unrelated" not in last and "REP3D_SHARED_DATA" in last, last
 

@@ -207,9 +207,16 @@ def test_split_sizes():
 
 
 # the shared CT's 8 disjoint slabs (pelvis s0-s2, empty s3, abdomen s4-s7): held-out slabs only hold trained organs
-PELVIS_TO_ABDOMEN = {"s0": {14, 15}, "s1": {14}, "s2": {14}, "s3": set(), "s4": {2, 6, 8, 9},
-                     "s5": {1, 2, 3, 6, 7, 8, 9, 10, 13}, "s6": {1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13},
-                     "s7": {1, 2, 3, 6, 7, 8, 9, 10, 11, 12}}
+PELVIS_TO_ABDOMEN = {
+    "s0": {14, 15},
+    "s1": {14},
+    "s2": {14},
+    "s3": set(),
+    "s4": {2, 6, 8, 9},
+    "s5": {1, 2, 3, 6, 7, 8, 9, 10, 13},
+    "s6": {1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13},
+    "s7": {1, 2, 3, 6, 7, 8, 9, 10, 11, 12},
+}
 CLASS_AWARE_CASES = [
     (PELVIS_TO_ABDOMEN, ("s5",), ("s7",)),  # s6 alone has the gallbladder (4): it must train
     ({"a": {1}, "b": {1, 2}, "c": {1, 2}}, ("a",), ("b",)),  # ties: the id that sorts first
@@ -330,7 +337,9 @@ def test_existing_datalist_not_overwritten(pancreas_dir, tmp_path):
     prepare_datalists("msd_pancreas", str(pancreas_dir), str(out), seed=1, overwrite=True)
     assert json.loads((out / "datalist_fold3.json").read_text())["metadata"]["seed"] == 1
     with pytest.raises(ValueError, match="fixed split"):
-        prepare_datalists("amos_ct", str(write_phantom_dataset("amos_ct", tmp_path, num_cases=3, size=24)), str(out), num_folds=5)
+        prepare_datalists(
+            "amos_ct", str(write_phantom_dataset("amos_ct", tmp_path, num_cases=3, size=24)), str(out), num_folds=5
+        )
 
 
 # ---------------------------------------------------------------- download
@@ -350,22 +359,34 @@ def make_archive(source_parent: Path, top: str, archive: Path) -> Path:
 def test_download_local_archives(pancreas_dir, tmp_path):
     tar = make_archive(pancreas_dir.parent, "Task07_Pancreas", tmp_path / "Task07_Pancreas.tar")
     with pytest.raises(ValueError, match=f"md5 of {tar}.* expected 0123456789abcdef0123456789abcdef"):
-        download_dataset("msd_pancreas", str(tmp_path / "bad"), url=tar.as_uri(), md5="0123456789abcdef0123456789abcdef", progress=False)
+        download_dataset(
+            "msd_pancreas",
+            str(tmp_path / "bad"),
+            url=tar.as_uri(),
+            md5="0123456789abcdef0123456789abcdef",
+            progress=False,
+        )
     assert not (tmp_path / "bad" / "Task07_Pancreas").exists()
     with pytest.raises(ValueError, match="md5"):  # the official md5 applies to a mirror URL by default
         download_dataset("msd_pancreas", str(tmp_path / "bad2"), url=tar.as_uri(), progress=False)
-    extracted = download_dataset("msd_pancreas", str(tmp_path / "dl"), url=tar.as_uri(), md5=md5_of(tar), progress=False)
+    extracted = download_dataset(
+        "msd_pancreas", str(tmp_path / "dl"), url=tar.as_uri(), md5=md5_of(tar), progress=False
+    )
     assert extracted == tmp_path / "dl" / "Task07_Pancreas" and (extracted / "dataset.json").is_file()
     prepare_datalists("msd_pancreas", str(extracted), str(tmp_path / "out"))
     check_datalists(tmp_path / "out", extracted, "msd_pancreas", 5)
 
     amos = write_phantom_dataset("amos_ct", tmp_path / "amos_src", num_cases=3, size=24)
     zipped = make_archive(amos.parent, "amos22", tmp_path / "amos22.zip")
-    extracted = download_dataset("amos_ct", str(tmp_path / "amos_dl"), url=zipped.as_uri(), progress=False)  # no md5 published
+    extracted = download_dataset(
+        "amos_ct", str(tmp_path / "amos_dl"), url=zipped.as_uri(), progress=False
+    )  # no md5 published
     assert (extracted / "imagesTr" / "amos_0001.nii.gz").is_file()
     wrong_top = make_archive(amos.parent, "amos22", tmp_path / "Task08_HepaticVessel.tar")
     with pytest.raises(ValueError, match="expected top folder Task08_HepaticVessel"):
-        download_dataset("msd_hepatic_vessel", str(tmp_path / "wrong"), url=wrong_top.as_uri(), md5="skip", progress=False)
+        download_dataset(
+            "msd_hepatic_vessel", str(tmp_path / "wrong"), url=wrong_top.as_uri(), md5="skip", progress=False
+        )
     with pytest.raises(NotImplementedError, match="kits21"):
         download_dataset("kits", str(tmp_path / "kits"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -436,7 +457,8 @@ def cli_runs(request, tmp_path_factory):
     commands whose ``test_cli_<command>`` test is selected are started.
     """
     selected = {
-        item.name[len("test_cli_"):] for item in request.session.items
+        item.name[len("test_cli_") :]
+        for item in request.session.items
         if item.name.startswith("test_cli_") and item.module is request.module
     }
     if not selected:
@@ -451,14 +473,28 @@ def cli_runs(request, tmp_path_factory):
         pancreas = write_phantom_dataset("msd_pancreas", root / "src", num_cases=5, size=24)
         tar = make_archive(pancreas.parent, "Task07_Pancreas", root / "Task07_Pancreas.tar")
         processes["download"] = run_cli(
-            "download", "--dataset", "msd_pancreas", "--root_dir", str(root / "dl"),
-            "--url", tar.as_uri(), "--md5", md5_of(tar), "--progress", "False",
+            "download",
+            "--dataset",
+            "msd_pancreas",
+            "--root_dir",
+            str(root / "dl"),
+            "--url",
+            tar.as_uri(),
+            "--md5",
+            md5_of(tar),
+            "--progress",
+            "False",
         )
     if "prepare" in selected:
         runs["hepatic"] = write_phantom_dataset("msd_hepatic_vessel", root / "src", num_cases=5, size=24)
         processes["prepare"] = run_cli(
-            "prepare", "--dataset", "msd_hepatic_vessel", "--data_dir", str(runs["hepatic"]),
-            "--output_dir", str(runs["configs"]),
+            "prepare",
+            "--dataset",
+            "msd_hepatic_vessel",
+            "--data_dir",
+            str(runs["hepatic"]),
+            "--output_dir",
+            str(runs["configs"]),
         )
     if "totalseg" in selected:
         try:
@@ -510,7 +546,13 @@ def test_class_aware_datalist_refuses_overlapping_slabs(tmp_path, shared_data):
     folder = write_totalseg_dataset("amos_ct", str(shared_data), str(tmp_path), num_cases=3, min_slab_slices=14)
     with pytest.raises(ValueError, match="overlap in z"):
         class_aware_datalist("amos_ct", Path(folder))
-    folder = write_totalseg_dataset("amos_ct", str(shared_data), str(tmp_path / "disjoint"), num_cases=8, min_slab_slices=14)
+    folder = write_totalseg_dataset(
+        "amos_ct", str(shared_data), str(tmp_path / "disjoint"), num_cases=8, min_slab_slices=14
+    )
     datalist = class_aware_datalist("amos_ct", Path(folder))
     assert [Path(item["image"]).name for item in datalist["test"]] == ["amos_0008.nii.gz"]  # slices 98-111
-    assert len(datalist["training"]) == 6 and datalist["metadata"]["slab_slices"]["amos_0008"][1] - datalist["metadata"]["slab_slices"]["amos_0001"][0] == 112
+    assert (
+        len(datalist["training"]) == 6
+        and datalist["metadata"]["slab_slices"]["amos_0008"][1] - datalist["metadata"]["slab_slices"]["amos_0001"][0]
+        == 112
+    )

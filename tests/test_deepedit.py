@@ -11,12 +11,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from app_helpers import CT, TINY, TINY_INFERENCE, save_random_weights, write_overrides
+from bundle_helpers import REPO_ROOT, check_label_matches_image, copy_bundle, make_dataset, run_bundle
 from monai.apps.deepedit.transforms import AddGuidanceFromPointsDeepEditd
 from monai.bundle import ConfigParser, verify_metadata
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 
-from app_helpers import CT, TINY, TINY_INFERENCE, save_random_weights, write_overrides
-from bundle_helpers import REPO_ROOT, check_label_matches_image, copy_bundle, make_dataset, run_bundle
 from rep3d_networks.deepedit import GuidanceListsd, GuidanceToImageGridd, map_points
 
 DEEPEDIT_BUNDLES = {"amos_ct_deepedit": "amos_ct", "kits_deepedit": "kits"}  # -> the bundle with the same classes
@@ -29,15 +29,24 @@ def read_json(path: Path) -> dict:
 def output_classes(bundle: str) -> dict:
     """``{name: value}`` of a bundle's output channels (background included)."""
     metadata = read_json(REPO_ROOT / "bundles" / bundle / "configs" / "metadata.json")
-    return {name: int(value) for value, name in metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items()}
+    return {
+        name: int(value) for value, name in metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items()
+    }
 
 
 @pytest.mark.parametrize("name", DEEPEDIT_BUNDLES)
 def test_bundle_files_metadata_and_labels(name, bundle_schema):
     """Zoo-style files; label_names = the classes of the automatic bundle; one guidance channel per label."""
     root = REPO_ROOT / "bundles" / name
-    for f in ["configs/train.json", "configs/inference.json", "configs/metadata.json", "configs/logging.conf",
-              "docs/README.md", "LICENSE", "large_files.yml"]:
+    for f in [
+        "configs/train.json",
+        "configs/inference.json",
+        "configs/metadata.json",
+        "configs/logging.conf",
+        "docs/README.md",
+        "LICENSE",
+        "large_files.yml",
+    ]:
         assert (root / f).is_file(), f
     verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(bundle_schema))
     classes = output_classes(DEEPEDIT_BUNDLES[name])
@@ -81,7 +90,9 @@ def test_training_keeps_the_label_values_and_label_names(tmp_path):
     parser["pixdim"] = [4.0, 4.0, 4.0]
     image = sorted((data_dir / "imagesTr").glob("*.nii.gz"))[0]
     label = data_dir / "labelsTr" / image.name
-    transforms = parser.get_parsed_content("train#deterministic_transforms") + parser.get_parsed_content("train#guidance_transforms")
+    transforms = parser.get_parsed_content("train#deterministic_transforms") + parser.get_parsed_content(
+        "train#guidance_transforms"
+    )
     data = Compose(transforms)({"image": str(image), "label": str(label)})
     assert data["label_names"] == parser["label_names"]
     assert most_common_organ(data["label"]) == most_common_organ(nib.load(str(label)).dataobj) == 6  # the liver
@@ -91,14 +102,18 @@ def test_clicks_follow_orientation_and_resampling(tmp_path):
     """A click on a voxel of the file lands on that voxel's position after ``Orientationd`` and ``Spacingd``."""
     click = [22, 5, 9]
     write_oblique_phantom(tmp_path / "phantom.nii.gz", click)
-    pipeline = Compose([
-        LoadImaged("image", image_only=True),
-        EnsureChannelFirstd("image"),
-        AddGuidanceFromPointsDeepEditd(ref_image="image", guidance="guidance", label_names={"organ": 1, "background": 0}),
-        Orientationd("image", axcodes="RAS"),
-        Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="nearest"),
-        GuidanceToImageGridd("guidance", ref_image="image"),
-    ])
+    pipeline = Compose(
+        [
+            LoadImaged("image", image_only=True),
+            EnsureChannelFirstd("image"),
+            AddGuidanceFromPointsDeepEditd(
+                ref_image="image", guidance="guidance", label_names={"organ": 1, "background": 0}
+            ),
+            Orientationd("image", axcodes="RAS"),
+            Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="nearest"),
+            GuidanceToImageGridd("guidance", ref_image="image"),
+        ]
+    )
     data = pipeline({"image": str(tmp_path / "phantom.nii.gz"), "organ": [click], "background": [[-50, 0, 0]]})
     bright = np.argwhere(np.asarray(data["image"][0]) > 500)
     assert len(bright) > 0
@@ -189,8 +204,16 @@ def test_inference_with_clicks_through_monai_bundle(name, tmp_path, shared_data)
     point = next(iter(clicks.values()))
 
     def infer(clicks: dict, out: str) -> np.ndarray:
-        run_bundle(bundle, ["inference.json"], datalist=[str(image)],
-                   output_dir=str(tmp_path / out), clicks=clicks, **TINY, **TINY_INFERENCE, num_workers=0)
+        run_bundle(
+            bundle,
+            ["inference.json"],
+            datalist=[str(image)],
+            output_dir=str(tmp_path / out),
+            clicks=clicks,
+            **TINY,
+            **TINY_INFERENCE,
+            num_workers=0,
+        )
         written = list((tmp_path / out).rglob("*_seg.nii.gz"))
         assert len(written) == 1, written
         check_label_matches_image(written[0], image, len(output_classes(name)))

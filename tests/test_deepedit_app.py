@@ -23,11 +23,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from app_helpers import CT, amos_label, check_label, file_digest, serve_app
+from monailabel.client.client import MONAILabelClientException
 from scipy import ndimage
 
-from monailabel.client.client import MONAILabelClientException
-
-from app_helpers import CT, amos_label, check_label, file_digest, serve_app
 from rep3d_networks.data.specs import get_dataset_spec
 
 SERVED = {"amos_ct_deepedit": True, "kits_deepedit": False, "amos_ct": True}  # bundle -> starts with weights
@@ -76,7 +75,11 @@ def test_info_lists_deepedit_models_with_background(served):
     assert "background" in info["labels"] and "tumor" in info["labels"]  # what Slicer sends clicks for
     assert models["amos_ct_deepedit"]["trained"] and not models["kits_deepedit"]["trained"]
     trainer = info["trainers"]["amos_ct_deepedit"]["config"]
-    assert trainer["deepgrow_probability_train"] == 0.4 and trainer["max_iterations"] > 0 and trainer["max_interactions"] == 1
+    assert (
+        trainer["deepgrow_probability_train"] == 0.4
+        and trainer["max_iterations"] > 0
+        and trainer["max_interactions"] == 1
+    )
     assert set(info["scoring"]) == {"entropy_amos_ct"}  # uncertainty scoring for the automatic model only
     assert set(info["strategies"]) == {"random", "first", "entropy_amos_ct"}
 
@@ -130,8 +133,10 @@ def test_train_deepedit_through_the_server(served, shared_data, tmp_path, liver_
     weights = bundles / "amos_ct_deepedit" / "models" / "model.pt"
     before = file_digest(weights)
 
-    client.train_start("amos_ct_deepedit", {"max_iterations": 2, "val_interval": 2, "deepgrow_probability_train": 1.0,
-                                             "max_interactions": 3})
+    client.train_start(
+        "amos_ct_deepedit",
+        {"max_iterations": 2, "val_interval": 2, "deepgrow_probability_train": 1.0, "max_interactions": 3},
+    )
     deadline = time.monotonic() + TRAIN_S
     while (status := client.train_status())["status"] in ("SUBMITTED", "RUNNING"):
         assert time.monotonic() < deadline, f"training still running after {TRAIN_S} s:\n{server.log_tail()}"

@@ -10,11 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
-from monai.data import MetaTensor
-from monai.handlers import HausdorffDistance
-from scipy import ndimage
-
 from bundle_helpers import (
     TINY_INFER,
     TINY_TRAIN,
@@ -26,6 +21,11 @@ from bundle_helpers import (
     prepare_bundle,
     run_bundle,
 )
+from ignite.engine import Engine
+from monai.data import MetaTensor
+from monai.handlers import HausdorffDistance
+from scipy import ndimage
+
 from rep3d_networks import Rep3D
 from rep3d_networks.compare import main as compare_main
 from rep3d_networks.evaluation import compare_tables, read_metric_table, summary_rows
@@ -81,7 +81,17 @@ def test_wilcoxon_matches_exact_enumeration(two_runs):
 def test_compare_cli(two_runs, tmp_path, capsys):
     a, b, _, _ = two_runs
     meta = tmp_path / "meta.json"
-    meta.write_text(json.dumps({"network_data_format": {"outputs": {"pred": {"num_channels": 3, "channel_def": {"0": "background", "1": "kidney", "2": "tumor"}}}}}))
+    meta.write_text(
+        json.dumps(
+            {
+                "network_data_format": {
+                    "outputs": {
+                        "pred": {"num_channels": 3, "channel_def": {"0": "background", "1": "kidney", "2": "tumor"}}
+                    }
+                }
+            }
+        )
+    )
     out = tmp_path / "cmp.md"
     assert compare_main([str(a), str(b), "--meta_file", str(meta), "--output", str(out)]) == 0
     text = capsys.readouterr().out
@@ -91,7 +101,9 @@ def test_compare_cli(two_runs, tmp_path, capsys):
     assert "| tumor | 7 |" in text and "| mean over classes | 8 |" in text
 
     # the module runs as a command
-    result = subprocess.run([sys.executable, "-m", "rep3d_networks.compare", str(a), str(b)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "rep3d_networks.compare", str(a), str(b)], capture_output=True, text=True
+    )
     assert result.returncode == 0 and "| class0 | 8 |" in result.stdout, result.stderr
 
 
@@ -275,8 +287,14 @@ def test_five_fold_ensemble_inference(tmp_path):
     case = json.loads(datalist.read_text())["test"][0]
     image = data_dir / case["image"]
     out_dir = tmp_path / "pred"
-    run_bundle(bundle, ["inference.json", "inference_ensemble.json"], dataset_dir=str(data_dir), datalist=[str(image)],
-               output_dir=str(out_dir), **ENSEMBLE_OVERRIDES)
+    run_bundle(
+        bundle,
+        ["inference.json", "inference_ensemble.json"],
+        dataset_dir=str(data_dir),
+        datalist=[str(image)],
+        output_dir=str(out_dir),
+        **ENSEMBLE_OVERRIDES,
+    )
     written = list(out_dir.rglob("*_seg.nii.gz"))
     assert len(written) == 1, written
     check_label_matches_image(written[0], image, num_classes(bundle))
@@ -287,13 +305,20 @@ def test_five_fold_ensemble_inference(tmp_path):
     assert inside_body.any()
     classes_written, inside = np.unique(labels).tolist(), np.unique(labels[inside_body]).tolist()
     assert set(classes_written) <= {0, expected} and inside == [expected], (expected, classes_written, inside)
-    np.testing.assert_allclose(saved[inside_body], np.broadcast_to(probabilities.mean(0), saved[inside_body].shape),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        saved[inside_body], np.broadcast_to(probabilities.mean(0), saved[inside_body].shape), atol=1e-5
+    )
 
     (bundle / "models" / "fold3" / "model.pt").unlink()
     with pytest.raises(Exception) as error:
-        run_bundle(bundle, ["inference.json", "inference_ensemble.json"], dataset_dir=str(data_dir),
-                   datalist=[str(image)], output_dir=str(out_dir), **TINY_INFER)
+        run_bundle(
+            bundle,
+            ["inference.json", "inference_ensemble.json"],
+            dataset_dir=str(data_dir),
+            datalist=[str(image)],
+            output_dir=str(out_dir),
+            **TINY_INFER,
+        )
     chain, cause = [], error.value
     while cause is not None:
         chain.append(cause)

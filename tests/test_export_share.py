@@ -13,8 +13,6 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from monai.bundle import ConfigParser, ckpt_export, download, load
-
 from app_helpers import write_overrides
 from bundle_helpers import (
     BUNDLES,
@@ -28,6 +26,8 @@ from bundle_helpers import (
     run_blocked,
     run_bundle,
 )
+from monai.bundle import ConfigParser, ckpt_export, download, load
+
 from rep3d_networks import Rep3D
 from rep3d_networks.data.cli import prepare
 from rep3d_networks.evaluation import write_summary
@@ -80,9 +80,13 @@ def eager_folded_output(bundle: Path, x: torch.Tensor) -> torch.Tensor:
 
 def export_command(bundle: Path):
     configs = bundle / "configs"
-    return dict(net_id="network_def", filepath=str(bundle / "models" / "model.ts"),
-                ckpt_file=str(bundle / "models" / "model.pt"), meta_file=str(configs / "metadata.json"),
-                config_file=str(configs / "inference.json"))
+    return dict(
+        net_id="network_def",
+        filepath=str(bundle / "models" / "model.ts"),
+        ckpt_file=str(bundle / "models" / "model.pt"),
+        meta_file=str(configs / "metadata.json"),
+        config_file=str(configs / "inference.json"),
+    )
 
 
 def test_ckpt_export_gives_folded_torchscript_that_runs_with_torch_only(tmp_path):
@@ -96,8 +100,12 @@ def test_ckpt_export_gives_folded_torchscript_that_runs_with_torch_only(tmp_path
         if name == "amos_ct":  # the README's command line, as users run it
             args = [command.pop("net_id")] + [a for k, v in {**command, **OVERRIDE}.items() for a in (f"--{k}", str(v))]
             command["net_id"] = args[0]
-            result = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", *args], capture_output=True,
-                                    text=True, timeout=600)
+            result = subprocess.run(
+                [sys.executable, "-m", "monai.bundle", "ckpt_export", *args],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert result.returncode == 0, result.stderr[-3000:]
         else:
             ckpt_export(**command, **OVERRIDE)
@@ -116,8 +124,15 @@ def test_ckpt_export_gives_folded_torchscript_that_runs_with_torch_only(tmp_path
 # The bundle README's ONNX command (legacy TorchScript-based exporter: the dynamo exporter cannot express the
 # "divisible by 16" input sizes as shape constraints); dynamic batch and spatial axes.
 ONNX_AXES = {0: "batch", 2: "x", 3: "y", 4: "z"}
-ONNX_CONVERTER = {"dynamo": False, "verify": True, "use_ort": True, "atol": 1e-4, "input_names": ["image"],
-                  "output_names": ["pred"], "dynamic_axes": {"image": ONNX_AXES, "pred": ONNX_AXES}}
+ONNX_CONVERTER = {
+    "dynamo": False,
+    "verify": True,
+    "use_ort": True,
+    "atol": 1e-4,
+    "input_names": ["image"],
+    "output_names": ["pred"],
+    "dynamic_axes": {"image": ONNX_AXES, "pred": ONNX_AXES},
+}
 
 
 def test_onnx_export_of_the_folded_network_runs_in_onnxruntime(tmp_path):
@@ -129,8 +144,9 @@ def test_onnx_export_of_the_folded_network_runs_in_onnxruntime(tmp_path):
     command["filepath"] = str(bundle / "models" / "model.onnx")
     args = [command.pop("net_id")] + [a for k, v in {**command, **OVERRIDE}.items() for a in (f"--{k}", str(v))]
     args += ["--use_trace", "True", "--input_shape", "[1, 1, 32, 32, 32]", "--converter_kwargs", repr(ONNX_CONVERTER)]
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", "onnx_export", *args], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "onnx_export", *args], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     model = onnx.load(command["filepath"])
@@ -171,8 +187,14 @@ def test_package_is_reproducible_and_round_trips_through_monai_download(tmp_path
     entries = listing(first)
     names = [e[0] for e in entries]
     assert names == sorted(names) and all(n.startswith("amos_ct/") for n in names)
-    assert {"amos_ct/configs/inference.json", "amos_ct/models/model.pt", "amos_ct/models/model.ts", "amos_ct/LICENSE",
-            "amos_ct/large_files.yml", "amos_ct/docs/README.md"} <= set(names)
+    assert {
+        "amos_ct/configs/inference.json",
+        "amos_ct/models/model.pt",
+        "amos_ct/models/model.ts",
+        "amos_ct/LICENSE",
+        "amos_ct/large_files.yml",
+        "amos_ct/docs/README.md",
+    } <= set(names)
     assert not any(n.startswith("amos_ct/configs/datalist") or "/eval/" in n for n in names)
     assert "amos_ct/rep3d_networks/nets/rep3d.py" in names  # the code the configs import
     assert {e[1] for e in entries} == {(1980, 1, 1, 0, 0, 0)} and {e[2] for e in entries} == {0o100644}
@@ -184,16 +206,36 @@ def test_package_is_reproducible_and_round_trips_through_monai_download(tmp_path
 
     new_dir = tmp_path / "downloaded"
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "download", "--name", "amos_ct", "--url", first.resolve().as_uri(),
-         "--bundle_dir", str(new_dir)], capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "download",
+            "--name",
+            "amos_ct",
+            "--url",
+            first.resolve().as_uri(),
+            "--bundle_dir",
+            str(new_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     downloaded = new_dir / "amos_ct"
     assert (downloaded / "models" / "model.pt").read_bytes() == weights.read_bytes()
 
     data_dir = make_dataset("amos_ct", "phantom", tmp_path / "data")
     image = sorted((data_dir / "imagesTr").glob("*.nii.gz"))[0]
-    run_bundle(downloaded, ["inference.json"], dataset_dir=str(data_dir), datalist=[str(image)],
-               output_dir=str(tmp_path / "pred"), **TINY_INFER)
+    run_bundle(
+        downloaded,
+        ["inference.json"],
+        dataset_dir=str(data_dir),
+        datalist=[str(image)],
+        output_dir=str(tmp_path / "pred"),
+        **TINY_INFER,
+    )
     written = list((tmp_path / "pred").rglob("*_seg.nii.gz"))
     assert len(written) == 1
     check_label_matches_image(written[0], image, 16)
@@ -202,8 +244,9 @@ def test_package_is_reproducible_and_round_trips_through_monai_download(tmp_path
     x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(2))
     expected = eager_folded_output(downloaded, x)
     trained = load(name="amos_ct", bundle_dir=str(new_dir), source="github", net_override=TINY)
-    inference = load(name="amos_ct", bundle_dir=str(new_dir), workflow_type="inference",
-                     net_override={**TINY, "deploy": False})
+    inference = load(
+        name="amos_ct", bundle_dir=str(new_dir), workflow_type="inference", net_override={**TINY, "deploy": False}
+    )
     scripted, meta, _ = load(name="amos_ct", bundle_dir=str(new_dir), load_ts_module=True, model_file="models/model.ts")
     assert meta["version"] == "0.1.0"
     with torch.no_grad():
@@ -231,14 +274,31 @@ def test_downloaded_zip_runs_where_the_package_cannot_be_imported(tmp_path):
     bundle = copy_bundle("amos_ct", tmp_path / "bundles")
     tiny_checkpoint(bundle)
     archive = package(str(bundle), str(tmp_path / "dist" / "amos_ct_v0.1.0.zip"))
-    result = run_blocked(tmp_path, "monai.bundle", "download", "--name", "amos_ct", "--url", archive.resolve().as_uri(),
-                         "--bundle_dir", str(tmp_path / "downloaded"), cwd=tmp_path)
+    result = run_blocked(
+        tmp_path,
+        "monai.bundle",
+        "download",
+        "--name",
+        "amos_ct",
+        "--url",
+        archive.resolve().as_uri(),
+        "--bundle_dir",
+        str(tmp_path / "downloaded"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     downloaded = tmp_path / "downloaded" / "amos_ct"
     write_overrides(downloaded / "configs" / "inference.json", TINY_INFER)
     image = sorted((make_dataset("amos_ct", "phantom", tmp_path / "data") / "imagesTr").glob("*.nii.gz"))[0]
-    infer = ["run", "--config_file", "configs/inference.json", "--datalist", repr([str(image)]),
-             "--output_dir", str(tmp_path / "pred")]
+    infer = [
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        "--datalist",
+        repr([str(image)]),
+        "--output_dir",
+        str(tmp_path / "pred"),
+    ]
 
     result = run_blocked(downloaded, "monai.bundle", *infer, cwd=downloaded)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -261,7 +321,9 @@ ZIP_RUNS = [  # bundle, the config files run in turn from its downloaded zip, wh
 
 
 @pytest.mark.parametrize("name, config_files, evaluates", ZIP_RUNS)
-def test_downloaded_zip_trains_and_evaluates_where_the_package_cannot_be_imported(tmp_path, name, config_files, evaluates):
+def test_downloaded_zip_trains_and_evaluates_where_the_package_cannot_be_imported(
+    tmp_path, name, config_files, evaluates
+):
     """``train.json`` (then ``evaluate.json``) of a zip made by ``package`` and unpacked by ``monai.bundle download``,
     run by ``monai.bundle run`` (tiny network, 2 iterations, phantom) in processes that cannot import this repository's
     package: training writes ``models/model.pt``, which the bundle's network loads strictly; the evaluation scores
@@ -280,7 +342,9 @@ def test_downloaded_zip_trains_and_evaluates_where_the_package_cannot_be_importe
     parser = ConfigParser()
     parser.read_config(str(downloaded / "configs" / "train.json"))
     parser.update(TINY_TRAIN)
-    parser.get_parsed_content("network_def").load_state_dict(torch.load(downloaded / "models" / "model.pt"), strict=True)
+    parser.get_parsed_content("network_def").load_state_dict(
+        torch.load(downloaded / "models" / "model.pt"), strict=True
+    )
     if evaluates:
         check_evaluated_test_split(downloaded, data_dir, datalist)
 
@@ -307,8 +371,21 @@ def test_published_weights_are_fetched_and_their_hash_checked(tmp_path, capsys):
 
     downloaded = tmp_path / "downloaded" / "amos_ct"
     monai_bundle = [sys.executable, "-m", "monai.bundle"]
-    result = subprocess.run([*monai_bundle, "download", "--name", "amos_ct", "--url", archive.as_uri(), "--bundle_dir",
-                             str(downloaded.parent)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            *monai_bundle,
+            "download",
+            "--name",
+            "amos_ct",
+            "--url",
+            archive.as_uri(),
+            "--bundle_dir",
+            str(downloaded.parent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     fetch = [*monai_bundle, "download_large_files", "--bundle_path", str(downloaded)]
     result = subprocess.run(fetch, capture_output=True, text=True, timeout=600)

@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from monai.bundle import ConfigParser
-
 from bundle_helpers import REPO_ROOT
+from monai.bundle import ConfigParser
 from stack_helpers import pins
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
@@ -23,8 +22,14 @@ ROW = re.compile(r"^\| (\d \w+) \| (.*?) \| (.*?) \| (.*?) \| [\d.]+ \|$")
 def run_check(tmp_path, shared_data, *args, timeout=600):
     env = {**os.environ, "REP3D_SHARED_DATA": str(shared_data)}
     output = tmp_path / "gpu.md"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--output", str(output), *args],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--output", str(output), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return result, output
 
 
@@ -60,7 +65,9 @@ def test_a_part_past_its_time_limit_fails_and_the_next_part_is_skipped(tmp_path,
     wholes = {part: status for part, check, _, status in table_rows(report) if check == "whole part"}
     assert set(wholes) == {"1 correctness", "2 dwconv_speed"}
     assert wholes["1 correctness"].startswith("failed: timed out after"), wholes
-    assert wholes["2 dwconv_speed"].startswith(("failed: timed out after", "skipped: the time budget was spent")), wholes
+    assert wholes["2 dwconv_speed"].startswith(("failed: timed out after", "skipped: the time budget was spent")), (
+        wholes
+    )
 
 
 def test_on_the_gpu_a_part_whose_share_is_below_its_need_is_skipped_and_leaves_its_time_to_the_next():
@@ -102,7 +109,9 @@ def test_without_cuda_the_full_check_refuses_with_a_clear_error(tmp_path, shared
 
 def test_gpu_wheels_are_pinned_as_the_requirements():
     wheels_file = REPO_ROOT / "benchmarks" / "gpu_wheels.txt"
-    requirement_lines = [l for l in wheels_file.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    requirement_lines = [
+        line for line in wheels_file.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     wheels = pins(wheels_file)
     assert len(wheels) == len(requirement_lines), "every wheel line must be name==version"
     requirements = pins(REPO_ROOT / "requirements.txt")

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT, SMALLEST_NETWORK, check_label_matches_image, copy_bundle
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, Compose, Invertd
@@ -18,8 +19,6 @@ from torch.profiler import ProfilerActivity, profile
 
 from rep3d_networks.data.specs import get_dataset_spec
 from rep3d_networks.transforms import VolumeError, volume_error_message
-
-from bundle_helpers import REPO_ROOT, SMALLEST_NETWORK, check_label_matches_image, copy_bundle
 
 CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
 # The output stage of the bundles before InvertToLabelsd: every probability channel inverted, then argmax.
@@ -34,8 +33,15 @@ def bundle_parser(name: str, **overrides) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(str(REPO_ROOT / "bundles" / name / "configs" / "inference.json"))
     # float32: the output stage is under test, the same on every CPU (``auto`` is bfloat16 where the CPU has it)
-    parser.update({**SMALLEST_NETWORK, "device": "$torch.device('cpu')", "output_dir": "unused", "precision": "float32",
-                   **overrides})
+    parser.update(
+        {
+            **SMALLEST_NETWORK,
+            "device": "$torch.device('cpu')",
+            "output_dir": "unused",
+            "precision": "float32",
+            **overrides,
+        }
+    )
     return parser
 
 
@@ -44,7 +50,9 @@ def predicted(parser: ConfigParser, image: str) -> dict:
     torch.manual_seed(0)
     data = parser.get_parsed_content("preprocessing")({"image": image})
     with torch.no_grad():
-        data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], parser.get_parsed_content("network").eval())[0]
+        data["pred"] = parser.get_parsed_content("inferer")(
+            data["image"][None], parser.get_parsed_content("network").eval()
+        )[0]
     return data
 
 
@@ -125,15 +133,19 @@ def test_implausible_spacing_refused_naming_the_file(tmp_path, spacing):
     path = write_ct(tmp_path / "bad_header.nii.gz", (8, 8, 8), spacing)
     with pytest.raises(RuntimeError) as raised:  # Compose wraps the transform's error
         bundle_parser("amos_ct").get_parsed_content("preprocessing")({"image": str(path)})
-    assert re.match(rf"{re.escape(str(path))}: has voxel spacing .* outside the plausible 0\.01\.\.50 mm",
-                    volume_error_message(raised.value))
+    assert re.match(
+        rf"{re.escape(str(path))}: has voxel spacing .* outside the plausible 0\.01\.\.50 mm",
+        volume_error_message(raised.value),
+    )
 
 
 def test_voxel_budget_refuses_before_reading_the_data(tmp_path):
     path = write_ct(tmp_path / "huge.nii.gz", (40, 40, 40), (1.0, 1.0, 1.0))
     load = bundle_parser("amos_ct", max_voxels=1000).get_parsed_content("preprocessing").transforms[0]
     path.write_bytes(path.read_bytes()[:200])  # header only (352 bytes uncompressed): reading the data would fail
-    with pytest.raises(VolumeError, match=r"huge\.nii\.gz: has 40x40x40 = 64,000 voxels, more than the limit of 1,000 voxels"):
+    with pytest.raises(
+        VolumeError, match=r"huge\.nii\.gz: has 40x40x40 = 64,000 voxels, more than the limit of 1,000 voxels"
+    ):
         load({"image": str(path)})
 
 
@@ -141,16 +153,33 @@ def test_inference_command_line_writes_labels_and_refuses_budget(tmp_path, share
     """``python -m monai.bundle run`` as users run it: uint8 labels on the input grid; over budget a clear error."""
     bundle = copy_bundle("amos_ct", tmp_path)
     image = shared_data / CT
-    args = ["--config_file", "configs/inference.json", "--load_pretrain", "false", "--datalist", f"['{image}']",
-            "--output_dir", str(tmp_path / "out"), "--num_workers", "0", "--inferer#roi_size", "[64,64,48]",
-            "--inferer#overlap", "0.0", *[a for k, v in SMALLEST_NETWORK.items() for a in (f"--{k}", str(v))]]
+    args = [
+        "--config_file",
+        "configs/inference.json",
+        "--load_pretrain",
+        "false",
+        "--datalist",
+        f"['{image}']",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--num_workers",
+        "0",
+        "--inferer#roi_size",
+        "[64,64,48]",
+        "--inferer#overlap",
+        "0.0",
+        *[a for k, v in SMALLEST_NETWORK.items() for a in (f"--{k}", str(v))],
+    ]
     run = [sys.executable, "-m", "monai.bundle", "run", *args]
     subprocess.run(run, cwd=bundle, check=True, capture_output=True, text=True, timeout=300)
     label = check_label_matches_image(tmp_path / "out" / "example_ct_sm_seg.nii.gz", image, 16)
     assert nib.load(str(tmp_path / "out" / "example_ct_sm_seg.nii.gz")).get_data_dtype() == np.uint8, label
     refused = subprocess.run([*run, "--max_voxels", "100000"], cwd=bundle, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0
-    assert f"{image}: has 122x101x30 = 369,660 voxels, more than the limit of 100,000 voxels" in refused.stdout + refused.stderr
+    assert (
+        f"{image}: has 122x101x30 = 369,660 voxels, more than the limit of 100,000 voxels"
+        in refused.stdout + refused.stderr
+    )
 
 
 def windows_run(parser: ConfigParser, image: str, overlap: float) -> int:
@@ -159,16 +188,21 @@ def windows_run(parser: ConfigParser, image: str, overlap: float) -> int:
     calls = []
     inferer = parser.get_parsed_content("inferer")
     data = parser.get_parsed_content("preprocessing")({"image": image})
-    SlidingWindowInferer(inferer.roi_size, inferer.sw_batch_size, overlap)(data["image"][None], lambda x: calls.append(1) or x)
+    SlidingWindowInferer(inferer.roi_size, inferer.sw_batch_size, overlap)(
+        data["image"][None], lambda x: calls.append(1) or x
+    )
     return len(calls)
 
 
-@pytest.mark.parametrize("options, overlap", [
-    ({}, 0.5),
-    ({"fast": "true"}, 0.25),  # as fire passes ``--fast true``
-    ({"fast": True, "displayable_configs#sw_overlap": 0.0}, 0.0),  # fast never raises a lower overlap
-    ({"displayable_configs#fast": True}, 0.25),  # as MONAI Label sets a request's options
-])
+@pytest.mark.parametrize(
+    "options, overlap",
+    [
+        ({}, 0.5),
+        ({"fast": "true"}, 0.25),  # as fire passes ``--fast true``
+        ({"fast": True, "displayable_configs#sw_overlap": 0.0}, 0.0),  # fast never raises a lower overlap
+        ({"displayable_configs#fast": True}, 0.25),  # as MONAI Label sets a request's options
+    ],
+)
 def test_fast_preset_sets_the_sliding_window_overlap(options, overlap):
     assert bundle_parser("amos_ct", **options).get_parsed_content("inferer").overlap == overlap
 
@@ -179,11 +213,24 @@ def test_fast_preset_on_the_command_line(tmp_path, shared_data):
     bundle = copy_bundle("amos_ct", tmp_path)
     image = str(shared_data / CT)
     window = {"inferer#roi_size": [48, 48, 32], "pixdim": [3.0, 3.0, 3.0], "displayable_configs#sw_batch_size": 1}
-    args = ["--config_file", "configs/inference.json", "--load_pretrain", "false", "--datalist", f"['{image}']",
-            "--output_dir", str(tmp_path / "out"), "--num_workers", "0", "--fast", "true",
-            *[a for k, v in {**SMALLEST_NETWORK, **window}.items() for a in (f"--{k}", str(v))]]
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=bundle, capture_output=True,
-                            text=True, timeout=300)
+    args = [
+        "--config_file",
+        "configs/inference.json",
+        "--load_pretrain",
+        "false",
+        "--datalist",
+        f"['{image}']",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--num_workers",
+        "0",
+        "--fast",
+        "true",
+        *[a for k, v in {**SMALLEST_NETWORK, **window}.items() for a in (f"--{k}", str(v))],
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=bundle, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     check_label_matches_image(tmp_path / "out" / "example_ct_sm_seg.nii.gz", shared_data / CT, 16)
     progress = re.findall(r"\| (\d+)/(\d+) \[", result.stderr)

@@ -19,7 +19,6 @@ def test_default_weight_decay_is_the_bundles(function):
     assert inspect.signature(function).parameters["weight_decay"].default == bundle
 
 
-
 def test_lr_field_command_runs_lrbm_once_per_generator_norm_option(tmp_path, one_thread):
     paths = cli.commands()["lr-field"](
         str(tmp_path), variants="fixed,lrbm", optimizers="adamw", generator_norm_affine="channel,tap,none", **TINY_TASK
@@ -39,4 +38,9 @@ def test_lr_field_command_runs_lrbm_once_per_generator_norm_option(tmp_path, one
 
 def test_lr_field_refuses_an_unknown_generator_norm_option():
     with pytest.raises(ValueError, match="generator_norm_affine"):
-        run_lr_field(RegressionTask(kernel_size=15, channels=2, output_size=4), steps=1, variants=("lrbm",), generator_norm_affine=("pixel",))
+        run_lr_field(
+            RegressionTask(kernel_size=15, channels=2, output_size=4),
+            steps=1,
+            variants=("lrbm",),
+            generator_norm_affine=("pixel",),
+        )

@@ -7,15 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_helpers import (
+    BUNDLES,
+    MULTI_GPU_EVALUATE,
+    REPO_ROOT,
+    TINY_TRAIN,
+    copy_bundle,
+    make_dataset,
+    prepare_bundle,
+    torchrun_bundle,
+)
 from monai.bundle import ConfigParser
 
-from bundle_helpers import (
-    BUNDLES, MULTI_GPU_EVALUATE, REPO_ROOT, TINY_TRAIN, copy_bundle, make_dataset, prepare_bundle, torchrun_bundle,
-)
 from rep3d_networks import Rep3D
 from rep3d_networks.data.cli import phantom
 from rep3d_networks.ops import dwconv3d
-
 
 # Run after the config's own ``finalize`` (barrier, destroy_process_group) by ``--final_id``: each rank prints it
 # only when that finalize returned without an error.
@@ -60,11 +66,17 @@ def test_two_process_gloo_training(tmp_path):
     """
     bundle = copy_bundle("amos_ct", tmp_path / "bundles")
     data_dir = Path(phantom("amos_ct", str(tmp_path / "data"), num_cases=6, size=48))  # 4 / 1 / 1 cases
-    training = {str(data_dir / case["image"]) for case in json.loads(prepare_bundle(bundle, data_dir).read_text())["training"]}
+    training = {
+        str(data_dir / case["image"]) for case in json.loads(prepare_bundle(bundle, data_dir).read_text())["training"]
+    }
     assert len(training) == 4
     extra = tmp_path / "record.json"
     extra.write_text(json.dumps({**REPORT_FINALIZE, **RECORD_RANK}))
-    overrides = {**TINY_TRAIN, "dataset_dir": str(data_dir), "ckpt_dir": "$@bundle_root + '/models/rank' + os.environ['RANK']"}
+    overrides = {
+        **TINY_TRAIN,
+        "dataset_dir": str(data_dir),
+        "ckpt_dir": "$@bundle_root + '/models/rank' + os.environ['RANK']",
+    }
     configs = str(["configs/train.json", "configs/multi_gpu_train.json", str(extra)])
     ids = {"run_id": "record_and_run", "final_id": "finalize_and_report"}
     result = torchrun_bundle(bundle, 2, {**overrides, **ids}, timeout_s=600, config_files=configs)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT
 from monai.bundle import ConfigParser
 
-from bundle_helpers import REPO_ROOT
 from rep3d_networks import LRBM, GeneratorConfig, Rep3D, UXNet, csla_param_groups, fold, mark_folded
 from rep3d_networks.blocks import GENERATOR_NORM_AFFINE, ReparamDepthwiseConv3d
 from rep3d_networks.blocks.lrbm import tap_distance
@@ -21,14 +21,14 @@ README = REPO_ROOT / "README.md"
 
 # (model, parameters for 1 -> 16 classes); each row is also a row of the README "Models" table
 PARAMETER_COUNTS = [
-    ('Rep3D(1, 16)', dict(), 65_832_456),
+    ("Rep3D(1, 16)", dict(), 65_832_456),
     ('Rep3D(1, 16, generator_norm_affine="tap")', dict(generator_norm_affine="tap"), 66_128_776),
     ('Rep3D(1, 16, generator_norm_affine="none")', dict(generator_norm_affine="none"), 65_832_424),
     ('Rep3D(1, 16, generator_channels="depthwise")', dict(generator_channels="depthwise"), 66_820_536),
     ('Rep3D(1, 16, reparam="fixed")', dict(reparam="fixed"), 65_826_928),
     ('Rep3D(1, 16, reparam="vanilla")', dict(reparam="vanilla"), 65_826_928),
     ('Rep3D(1, 16, reparam="csla")', dict(reparam="csla"), 65_865_808),
-    ('Rep3D(1, 16, deploy=True)', dict(deploy=True), 65_826_928),
+    ("Rep3D(1, 16, deploy=True)", dict(deploy=True), 65_826_928),
     ("UXNet(1, 16)", dict(net=UXNet), 53_006_608),
     ('UXNet(1, 16, reparam="lrbm")', dict(net=UXNet, reparam="lrbm"), 53_012_136),
 ]
@@ -36,7 +36,6 @@ PARAMETER_COUNTS = [
 
 def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
 
 
 @pytest.mark.parametrize("name,kwargs,expected", PARAMETER_COUNTS, ids=[row[0] for row in PARAMETER_COUNTS])
@@ -54,7 +53,9 @@ def test_lrbm_generator_parameters_per_block():
     for norm, norm_params in per_norm.items():
         assert count(LRBM(21, 48, GeneratorConfig(norm_affine=norm))) == 1 + 2 * 7**3 + 2 * norm_params
     assert count(LRBM(21, 48, GeneratorConfig(channels="depthwise"))) == 1 + 2 * 48 * 7**3 + 2 * 2 * 48
-    assert count(LRBM(21, 48, GeneratorConfig(kernel_size=1))) == 1 + 2 * 2  # 1³ convs left out: only the norms' affines
+    assert (
+        count(LRBM(21, 48, GeneratorConfig(kernel_size=1))) == 1 + 2 * 2
+    )  # 1³ convs left out: only the norms' affines
     with pytest.raises(ValueError, match="generator_norm_affine"):
         GeneratorConfig(norm_affine="pixel")
     with pytest.raises(ValueError, match="generator_norm_affine"):
@@ -114,7 +115,9 @@ def test_lrbm_gradient_identity():
 
 ALL_GENERATOR_SETTINGS = [  # GeneratorConfig arguments
     dict(layers=layers, kernel_size=kernel, channels=channels, norm_affine=norm)
-    for layers, kernel, channels, norm in itertools.product((1, 2, 3), (1, 3, 5, 7), ("shared", "depthwise"), GENERATOR_NORM_AFFINE)
+    for layers, kernel, channels, norm in itertools.product(
+        (1, 2, 3), (1, 3, 5, 7), ("shared", "depthwise"), GENERATOR_NORM_AFFINE
+    )
 ]
 
 
@@ -277,7 +280,11 @@ def test_state_dicts_written_by_v0_1_still_load(name):
     cls = {"Rep3D": Rep3D, "UXNet": UXNet}[variant["class"]]
     kwargs = dict(variant["kwargs"])
     if kwargs["reparam"] == "lrbm":
-        with pytest.raises(RuntimeError, match="generator_norm_affine: expected 'channel', found 'tap'") if name != "lrbm_folded" else nullcontext():
+        with (
+            pytest.raises(RuntimeError, match="generator_norm_affine: expected 'channel', found 'tap'")
+            if name != "lrbm_folded"
+            else nullcontext()
+        ):
             cls(**kwargs, deploy=name == "lrbm_folded").load_state_dict(variant["state_dict"])
         kwargs["generator_norm_affine"] = "tap"
     stride = fixture["expected_stride"]

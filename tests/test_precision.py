@@ -13,13 +13,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
-from rep3d_networks import Rep3D, dwconv3d, inferers
-from rep3d_networks.inferers import PrecisionSlidingWindowInferer, autocast_dtype, cpu_has_bf16
-
 from app_helpers import check_label, serve_app
 from bundle_helpers import SMALLEST_NETWORK, bundle_workflow, check_label_matches_image, copy_bundle, run_bundle
 from precision_probe import recorded_layer_dtypes
+
+from rep3d_networks import Rep3D, dwconv3d, inferers
+from rep3d_networks.inferers import PrecisionSlidingWindowInferer, autocast_dtype, cpu_has_bf16
 
 CT = "totalseg_ct_abdomen_3mm/example_ct_sm.nii.gz"
 AUTOCAST_CASES = [  # (precision, device, CPU with bfloat16) -> autocast dtype (None: float32)
@@ -37,8 +36,17 @@ AUTO_CASES = [(True, torch.bfloat16), (False, torch.float32)]  # CPU with bfloat
 PROBE = Path(__file__).with_name("precision_probe.py")
 
 
-@pytest.mark.parametrize("name", ["PRECISIONS", "PrecisionSlidingWindowInferer", "autocast_dtype", "autocast_network",
-                                  "check_precision", "cpu_has_bf16"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PRECISIONS",
+        "PrecisionSlidingWindowInferer",
+        "autocast_dtype",
+        "autocast_network",
+        "check_precision",
+        "cpu_has_bf16",
+    ],
+)
 def test_old_module_path_gives_the_moved_object(name):
     """``rep3d_networks.precision``, the inferer's old home, re-exports it with a ``DeprecationWarning``."""
     with pytest.warns(DeprecationWarning, match="moved to rep3d_networks.inferers"):
@@ -87,7 +95,9 @@ def test_inferer_output_is_float32_and_close_to_float32():
     outputs = {}
     with torch.no_grad():
         for precision in ("float32", "bfloat16"):
-            inferer = PrecisionSlidingWindowInferer(roi_size=[32, 32, 16], sw_batch_size=1, overlap=0.5, precision=precision)
+            inferer = PrecisionSlidingWindowInferer(
+                roi_size=[32, 32, 16], sw_batch_size=1, overlap=0.5, precision=precision
+            )
             outputs[precision] = inferer(x, net)
         plain = inferers.SlidingWindowInferer(roi_size=[32, 32, 16], sw_batch_size=1, overlap=0.5)(x, net)
     assert outputs["bfloat16"].dtype == torch.float32
@@ -103,14 +113,33 @@ def test_precision_through_monai_bundle_run(tmp_path, shared_data):
     bundle = copy_bundle("amos_ct", tmp_path)
     torch.manual_seed(0)
     (bundle / "models").mkdir()
-    torch.save(Rep3D(1, 16, feature_size=4, depths=[1, 1, 1, 1], kernel_size=3, hidden_size=32).state_dict(),
-               bundle / "models" / "model.pt")
+    torch.save(
+        Rep3D(1, 16, feature_size=4, depths=[1, 1, 1, 1], kernel_size=3, hidden_size=32).state_dict(),
+        bundle / "models" / "model.pt",
+    )
     image = shared_data / CT
-    overrides = {**SMALLEST_NETWORK, "datalist": [str(image)], "num_workers": 0, "pixdim": [6.0, 6.0, 6.0],
-                 "inferer#roi_size": [32, 32, 16], "inferer#overlap": 0.0}
+    overrides = {
+        **SMALLEST_NETWORK,
+        "datalist": [str(image)],
+        "num_workers": 0,
+        "pixdim": [6.0, 6.0, 6.0],
+        "inferer#roi_size": [32, 32, 16],
+        "inferer#overlap": 0.0,
+    }
     args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
-    run = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *args,
-           "--output_dir", str(tmp_path / "bfloat16"), "--precision", "bfloat16"]
+    run = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        *args,
+        "--output_dir",
+        str(tmp_path / "bfloat16"),
+        "--precision",
+        "bfloat16",
+    ]
     result = subprocess.run(run, cwd=bundle, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "precision bfloat16 on cpu: torch.bfloat16 autocast" in result.stdout + result.stderr
@@ -138,11 +167,20 @@ def test_auto_precision_through_a_bundle_run(monkeypatch, tmp_path, shared_data,
     monkeypatch.setattr(inferers, "cpu_has_bf16", lambda: has_bf16)
     bundle = copy_bundle("amos_ct", tmp_path)
     (bundle / "models").mkdir()
-    torch.save(Rep3D(1, 16, feature_size=4, depths=[1, 1, 1, 1], kernel_size=3, hidden_size=32).state_dict(),
-               bundle / "models" / "model.pt")
+    torch.save(
+        Rep3D(1, 16, feature_size=4, depths=[1, 1, 1, 1], kernel_size=3, hidden_size=32).state_dict(),
+        bundle / "models" / "model.pt",
+    )
     image = shared_data / CT
-    overrides = {**SMALLEST_NETWORK, "datalist": [str(image)], "num_workers": 0, "pixdim": [6.0, 6.0, 6.0],
-                 "inferer#roi_size": [32, 32, 16], "inferer#overlap": 0.0, "output_dir": str(tmp_path / "out")}
+    overrides = {
+        **SMALLEST_NETWORK,
+        "datalist": [str(image)],
+        "num_workers": 0,
+        "pixdim": [6.0, 6.0, 6.0],
+        "inferer#roi_size": [32, 32, 16],
+        "inferer#overlap": 0.0,
+        "output_dir": str(tmp_path / "out"),
+    }
     workflow = bundle_workflow(bundle, ["inference.json"], **overrides)
     assert workflow.parser.get_parsed_content("inferer").precision == "auto"
     dtypes = []
@@ -160,7 +198,12 @@ def test_auto_precision_through_an_app_request(tmp_path, shared_data, repo_root)
     answer, record = tmp_path / "cpu_has_bf16.json", tmp_path / "dtypes.txt"
     answer.write_text("true")
     launcher = [str(PROBE), str(answer), str(record)]
-    with serve_app(tmp_path, repo_root, shared_data / CT, {"amos_ct": True}, launcher=launcher) as (_, client, _, studies):
+    with serve_app(tmp_path, repo_root, shared_data / CT, {"amos_ct": True}, launcher=launcher) as (
+        _,
+        client,
+        _,
+        studies,
+    ):
         for has_bf16, dtype in AUTO_CASES:
             answer.write_text(json.dumps(has_bf16))
             record.write_text("")

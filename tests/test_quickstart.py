@@ -16,7 +16,6 @@ from rep3d_networks import Rep3D
 from rep3d_networks.data.specs import get_dataset_spec
 from rep3d_networks.package import sha256
 
-
 # A reduced quickstart that still learns: 150 iterations on 6 phantom cases of 40³ (4 training, 1 validation, 1 test),
 # about 75 CPU-seconds. Held-out mean Dice at this size, seeds 0 / 1 / 2: 0.447 / 0.426 / 0.290; the untrained network 0.010.
 REDUCED = {"iterations": 150, "num_cases": 6, "size": 40}
@@ -27,9 +26,17 @@ def test_quickstart_learns(tmp_path):
     """The README's quickstart command at a reduced size, end to end: the held-out mean Dice shows it learned."""
     out = tmp_path / "quickstart"
     result = subprocess.run(
-        [sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out),
-         *[a for k, v in REDUCED.items() for a in (f"--{k}", str(v))]],
-        capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "rep3d_networks.quickstart",
+            "--output_dir",
+            str(out),
+            *[a for k, v in REDUCED.items() for a in (f"--{k}", str(v))],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     # the settings that differ from the paper recipe are printed, with the paper's value and the quickstart's
@@ -47,7 +54,9 @@ def test_quickstart_learns(tmp_path):
         assert png.size[0] > 100 and png.size[1] > 100
     assert list((out / "predictions").rglob("*_seg.nii.gz"))
     # a second run into the same folder refuses instead of overwriting the user's results
-    again = subprocess.run([sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out)], capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "rep3d_networks.quickstart", "--output_dir", str(out)], capture_output=True, text=True
+    )
     assert again.returncode != 0 and "already exists" in again.stderr
 
 
@@ -66,8 +75,13 @@ def real_ct_runs(tmp_path_factory, shared_data):
     for k, threads in enumerate(("1", "2")):
         out = tmp_path_factory.mktemp(f"real_ct{k}") / "real_ct"
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONHASHSEED": str(k)}
-        process = subprocess.Popen(real_ct_command(out, shared_data) + REAL_CT_TINY, env=env, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            real_ct_command(out, shared_data) + REAL_CT_TINY,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         runs.append((out, process))
     results = [(out, *process.communicate(timeout=1200), process.returncode) for out, process in runs]
     for _, stdout, stderr, code in results:
@@ -80,7 +94,9 @@ def test_real_ct_model_command(real_ct_runs, shared_data, repo_root, monkeypatch
     out, stdout = real_ct_runs[0]
     assert "pixdim: [1.5, 1.5, 2.0] in the paper recipe, [3.0, 3.0, 3.0] here" in stdout
     assert "optimizer#weight_decay: 0.08 in the paper recipe, 0.01 here" in stdout
-    assert "train#random_transforms#0: RandCropByPosNegLabeld in the paper recipe, RandCropByLabelClassesd here" in stdout
+    assert (
+        "train#random_transforms#0: RandCropByPosNegLabeld in the paper recipe, RandCropByLabelClassesd here" in stdout
+    )
     assert "train#dataloader#sampler: None in the paper recipe, torch.utils.data.WeightedRandomSampler here" in stdout
     results = (out / "results.md").read_text()
     assert results.startswith("# Small Rep3D on the real CT (4 iterations, seed 0)")
@@ -110,17 +126,24 @@ def test_real_ct_model_is_reproducible(real_ct_runs):
     the thread count and the checkpoint's SHA-256 that tie its numbers to the run."""
     losses = [re.findall(r"train_loss: (\S+)", stdout) for _, stdout in real_ct_runs]
     assert len(losses[0]) == 4 and losses[0] == losses[1], losses
-    models = [torch.load(out / "bundles" / "amos_ct" / "models" / "model.pt", map_location="cpu") for out, _ in real_ct_runs]
+    models = [
+        torch.load(out / "bundles" / "amos_ct" / "models" / "model.pt", map_location="cpu") for out, _ in real_ct_runs
+    ]
     assert models[0].keys() == models[1].keys()
     differing = [key for key in models[0] if not torch.equal(models[0][key], models[1][key])]
-    assert not differing, f"{len(differing)} of {len(models[0])} tensors differ between the two runs, e.g. {differing[:3]}"
+    assert not differing, (
+        f"{len(differing)} of {len(models[0])} tensors differ between the two runs, e.g. {differing[:3]}"
+    )
     for table in ("eval", "eval_training"):
         first, second = ((out / "bundles" / "amos_ct" / table / "summary.md").read_text() for out, _ in real_ct_runs)
         assert first == second, f"{table}/summary.md differs:\n{first}\n{second}"
     for out, stdout in real_ct_runs:
         assert "[real_ct] 1 torch thread(s), seed 0" in stdout
         run = next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("Run: "))
-        assert ", 1 torch thread(s);" in run and f"checkpoint SHA-256 {sha256(out / 'bundles' / 'amos_ct' / 'models' / 'model.pt')}." in run, run
+        assert (
+            ", 1 torch thread(s);" in run
+            and f"checkpoint SHA-256 {sha256(out / 'bundles' / 'amos_ct' / 'models' / 'model.pt')}." in run
+        ), run
 
 
 def test_real_ct_crop_centres_every_present_class_alike():
@@ -132,11 +155,19 @@ def test_real_ct_crop_centres_every_present_class_alike():
     label = np.zeros((1, 40, 40, 40), dtype=np.float32)
     label[0, :20] = 6  # liver: 32,000 voxels
     label[0, 30:33, 30:33, 30:33] = 14  # a 27-voxel organ; the 14 other classes are absent
-    crop = ConfigParser({"roi_size": [1, 1, 1], "num_samples": 2, "crop": class_balanced_crop(16)}).get_parsed_content("crop")
+    crop = ConfigParser({"roi_size": [1, 1, 1], "num_samples": 2, "crop": class_balanced_crop(16)}).get_parsed_content(
+        "crop"
+    )
     crop.set_random_state(0)
-    centres = [float(sample["label"].flatten()[0]) for _ in range(300) for sample in crop({"image": np.ones_like(label), "label": label.copy()})]
+    centres = [
+        float(sample["label"].flatten()[0])
+        for _ in range(300)
+        for sample in crop({"image": np.ones_like(label), "label": label.copy()})
+    ]
     counts = {c: centres.count(c) for c in (0.0, 6.0, 14.0)}
-    assert sum(counts.values()) == 600 and all(150 <= n <= 250 for n in counts.values()), counts  # a third each, not 27/64,000
+    assert sum(counts.values()) == 600 and all(150 <= n <= 250 for n in counts.values()), (
+        counts
+    )  # a third each, not 27/64,000
 
 
 def test_real_ct_sampler_draws_slabs_by_their_classes(tmp_path):
@@ -158,8 +189,17 @@ def test_real_ct_sampler_draws_slabs_by_their_classes(tmp_path):
     assert counts == [13, 1]
     overrides = class_weighted_sampling(counts)
     assert overrides["train#dataloader#shuffle"] is False  # a torch DataLoader refuses a sampler with shuffle
-    config = {"data": [0, 1], "sampler": overrides[SAMPLER],
-              "loader": {"_target_": "DataLoader", "dataset": "@data", "sampler": "@sampler", "shuffle": False, "batch_size": 1}}
+    config = {
+        "data": [0, 1],
+        "sampler": overrides[SAMPLER],
+        "loader": {
+            "_target_": "DataLoader",
+            "dataset": "@data",
+            "sampler": "@sampler",
+            "shuffle": False,
+            "batch_size": 1,
+        },
+    }
     loader = ConfigParser(config).get_parsed_content("loader")
     torch.manual_seed(0)
     drawn = [int(batch) for _ in range(200) for batch in loader]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
 from app_helpers import CT, TINY, TINY_INFERENCE, save_random_weights, write_overrides
 from bundle_helpers import (
     TINY_INFER,
@@ -35,7 +34,9 @@ def as_args(overrides: dict) -> list:
 
 def run_typed(command: list, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     """``command`` (``python ...``) with this interpreter, from ``cwd``; it must succeed."""
-    result = subprocess.run([sys.executable, *command[1:], *extra], cwd=cwd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, *command[1:], *extra], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
     return result
 
@@ -88,8 +89,14 @@ def test_clicks_command(tmp_path, shared_data):
     typed = label_in(bundle / "eval")
 
     def in_process(out: str, **clicks) -> np.ndarray:
-        run_bundle(bundle, ["inference.json"], datalist=[str(bundle / "ct.nii.gz")], output_dir=str(tmp_path / out),
-                   **clicks, **tiny)
+        run_bundle(
+            bundle,
+            ["inference.json"],
+            datalist=[str(bundle / "ct.nii.gz")],
+            output_dir=str(tmp_path / out),
+            **clicks,
+            **tiny,
+        )
         return label_in(tmp_path / out)
 
     clicks = ast.literal_eval(command[command.index("--clicks") + 1])  # the README's literal, as fire reads it

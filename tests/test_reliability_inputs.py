@@ -26,12 +26,12 @@ import numpy as np
 import psutil
 import pytest
 import requests
-import torch
-from monailabel.client import MONAILabelClient
-
 import test_reliability_files as files
+import torch
 from app_helpers import CT, CT_LABELS, TRAIN_S, Server, check_label, save_random_weights, serve_app, write_overrides
 from bundle_helpers import SMALLEST_NETWORK, check_label_matches_image, copy_bundle, make_dataset, run_bundle
+from monailabel.client import MONAILabelClient
+
 from rep3d_networks.data.cli import prepare
 from rep3d_networks.data.specs import get_dataset_spec
 from rep3d_networks.transforms import volume_error_message
@@ -42,8 +42,14 @@ MR = "totalseg_mr_abdomen_3mm/example_mr_sm.nii.gz"  # stored LPS
 DICOM = "totalseg_ct_dicom_1mm/example_ct_dicom"
 TINY_INFER = {"pixdim": [4.0, 4.0, 4.0], "num_workers": 0, "inferer#roi_size": [32, 32, 32], "inferer#overlap": 0.0}
 TINY_TRAIN = {
-    "pixdim": [4.0, 4.0, 4.0], "roi_size": [32, 32, 32], "num_samples": 1, "num_workers": 0, "cache_rate": 0.0,
-    "max_iterations": 2, "val_interval": 2, "validate#inferer#overlap": 0.0,
+    "pixdim": [4.0, 4.0, 4.0],
+    "roi_size": [32, 32, 32],
+    "num_samples": 1,
+    "num_workers": 0,
+    "cache_rate": 0.0,
+    "max_iterations": 2,
+    "val_interval": 2,
+    "validate#inferer#overlap": 0.0,
 }
 
 
@@ -97,7 +103,11 @@ def expect_volume_error(action: Callable[[], object], *fragments: str) -> str:
 def infer(env: Env, image: Path, out: Path, **override) -> Path:
     """Bundle inference on one input; returns the label it wrote (which must be inside ``out``)."""
     run_bundle(
-        env.bundle, ["inference.json"], datalist=[str(image)], output_dir=str(out), dataset_dir=str(env.phantom),
+        env.bundle,
+        ["inference.json"],
+        datalist=[str(image)],
+        output_dir=str(out),
+        dataset_dir=str(env.phantom),
         **{**SMALLEST_NETWORK, **TINY_INFER, **override},
     )
     written = list(out.rglob("*_seg.nii.gz"))
@@ -112,8 +122,13 @@ def train(env: Env, image: Path, label: Path) -> Path:
     datalist.write_text(json.dumps({"training": pair, "validation": pair}))
     models = env.tmp / "models"
     run_bundle(
-        env.bundle, ["train.json"], datalist=str(datalist), dataset_dir=str(env.tmp), ckpt_dir=str(models),
-        output_dir=str(env.tmp / "eval"), **{**SMALLEST_NETWORK, **TINY_TRAIN},
+        env.bundle,
+        ["train.json"],
+        datalist=str(datalist),
+        dataset_dir=str(env.tmp),
+        ckpt_dir=str(models),
+        output_dir=str(env.tmp / "eval"),
+        **{**SMALLEST_NETWORK, **TINY_TRAIN},
     )
     return models
 
@@ -136,8 +151,17 @@ def infer_command_line(env: Env) -> str:
     bad = files.non_finite(env.tmp, env.shared / CT)
     args = [f"--{key}={json.dumps(value)}" for key, value in TINY_INFER.items()]
     command = [
-        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-        "--datalist", json.dumps([str(bad)]), "--output_dir", str(env.tmp / "out"), *args,
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        "--datalist",
+        json.dumps([str(bad)]),
+        "--output_dir",
+        str(env.tmp / "out"),
+        *args,
     ]
     env_vars = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=env.bundle, env=env_vars, capture_output=True, text=True, timeout=300)
@@ -237,7 +261,7 @@ PREPARE_CASES = [
     Case("prepare: label shape differs", prepare_error(replace_label(files.label_wrong_shape), "shape")),
     Case(
         "prepare --check_labels: values outside classes",
-        prepare_error(replace_label(lambda f, l: files.label_out_of_range(f, l, NUM_CLASSES)), "outside", True),
+        prepare_error(replace_label(lambda f, label: files.label_out_of_range(f, label, NUM_CLASSES)), "outside", True),
     ),
 ]
 
@@ -354,7 +378,10 @@ SERVER_CASES = [
     Case(
         "server: infer saving under a '../' tag",
         server_case(
-            "POST", f"/infer/{BUNDLE}?image=ct_sm", 400, "Invalid label tag",
+            "POST",
+            f"/infer/{BUNDLE}?image=ct_sm",
+            400,
+            "Invalid label tag",
             params={"label_tag": "../../x", "save_label": True},
         ),
     ),
@@ -379,7 +406,7 @@ INFERENCE_CASES = [
 TRAINING_CASES = [
     Case(
         "training: label values outside the classes",
-        train_error(lambda f, l: files.label_out_of_range(f, l, NUM_CLASSES), "[7]"),
+        train_error(lambda f, label: files.label_out_of_range(f, label, NUM_CLASSES), "[7]"),
     ),
     Case("training: image/label shape mismatch", train_error(files.label_wrong_shape, "has shape")),
     Case("training: image/label affine mismatch", train_error(files.label_shifted, "not on its image's grid")),
@@ -408,16 +435,22 @@ def served(tmp_path_factory, shared_data, repo_root):
     """The MONAI Label server on a tiny ``msd_pancreas`` copy with weights; the study is the real CT."""
     root = tmp_path_factory.mktemp("served")
     shutil.copy(shared_data / CT, root / "escape.nii.gz")  # what "../escape" would overwrite
-    with serve_app(root, repo_root, shared_data / CT, {BUNDLE: True}, env={"OMP_NUM_THREADS": "1"}) as (server, _, _, studies):
+    with serve_app(root, repo_root, shared_data / CT, {BUNDLE: True}, env={"OMP_NUM_THREADS": "1"}) as (
+        server,
+        _,
+        _,
+        studies,
+    ):
         yield Served(server, studies, root)
-
 
 
 def test_table_size(capsys):
     with capsys.disabled():
         counts = [len(INFERENCE_CASES), len(TRAINING_CASES), len(PREPARE_CASES), len(SERVER_CASES)]
-        print(f"\nbad-input table: {len(CASES)} cases ({counts[0]} bundle inference, {counts[1]} bundle training, "
-              f"{counts[2]} data preparation, {counts[3]} MONAI Label server)")
+        print(
+            f"\nbad-input table: {len(CASES)} cases ({counts[0]} bundle inference, {counts[1]} bundle training, "
+            f"{counts[2]} data preparation, {counts[3]} MONAI Label server)"
+        )
     assert len(CASES) >= 15 and len({case.id for case in CASES}) == len(CASES)
 
 
@@ -556,9 +589,11 @@ def test_training_while_inferring_then_concurrent_inference(served, shared_data,
     assert running and training.children_peak > 0, polls  # training ran, in a process of its own
     during = [sum(running[0] < sent and answered < running[-1] for _, sent, answered in r) for r in per_thread]
     with capsys.disabled():
-        print(f"\ninference during training: {[len(r) for r in per_thread]} requests per thread, {during} of them "
-              f"sent and answered while /train/ said RUNNING ({running[-1] - running[0]:.0f} s); training process "
-              f"peak {training.children_peak / 2**20:.0f} MiB")
+        print(
+            f"\ninference during training: {[len(r) for r in per_thread]} requests per thread, {during} of them "
+            f"sent and answered while /train/ said RUNNING ({running[-1] - running[0]:.0f} s); training process "
+            f"peak {training.children_peak / 2**20:.0f} MiB"
+        )
     assert all(count >= 1 for count in during), during
 
     with ThreadPoolExecutor(THREADS) as pool:  # the trained weights loaded, the server's threads warm
@@ -566,8 +601,9 @@ def test_training_while_inferring_then_concurrent_inference(served, shared_data,
     answers.rows.clear()
     with RssMonitor(served.server.process.pid) as monitor, ThreadPoolExecutor(THREADS) as pool:
         start = time.monotonic()
-        per_thread = list(pool.map(lambda i: infer_many(url, tmp_path / f"t{i}", MEASURED, image, answers),
-                                   range(THREADS)))
+        per_thread = list(
+            pool.map(lambda i: infer_many(url, tmp_path / f"t{i}", MEASURED, image, answers), range(THREADS))
+        )
         seconds = time.monotonic() - start
     assert [len(results) for results in per_thread] == [MEASURED] * THREADS
     assert len(answers.rows) == MEASURED * THREADS
@@ -578,10 +614,12 @@ def test_training_while_inferring_then_concurrent_inference(served, shared_data,
     highest = max(monitor.samples + training.samples)
     with capsys.disabled():
         floors = ", ".join(f"{(f - resident) / 2**20:+.0f}" for f in answers.rss_floors())
-        print(f"{MEASURED * THREADS} concurrent inference requests ({THREADS} threads): {seconds:.1f} s; server RSS "
-              f"floor {resident / 2**20:.0f} MiB, floors of every 5 answers {floors} MiB (growth {growth / 2**20:+.3f} "
-              f"MiB per request); peak above the floor {peak / 2**20:+.0f} MiB, {peak_training / 2**20:+.0f} MiB "
-              f"during training; highest {highest / 2**20:.0f} MiB")
+        print(
+            f"{MEASURED * THREADS} concurrent inference requests ({THREADS} threads): {seconds:.1f} s; server RSS "
+            f"floor {resident / 2**20:.0f} MiB, floors of every 5 answers {floors} MiB (growth {growth / 2**20:+.3f} "
+            f"MiB per request); peak above the floor {peak / 2**20:+.0f} MiB, {peak_training / 2**20:+.0f} MiB "
+            f"during training; highest {highest / 2**20:.0f} MiB"
+        )
     assert growth < GROWTH_PER_REQUEST, f"server RSS grows by {growth / 2**20:.2f} MiB per request: {floors} MiB"
     assert peak < PEAK_ABOVE_FLOOR, f"server RSS peaked {peak / 2**20:.0f} MiB above its floor"
     assert peak_training < PEAK_ABOVE_FLOOR, f"server RSS peaked {peak_training / 2**20:.0f} MiB above its floor"

@@ -19,11 +19,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from app_helpers import write_overrides
+from bundle_helpers import SMALLEST_NETWORK, copy_bundle, make_dataset, prepare_bundle, run_bundle
 from ignite.engine import Engine
 from monai.handlers import CheckpointSaver
 
-from app_helpers import write_overrides
-from bundle_helpers import SMALLEST_NETWORK, copy_bundle, make_dataset, prepare_bundle, run_bundle
 from rep3d_networks.handlers import AtomicCheckpointSaver, resume_checkpoint
 from rep3d_networks.handlers.checkpoint import checkpoint_iteration
 
@@ -40,7 +40,9 @@ TINY = {
 }
 # ReduceLROnPlateau that halves the LR at every validation after the first (no value beats the best by 10).
 EVERY_VALIDATION_HALVES_LR = {
-    "lr_scheduler#patience": 0, "lr_scheduler#factor": 0.5, "lr_scheduler#threshold": 10.0,
+    "lr_scheduler#patience": 0,
+    "lr_scheduler#factor": 0.5,
+    "lr_scheduler#threshold": 10.0,
     "lr_scheduler#threshold_mode": "abs",
 }
 MAX_ITERATIONS, VAL_INTERVAL, CHECKPOINT_INTERVAL = 12, 2, 2
@@ -48,7 +50,9 @@ LEARNING_RATE = 0.1
 # Augmentation and data order are not in a checkpoint (docs/troubleshooting.md): with one training case and a
 # centre crop instead of the random transforms, a resumed run must end with the uninterrupted run's weights.
 DETERMINISTIC_INPUT = {
-    "train#random_transforms": [{"_target_": "CenterSpatialCropd", "keys": ["image", "label"], "roi_size": "@roi_size"}],
+    "train#random_transforms": [
+        {"_target_": "CenterSpatialCropd", "keys": ["image", "label"], "roi_size": "@roi_size"}
+    ],
     "learning_rate": LEARNING_RATE,
 }
 BODY_HU, DENSE_HU = -175, 100  # threshold labels: classes a tiny network separates within a few iterations
@@ -99,9 +103,22 @@ def dataset_dir(bundle: Path) -> Path:
 def start_training(bundle: Path, log: Path, *extra: str) -> subprocess.Popen:
     """``python -m monai.bundle run training`` from the bundle folder, as users run it."""
     command = [
-        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
-        "--dataset_dir", str(dataset_dir(bundle)), "--max_iterations", str(MAX_ITERATIONS),
-        "--val_interval", str(VAL_INTERVAL), "--checkpoint_interval", str(CHECKPOINT_INTERVAL), *extra,
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        "configs/train.json",
+        "--dataset_dir",
+        str(dataset_dir(bundle)),
+        "--max_iterations",
+        str(MAX_ITERATIONS),
+        "--val_interval",
+        str(VAL_INTERVAL),
+        "--checkpoint_interval",
+        str(CHECKPOINT_INTERVAL),
+        *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
@@ -138,7 +155,9 @@ def test_kill_and_resume(deterministic_bundle, tmp_path):
     state and ends with the uninterrupted run's weights, best ``model.pt`` and best metric (the later, worse
     validations must not replace ``model.pt``)."""
     bundle = deterministic_bundle
-    uninterrupted = start_training(bundle, tmp_path / "uninterrupted.log", "--ckpt_dir", str(tmp_path / "uninterrupted"))
+    uninterrupted = start_training(
+        bundle, tmp_path / "uninterrupted.log", "--ckpt_dir", str(tmp_path / "uninterrupted")
+    )
     assert uninterrupted.wait(timeout=400) == 0, (tmp_path / "uninterrupted.log").read_text()[-3000:]
     log = (tmp_path / "uninterrupted.log").read_text()
     best, best_epoch = best_logged(log)
@@ -180,8 +199,10 @@ def test_kill_and_resume(deterministic_bundle, tmp_path):
     record, expected_record = final["best_model_saver"], expected["best_model_saver"]
     assert record == expected_record, (record, expected_record)  # ignite's (Dice, file) record, the evaluator's best
     assert best_logged(log) == (best, best_epoch), (best_logged(log), best, best_epoch)
-    print(f"validation Dice {dice}: best {best:.4f} at iteration {kill_after}; killed at iteration {reached}, "
-          f"resumed from {start}: {reached - start} iteration(s) lost")
+    print(
+        f"validation Dice {dice}: best {best:.4f} at iteration {kill_after}; killed at iteration {reached}, "
+        f"resumed from {start}: {reached - start} iteration(s) lost"
+    )
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
@@ -206,7 +227,10 @@ def test_checkpoint_survives_a_failed_write(saver_class, tmp_path, monkeypatch):
     """``models/model.pt`` stays the previous complete file when writing the new one fails (MONAI's does not)."""
     network = torch.nn.Linear(3, 2)
     saver = saver_class(
-        save_dir=str(tmp_path), save_dict={"model": network}, save_key_metric=True, key_metric_name="dice",
+        save_dir=str(tmp_path),
+        save_dict={"model": network},
+        save_key_metric=True,
+        key_metric_name="dice",
         key_metric_filename="model.pt",
     )
     engine = Engine(lambda engine, batch: None)
@@ -232,7 +256,10 @@ def test_nan_metric_does_not_block_later_saves(tmp_path):
     """A first validation without foreground (NaN Dice) must not be kept as the best forever."""
     network = torch.nn.Linear(3, 2)
     saver = AtomicCheckpointSaver(
-        save_dir=str(tmp_path), save_dict={"model": network}, save_key_metric=True, key_metric_name="dice",
+        save_dir=str(tmp_path),
+        save_dict={"model": network},
+        save_key_metric=True,
+        key_metric_name="dice",
         key_metric_filename="model.pt",
     )
     engine = Engine(lambda engine, batch: None)
@@ -247,8 +274,13 @@ def train_and_load(bundle: Path, run: str, iterations: int) -> dict:
     """``iterations`` training iterations in-process; returns the resume checkpoint written at the end."""
     folder = bundle.parent / run
     run_bundle(
-        bundle, ["train.json"], dataset_dir=str(dataset_dir(bundle)), ckpt_dir=str(folder),
-        output_dir=str(folder / "eval"), max_iterations=iterations, val_interval=iterations,
+        bundle,
+        ["train.json"],
+        dataset_dir=str(dataset_dir(bundle)),
+        ckpt_dir=str(folder),
+        output_dir=str(folder / "eval"),
+        max_iterations=iterations,
+        val_interval=iterations,
         checkpoint_interval=iterations,
     )
     return torch.load(folder / "resume" / f"resume_checkpoint_iteration={iterations}.pt", weights_only=True)

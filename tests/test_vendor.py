@@ -7,14 +7,20 @@ from modulefinder import ModuleFinder
 from pathlib import Path
 
 import pytest
-
 from bundle_helpers import REPO_ROOT, copy_bundle
+
 from rep3d_networks.package import bundle_files, package
 from rep3d_networks.vendor import import_closure, imported_names, module_files
 
 BUNDLE_NAMES = sorted(p.name for p in (REPO_ROOT / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
-NOT_VENDORED = ("rep3d_networks/analysis/", "rep3d_networks/quickstart.py", "rep3d_networks/real_ct.py",
-                "rep3d_networks/click_models.py", "rep3d_networks/package.py", "rep3d_networks/vendor.py")
+NOT_VENDORED = (
+    "rep3d_networks/analysis/",
+    "rep3d_networks/quickstart.py",
+    "rep3d_networks/real_ct.py",
+    "rep3d_networks/click_models.py",
+    "rep3d_networks/package.py",
+    "rep3d_networks/vendor.py",
+)
 DOTTED = re.compile(r"\brep3d_networks(?:\.\w+)*")
 FROM_IMPORT = re.compile(r"from (rep3d_networks[\w.]*) import (\w+)")
 
@@ -83,11 +89,23 @@ FAKE_PACKAGE = {
 }
 CLOSURES = [  # names the configs use -> files that importing them runs
     (["rep3d_networks.nets.Net"], ["__init__.py", "nets/__init__.py", "nets/net.py", "ops.py"]),
-    (["rep3d_networks.tracking.sqlite_store"], ["__init__.py", "nets/__init__.py", "nets/net.py", "ops.py",
-                                                "tracking.py"]),
+    (
+        ["rep3d_networks.tracking.sqlite_store"],
+        ["__init__.py", "nets/__init__.py", "nets/net.py", "ops.py", "tracking.py"],
+    ),
     # data/__init__ imports download too, which the configs never name: it runs, so it ships
-    (["rep3d_networks.data.loading.load"], ["__init__.py", "data/__init__.py", "data/download.py",
-                                            "data/loading.py", "nets/__init__.py", "nets/net.py", "ops.py"]),
+    (
+        ["rep3d_networks.data.loading.load"],
+        [
+            "__init__.py",
+            "data/__init__.py",
+            "data/download.py",
+            "data/loading.py",
+            "nets/__init__.py",
+            "nets/net.py",
+            "ops.py",
+        ],
+    ),
 ]
 
 
@@ -99,4 +117,6 @@ def test_import_closure_follows_package_inits_and_lazy_imports(tmp_path, names, 
     found = import_closure(names, tmp_path)
     assert sorted(p.relative_to(tmp_path / "rep3d_networks").as_posix() for p in found) == expected
     assert module_files("rep3d_networks.nets.Net.forward", tmp_path) == [
-        tmp_path / "rep3d_networks" / "__init__.py", tmp_path / "rep3d_networks" / "nets" / "__init__.py"]
+        tmp_path / "rep3d_networks" / "__init__.py",
+        tmp_path / "rep3d_networks" / "nets" / "__init__.py",
+    ]

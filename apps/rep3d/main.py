@@ -16,6 +16,14 @@ from contextlib import contextmanager
 from typing import Dict, Iterator
 
 from fastapi import HTTPException
+from lib.bundles import default_bundles_dir, label_names, read_metadata, select_bundles
+from lib.datastore import Rep3DDatastore, check_infer_image
+from lib.device import default_device
+from lib.dicomweb import Rep3DDICOMwebDatastore, dcmqi_bin
+from lib.infer import NETWORK_OUTPUT
+from lib.scoring import method_name
+from lib.tasks import make_entropy_strategies, make_infer_task, make_scoring_methods, make_train_task
+from lib.viewer_proxy import forward_viewer_accept_header
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.interfaces.app import MONAILabelApp
@@ -30,14 +38,6 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
 
 import rep3d_networks
-from lib.bundles import default_bundles_dir, label_names, read_metadata, select_bundles
-from lib.datastore import Rep3DDatastore, check_infer_image
-from lib.dicomweb import Rep3DDICOMwebDatastore, dcmqi_bin
-from lib.device import default_device
-from lib.infer import NETWORK_OUTPUT
-from lib.scoring import method_name
-from lib.tasks import make_entropy_strategies, make_infer_task, make_scoring_methods, make_train_task
-from lib.viewer_proxy import forward_viewer_accept_header
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ class Rep3DApp(MONAILabelApp):
             upstream = super().init_datastore()
             if not isinstance(upstream, DICOMWebDatastore):
                 return upstream
-            classes = {name: {v: n for n, v in label_names(read_metadata(path)).items()} for name, path in self.bundles.items()}
+            classes = {
+                name: {v: n for n, v in label_names(read_metadata(path)).items()} for name, path in self.bundles.items()
+            }
             return Rep3DDICOMwebDatastore.from_upstream(upstream, classes)
         return Rep3DDatastore(
             self.studies,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence, Tuple
 
 from bundle_helpers import check_label_matches_image, num_classes, run_bundle
+
 from gpu_parts.common import gib, peak_memory
 
 
@@ -24,8 +25,10 @@ class VolumeRun:
     peak_gib: float
 
     def __str__(self) -> str:
-        return f"{self.seconds:.1f} s for the whole monai.bundle run; grid {self.grid}, {self.windows} windows; " \
-               f"peak {gib(self.peak_gib)}"
+        return (
+            f"{self.seconds:.1f} s for the whole monai.bundle run; grid {self.grid}, {self.windows} windows; "
+            f"peak {gib(self.peak_gib)}"
+        )
 
 
 def infer_volume(ctx, bundle: Path, image: Path, output_dir: Path, overrides: dict) -> VolumeRun:

@@ -13,10 +13,10 @@ import time
 
 import nibabel as nib
 import numpy as np
-from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Resize
-
 from bundle_helpers import SMALLEST_NETWORK, copy_bundle
 from conftest import shared_data_dir
+from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Resize
+
 from gpu_parts.bundle_inference import infer_volume
 from gpu_parts.common import OK
 from gpu_parts.evaluation import CT

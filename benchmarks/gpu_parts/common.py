@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable, List, Tuple
 
 import torch
-
 from bundle_helpers import SMALLEST_NETWORK
 
 OK = "ok"

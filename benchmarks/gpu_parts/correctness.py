@@ -10,9 +10,9 @@ computes in float32 inside, so the tolerances are those of the input/output dtyp
 import io
 
 import torch
+from bench_dwconv import _fwd_bwd, _rel
 from monai.losses import DiceCELoss
 
-from bench_dwconv import _fwd_bwd, _rel
 from gpu_parts.common import TINY_NET, exact_float32, within, worst
 from rep3d_networks import Rep3D
 from rep3d_networks.ops import dwconv3d
@@ -47,7 +47,8 @@ def run(ctx) -> None:
         "Rep3D training step vs float64: conv_method fft and direct", lambda: training_step_agreement(ctx.device, sizes)
     )
     ctx.run_check(
-        "fold() keeps eval outputs; deploy net loads training and folded checkpoints", lambda: fold_and_deploy(ctx.device, sizes)
+        "fold() keeps eval outputs; deploy net loads training and folded checkpoints",
+        lambda: fold_and_deploy(ctx.device, sizes),
     )
 
 

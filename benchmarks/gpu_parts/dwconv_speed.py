@@ -9,8 +9,8 @@ on the CPU dry run. TF32 is left at PyTorch's defaults.
 
 import torch
 import torch.nn.functional as F
-
 from bench_dwconv import STAGES, _fwd_bwd
+
 from gpu_parts.common import OK, time_adaptive
 from rep3d_networks.ops import _choose_method, dwconv3d
 
@@ -26,7 +26,9 @@ def run(ctx) -> None:
         for kernel in sizes["kernels"]:
             for mode in MODES:
                 for channels, edge in sizes["stages"]:
-                    check = f"{channels}x{edge}³ batch {sizes['batch']}, k={kernel}, {'AMP' if amp else 'float32'}, {mode}"
+                    check = (
+                        f"{channels}x{edge}³ batch {sizes['batch']}, k={kernel}, {'AMP' if amp else 'float32'}, {mode}"
+                    )
                     ctx.run_check(check, lambda: measure(ctx, sizes, (channels, edge, kernel), amp, mode, winners))
     for (kernel, amp, mode), stage_winners in winners.items():
         summary = ", ".join(f"{edge}³: {winner}" for edge, winner in stage_winners)

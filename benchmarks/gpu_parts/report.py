@@ -34,7 +34,9 @@ def gpu_description() -> str:
 def header(dry_run: bool, command: str, seconds: float) -> List[str]:
     title = "GPU check, CPU dry run (tiny sizes: checks the code paths, measures nothing)" if dry_run else "GPU check"
     with open("/proc/cpuinfo") as info:
-        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor()
+        )
     return [
         f"# {title}",
         "",

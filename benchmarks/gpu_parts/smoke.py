@@ -13,16 +13,28 @@ import shutil
 import time
 from pathlib import Path
 
-from monai.handlers import from_engine
-
 from bundle_helpers import (
-    SMALLEST_NETWORK, TINY_INFER, TINY_TRAIN, check_label_matches_image, copy_bundle, make_dataset, num_classes, prepare_bundle,
-    run_bundle, torchrun_bundle,
+    SMALLEST_NETWORK,
+    TINY_INFER,
+    TINY_TRAIN,
+    check_label_matches_image,
+    copy_bundle,
+    make_dataset,
+    num_classes,
+    prepare_bundle,
+    run_bundle,
+    torchrun_bundle,
 )
 from conftest import shared_data_dir
+from monai.handlers import from_engine
+
 from gpu_parts.common import OK, REPO_ROOT, first_line
 
-FULL = {"train": dict(max_iterations=20, val_interval=20), "infer": {}, "torchrun": dict(max_iterations=4, val_interval=4)}
+FULL = {
+    "train": dict(max_iterations=20, val_interval=20),
+    "infer": {},
+    "torchrun": dict(max_iterations=4, val_interval=4),
+}
 DRY = {  # the tests' tiny bundle runs with their smallest network
     "train": {**TINY_TRAIN, **SMALLEST_NETWORK},
     "infer": {**TINY_INFER, **SMALLEST_NETWORK},
@@ -37,7 +49,9 @@ def run(ctx) -> None:
     data_dir = make_dataset("amos_ct", "phantom", ctx.work_dir / "data")
     datalist = prepare_bundle(bundle, data_dir)
     ctx.run_check("amos_ct train.json on phantom data", lambda: train(ctx, sizes, bundle, data_dir))
-    ctx.run_check("amos_ct inference.json with the trained weights", lambda: infer(ctx, sizes, bundle, data_dir, datalist))
+    ctx.run_check(
+        "amos_ct inference.json with the trained weights", lambda: infer(ctx, sizes, bundle, data_dir, datalist)
+    )
     ctx.run_check(f"MONAI Label app infer on {ctx.device.type} through MONAILabelClient", lambda: app_infer(ctx))
     ctx.run_check("torchrun, 1 process, multi_gpu_train.json", lambda: torchrun(ctx, sizes, bundle, data_dir))
 
@@ -71,7 +85,9 @@ def infer(ctx, sizes, bundle, data_dir, datalist):
     if not images or len(written) != len(images):
         return f"{len(written)} labels for {len(images)} test images", "failed: one label per test image expected"
     for image in images:
-        check_label_matches_image(written[Path(image).name.replace(".nii.gz", "_seg.nii.gz")], Path(image), num_classes(bundle))
+        check_label_matches_image(
+            written[Path(image).name.replace(".nii.gz", "_seg.nii.gz")], Path(image), num_classes(bundle)
+        )
     return f"{len(images)} test images, each label on its image's grid, in {seconds:.1f} s", OK
 
 
@@ -80,7 +96,9 @@ def app_infer(ctx):
     try:
         from monailabel.client import MONAILabelClient
     except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(f"{error}: MONAI Label is not installed here (see benchmarks/gpu_wheels.txt)") from error
+        raise ModuleNotFoundError(
+            f"{error}: MONAI Label is not installed here (see benchmarks/gpu_wheels.txt)"
+        ) from error
     from app_helpers import CT, SERVER_START_S, Server, check_label, copy_app, make_tiny_bundle, save_random_weights
 
     root = ctx.work_dir / "app_run"

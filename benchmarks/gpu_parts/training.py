@@ -24,7 +24,9 @@ MODELS = {  # name -> (class, full-size arguments, dry-run arguments)
     "UXNet k=7": (UXNet, dict(kernel_size=7), {k: v for k, v in TINY_NET.items() if k != "kernel_size"}),
     # instance norm needs more than one voxel at the 1³ bottleneck of the dry run's 32³ input
     "SwinUNETR feature_size=48": (
-        SwinUNETR, dict(feature_size=48), dict(feature_size=12, depths=(1, 1, 1, 1), norm_name="batch")
+        SwinUNETR,
+        dict(feature_size=48),
+        dict(feature_size=12, depths=(1, 1, 1, 1), norm_name="batch"),
     ),
 }
 FULL = {"edge": 96, "warmup": 3, "steps": 20}
@@ -38,10 +40,14 @@ def run(ctx) -> None:
     medians, classes = {}, recipe.get_parsed_content("num_classes")
     for name, (network, full, dry) in MODELS.items():
         build = lambda: network(1, classes, **(dry if ctx.dry_run else full))  # noqa: E731
-        ctx.run_check(f"{name}, {sizes['edge']}³ batch 2, AMP", lambda: measure(ctx, sizes, recipe, name, build, medians))
+        ctx.run_check(
+            f"{name}, {sizes['edge']}³ batch 2, AMP", lambda: measure(ctx, sizes, recipe, name, build, medians)
+        )
     if {"Rep3D lrbm", "Rep3D vanilla"} <= set(medians):
         overhead = medians["Rep3D lrbm"] / medians["Rep3D vanilla"] - 1
-        ctx.record("LRBM overhead vs vanilla (ratio of medians)", f"{100 * overhead:+.1f} % (paper: 17.5 h vs 17.3 h = +1.2 %)")
+        ctx.record(
+            "LRBM overhead vs vanilla (ratio of medians)", f"{100 * overhead:+.1f} % (paper: 17.5 h vs 17.3 h = +1.2 %)"
+        )
 
 
 def measure(ctx, sizes, recipe, name, build, medians):

@@ -5,4 +5,6 @@ import fire
 from rep3d_networks.analysis.cli import commands
 
 if __name__ == "__main__":
-    fire.Fire(commands(), name="python -m rep3d_networks.analysis", serialize=lambda result: None)  # commands print their paths
+    fire.Fire(
+        commands(), name="python -m rep3d_networks.analysis", serialize=lambda result: None
+    )  # commands print their paths

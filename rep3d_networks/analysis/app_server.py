@@ -69,7 +69,12 @@ class AppServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "server.log"
         command = server_command(copy_app(workdir / "app"), studies, conf, self.port, seed)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MONAI_LABEL_SESSION_PATH": str(workdir / "sessions"), **(env or {})}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MONAI_LABEL_SESSION_PATH": str(workdir / "sessions"),
+            **(env or {}),
+        }
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -113,7 +118,11 @@ class AppServer:
 
 @contextmanager
 def running_server(
-    studies: Path, conf: Dict[str, str], workdir: Path, start_timeout_s: float, seed: Optional[int] = None,
+    studies: Path,
+    conf: Dict[str, str],
+    workdir: Path,
+    start_timeout_s: float,
+    seed: Optional[int] = None,
     env: Optional[dict] = None,
 ) -> Iterator[AppServer]:
     """An :class:`AppServer` that answers ``/info/``; stopped on exit."""

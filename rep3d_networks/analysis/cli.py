@@ -29,9 +29,23 @@ import torch
 from rep3d_networks.analysis.clicks import run_annotator
 from rep3d_networks.analysis.clicks_report import write_clicks_report
 from rep3d_networks.analysis.convergence import (
-    MODELS, StudySettings, describe, fitting_cap, measure_timing, model_parameters, run_study, time_plan, worker_pool,
+    MODELS,
+    StudySettings,
+    describe,
+    fitting_cap,
+    measure_timing,
+    model_parameters,
+    run_study,
+    time_plan,
+    worker_pool,
 )
-from rep3d_networks.analysis.convergence_data import PHANTOM_CASES, PHANTOM_SIZE, RECIPES, default_shared_data, write_study_data
+from rep3d_networks.analysis.convergence_data import (
+    PHANTOM_CASES,
+    PHANTOM_SIZE,
+    RECIPES,
+    default_shared_data,
+    write_study_data,
+)
 from rep3d_networks.analysis.convergence_report import DOCS_BEGIN, fill_docs, plan_markdown, write_study_report
 from rep3d_networks.analysis.erf import ct_inputs, effective_receptive_field, erf_summary, random_inputs
 from rep3d_networks.analysis.erf_report import write_erf_report
@@ -42,7 +56,8 @@ from rep3d_networks.analysis.model_loading import build_model, model_kwargs
 from rep3d_networks.analysis.reports import write_json
 from rep3d_networks.analysis.session import SessionSettings, run_session
 from rep3d_networks.analysis.session_report import write_session_report
-from rep3d_networks.analysis.session_study import MODEL as STUDY_MODEL, run_study as run_session_study
+from rep3d_networks.analysis.session_study import MODEL as STUDY_MODEL
+from rep3d_networks.analysis.session_study import run_study as run_session_study
 from rep3d_networks.bundles.recipe import WEIGHT_DECAY
 from rep3d_networks.data.phantom import MIN_SIZE as PHANTOM_MIN_SIZE
 
@@ -123,7 +138,9 @@ def lr_field(
     task = RegressionTask(kernel_size, channels, output_size, batch_size, target, seed)
     lrs = {"sgd": as_tuple(sgd_lrs, float), "adamw": as_tuple(adamw_lrs, float)}
     norms = as_tuple(generator_norm_affine)
-    results = run_lr_field(task, steps, as_tuple(variants), as_tuple(optimizers), lrs, weight_decay, sgd_momentum, norms)
+    results = run_lr_field(
+        task, steps, as_tuple(variants), as_tuple(optimizers), lrs, weight_decay, sgd_momentum, norms
+    )
     paths = write_lr_field_report(results, Path(output_dir))
     print(paths["markdown"].read_text())
     return announce(paths)
@@ -188,9 +205,17 @@ def erf(
     """
     use_threads(num_threads)
     kwargs = model_kwargs(
-        config, in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, hidden_size=hidden_size,
-        kernel_size=kernel_size, depths=None if depths is None else as_tuple(depths, int), reparam=reparam,
-        generator_channels=generator_channels, generator_layers=generator_layers, generator_kernel_size=generator_kernel_size,
+        config,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        feature_size=feature_size,
+        hidden_size=hidden_size,
+        kernel_size=kernel_size,
+        depths=None if depths is None else as_tuple(depths, int),
+        reparam=reparam,
+        generator_channels=generator_channels,
+        generator_layers=generator_layers,
+        generator_kernel_size=generator_kernel_size,
         generator_norm_affine=generator_norm_affine,
     )
     model = build_model(kwargs, checkpoint, folded, seed)
@@ -220,8 +245,10 @@ def erf(
 def machine_note(workers: int, num_threads: int) -> str:
     """CPU, processes, threads and the load average when the study started (the cores may be shared)."""
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, {workers} process(es) × "
-            f"{num_threads or torch.get_num_threads()} thread(s), load average at the start {load}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, {workers} process(es) × "
+        f"{num_threads or torch.get_num_threads()} thread(s), load average at the start {load}"
+    )
 
 
 def convergence(
@@ -292,38 +319,63 @@ def convergence(
     if docs is not None and DOCS_BEGIN not in docs.read_text():
         raise ValueError(f"{docs}: has no line {DOCS_BEGIN!r} to write the results after")
     settings = StudySettings(
-        datasets=as_tuple(datasets), models=as_tuple(models), seeds=as_tuple(seeds, int), max_iterations=int(max_iterations),
-        val_interval=int(val_interval), patience=int(patience), min_delta=float(min_delta), plateau_floor=float(plateau_floor), width=int(width),
-        roi_size=as_crop(roi_size), learning_rate=float(learning_rate), val_overlap=float(val_overlap), device=device,
+        datasets=as_tuple(datasets),
+        models=as_tuple(models),
+        seeds=as_tuple(seeds, int),
+        max_iterations=int(max_iterations),
+        val_interval=int(val_interval),
+        patience=int(patience),
+        min_delta=float(min_delta),
+        plateau_floor=float(plateau_floor),
+        width=int(width),
+        roi_size=as_crop(roi_size),
+        learning_rate=float(learning_rate),
+        val_overlap=float(val_overlap),
+        device=device,
     )
     parameters = model_parameters(settings.models, settings.width)
     for name, count in parameters.items():
         print(f"[convergence] {name}: {describe(name, settings.width)}: {count:,} parameters", flush=True)
     machine = machine_note(workers, num_threads)
-    data = {name: write_study_data(name, out / "data", shared_data, phantom_cases, phantom_size) for name in settings.datasets}
+    data = {
+        name: write_study_data(name, out / "data", shared_data, phantom_cases, phantom_size)
+        for name in settings.datasets
+    }
     pool = worker_pool(workers)
     try:
         if time_budget_hours > 0 or plan_only:
             timing = measure_timing(settings, data, out, pool, num_threads, timing_iterations)
             left = time_budget_hours - (time.perf_counter() - start) / 3600  # the budget covers data, timing and runs
             cap = fitting_cap(timing, settings, workers, left) if time_budget_hours > 0 else settings.max_iterations
-            note = (f"Measured with {timing_iterations} iterations per model in {(time.perf_counter() - start) / 60:.1f} min "
-                    f"(data and timing; left of the budget: {max(0.0, left):.2f} h); {machine}.")
+            note = (
+                f"Measured with {timing_iterations} iterations per model in {(time.perf_counter() - start) / 60:.1f} min "
+                f"(data and timing; left of the budget: {max(0.0, left):.2f} h); {machine}."
+            )
             plan = time_plan(timing, replace(settings, max_iterations=cap), workers)
-            write_json(out / "time_plan.json", {"timing": timing, "plan": plan, "cap": cap, "budget_hours": time_budget_hours, "machine": machine})
+            write_json(
+                out / "time_plan.json",
+                {"timing": timing, "plan": plan, "cap": cap, "budget_hours": time_budget_hours, "machine": machine},
+            )
             (out / "time_plan.md").write_text(plan_markdown(plan, note))
             print((out / "time_plan.md").read_text(), flush=True)
             if plan_only:
                 return announce({"time_plan": out / "time_plan.md"})
             settings = replace(settings, max_iterations=cap)
-        elif (out / "time_plan.json").is_file():  # a resumed study: its kept runs trained on the machine the plan measured
+        elif (
+            out / "time_plan.json"
+        ).is_file():  # a resumed study: its kept runs trained on the machine the plan measured
             machine = f"study timed and started on: {json.loads((out / 'time_plan.json').read_text())['machine']}; resumed on: {machine}"
         records = run_study(settings, data, out, pool, num_threads)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    results = {"settings": asdict(settings), "machine": machine, "parameters": parameters, "runs": records,
-               "data": {name: {**d.split, "recipe": RECIPES[name].why} for name, d in data.items()}}
+    results = {
+        "settings": asdict(settings),
+        "machine": machine,
+        "parameters": parameters,
+        "runs": records,
+        "data": {name: {**d.split, "recipe": RECIPES[name].why} for name, d in data.items()},
+    }
     paths = write_study_report(results, out)
     if docs is not None:
         paths["docs"] = fill_docs(results, paths, docs)
@@ -358,7 +410,11 @@ def clicks(
         max_clicks: Clicks per (image, organ).
     """
     results = run_annotator(
-        server_url, Path(references), as_tuple(models) if models else None, as_tuple(organs) if organs else None, int(max_clicks)
+        server_url,
+        Path(references),
+        as_tuple(models) if models else None,
+        as_tuple(organs) if organs else None,
+        int(max_clicks),
     )
     summary, paths = write_clicks_report(results, Path(output_dir))
     print(paths["markdown"].read_text())
@@ -368,7 +424,9 @@ def clicks(
     return announce(paths)
 
 
-SESSION_TITLE = "Labels that teach: held-out Dice against submitted labels (annotation sessions through the MONAI Label server)"
+SESSION_TITLE = (
+    "Labels that teach: held-out Dice against submitted labels (annotation sessions through the MONAI Label server)"
+)
 
 
 def print_flags(summary: dict, prefix: str) -> None:
@@ -413,7 +471,9 @@ def session(
     """
     settings = SessionSettings(model, strategy, rounds, labels_per_round, train_iterations, train_timeout_s)
     result = run_session(server_url, settings, Path(heldout_images), Path(references), Path(label_source))
-    summary, paths = write_session_report([result], Path(output_dir), "session", SESSION_TITLE, [f"Server {server_url}.", ""])
+    summary, paths = write_session_report(
+        [result], Path(output_dir), "session", SESSION_TITLE, [f"Server {server_url}.", ""]
+    )
     print(paths["markdown"].read_text())
     print_flags(summary, "[session]")
     return announce(paths)
@@ -508,16 +568,32 @@ def session_study(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
     if not isinstance(pool_cases, int) or pool_cases < rounds * labels_per_round:
-        raise ValueError(f"pool_cases must be at least rounds × labels_per_round = {rounds * labels_per_round}, got {pool_cases!r}")
+        raise ValueError(
+            f"pool_cases must be at least rounds × labels_per_round = {rounds * labels_per_round}, got {pool_cases!r}"
+        )
     if not isinstance(size, int) or size < PHANTOM_MIN_SIZE:
         raise ValueError(f"size must be at least {PHANTOM_MIN_SIZE} voxels, got {size!r}")
     use_threads(num_threads)
     out = Path(output_dir).resolve()
-    results = run_session_study(out, chosen, seed_list, settings, int(data_seed), initial_cases, initial_iterations, pool_cases,
-                        heldout_cases, size)
+    results = run_session_study(
+        out,
+        chosen,
+        seed_list,
+        settings,
+        int(data_seed),
+        initial_cases,
+        initial_iterations,
+        pool_cases,
+        heldout_cases,
+        size,
+    )
     preamble = study_preamble(results["study"], results["initial_model"], results["sessions"])
     summary, paths = write_session_report(
-        results["sessions"], out, "session_study", SESSION_TITLE, preamble,
+        results["sessions"],
+        out,
+        "session_study",
+        SESSION_TITLE,
+        preamble,
         {"study": results["study"], "initial_model": results["initial_model"]},
     )
     print(f"[session_study] this command: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
@@ -528,5 +604,11 @@ def session_study(
 
 def commands() -> dict:
     """The CLI commands by name."""
-    return {"lr-field": lr_field, "erf": erf, "convergence": convergence, "clicks": clicks, "session": session,
-            "session_study": session_study}
+    return {
+        "lr-field": lr_field,
+        "erf": erf,
+        "convergence": convergence,
+        "clicks": clicks,
+        "session": session,
+        "session_study": session_study,
+    }

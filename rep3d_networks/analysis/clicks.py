@@ -19,9 +19,8 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.metrics import compute_dice
-from scipy import ndimage
-
 from monailabel.client import MONAILabelClient
+from scipy import ndimage
 
 BACKGROUND = "background"
 DEEPEDIT = "deepedit"
@@ -275,8 +274,14 @@ def annotate(annotator: Annotator, model: ServedModel, organ: str, value: int, m
         curve.append(dice(reference, labels == value))
         calls.append({"clicks": len(clicks), **times})
     return {
-        "image": annotator.image_id, "model": model.name, "organ": organ, "value": value, "dice": curve,
-        "clicks": [asdict(c) for c in clicks], "calls": calls, "reference_voxels": int(reference.sum()),
+        "image": annotator.image_id,
+        "model": model.name,
+        "organ": organ,
+        "value": value,
+        "dice": curve,
+        "clicks": [asdict(c) for c in clicks],
+        "calls": calls,
+        "reference_voxels": int(reference.sum()),
     }
 
 
@@ -303,7 +308,9 @@ def run_annotator(
         files = reference_files(references, image_ids)
         labels = [read_reference(image_id, path) for image_id, path in files.items()]
         plan = {
-            (label.image_id, model.name): organs_to_measure(model, label.present, organs) for label in labels for model in chosen
+            (label.image_id, model.name): organs_to_measure(model, label.present, organs)
+            for label in labels
+            for model in chosen
         }
         if not any(plan.values()):
             raise ValueError(f"none of the organs asked for occurs in the references in {references}")

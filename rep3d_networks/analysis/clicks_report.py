@@ -65,10 +65,16 @@ def step_changes(dice: Sequence[Sequence[float]]) -> List[dict]:
     for k in range(steps.shape[1]):
         change = steps[:, k]
         se = float(change.std(ddof=1) / np.sqrt(len(change))) if len(change) > 1 else 0.0
-        result.append({
-            "click": k + 1, "mean": float(change.mean()), "se": se, "fell": int(np.sum(change < -FALL_TOLERANCE)),
-            "rose": int(np.sum(change > FALL_TOLERANCE)), "unchanged": int(np.sum(np.abs(change) <= FALL_TOLERANCE)),
-        })
+        result.append(
+            {
+                "click": k + 1,
+                "mean": float(change.mean()),
+                "se": se,
+                "fell": int(np.sum(change < -FALL_TOLERANCE)),
+                "rose": int(np.sum(change > FALL_TOLERANCE)),
+                "unchanged": int(np.sum(np.abs(change) <= FALL_TOLERANCE)),
+            }
+        )
     return result
 
 
@@ -83,14 +89,21 @@ def curve_checks(dice: Dict[str, Sequence[Sequence[float]]], takes_clicks: Dict[
         rise = float(curve[-1] - curve[0])
         flat = rise < FLAT_MARGIN if takes_clicks[model] else None
         falls = [
-            {**step, "from": float(curve[step["click"] - 1]), "to": float(curve[step["click"]]),
-             "systematic": step["mean"] < -SYSTEMATIC_SE * step["se"]}
-            for step in step_changes(pairs) if curve[step["click"]] < curve[step["click"] - 1] - FALL_TOLERANCE
+            {
+                **step,
+                "from": float(curve[step["click"] - 1]),
+                "to": float(curve[step["click"]]),
+                "systematic": step["mean"] < -SYSTEMATIC_SE * step["se"],
+            }
+            for step in step_changes(pairs)
+            if curve[step["click"]] < curve[step["click"] - 1] - FALL_TOLERANCE
         ]
         messages = []
         if flat:
-            messages.append(f"{model}: clicks have no effect: mean Dice {curve[0]:.3f} with no click, {curve[-1]:.3f} after "
-                            f"{len(curve) - 1} (rise {rise:+.3f} < {FLAT_MARGIN})")
+            messages.append(
+                f"{model}: clicks have no effect: mean Dice {curve[0]:.3f} with no click, {curve[-1]:.3f} after "
+                f"{len(curve) - 1} (rise {rise:+.3f} < {FLAT_MARGIN})"
+            )
         messages += [
             f"{model}: mean Dice falls at click {f['click']}: {f['from']:.3f} -> {f['to']:.3f} ({f['fell']} of "
             f"{len(pairs)} pairs fell, {f['rose']} rose; change {f['mean']:+.4f} ± {f['se']:.4f} SE: "
@@ -117,7 +130,8 @@ def summarize(results: dict) -> dict:
             "noc": number_of_clicks(records, max_clicks),
             "seconds": seconds(records),
             "organs": {
-                o: {"pairs": len(rs), "curve": mean_curve(rs), "noc": number_of_clicks(rs, max_clicks)} for o, rs in by_organ.items()
+                o: {"pairs": len(rs), "curve": mean_curve(rs), "noc": number_of_clicks(rs, max_clicks)}
+                for o, rs in by_organ.items()
             },
         }
     takes_clicks = {m: results["models"][m]["takes_clicks"] for m in models}
@@ -132,7 +146,10 @@ def number(value: Optional[float], digits: int = 2) -> str:
 
 
 def summary_rows(name: str, entry: dict, columns: Sequence[int]) -> List[str]:
-    noc = [f"{entry['noc'][f'{t:.2f}']['mean']:.1f} ({100 * entry['noc'][f'{t:.2f}']['not_reached']:.0f} %)" for t in THRESHOLDS]
+    noc = [
+        f"{entry['noc'][f'{t:.2f}']['mean']:.1f} ({100 * entry['noc'][f'{t:.2f}']['not_reached']:.0f} %)"
+        for t in THRESHOLDS
+    ]
     return [name, str(entry["pairs"]), *(f"{entry['curve'][k]:.3f}" for k in columns), *noc]
 
 
@@ -142,10 +159,13 @@ def step_table(summary: dict) -> str:
     if not steps:
         return "(no click-taking model)"
     clicks = [step["click"] for step in next(iter(steps.values()))]
-    return markdown_table(["model", *(f"click {k}" for k in clicks)], [
-        [model, *(f"{s['mean']:+.4f} ± {s['se']:.4f} ({s['fell']}↓ {s['rose']}↑ {s['unchanged']}=)" for s in rows)]
-        for model, rows in steps.items()
-    ])
+    return markdown_table(
+        ["model", *(f"click {k}" for k in clicks)],
+        [
+            [model, *(f"{s['mean']:+.4f} ± {s['se']:.4f} ({s['fell']}↓ {s['rose']}↑ {s['unchanged']}=)" for s in rows)]
+            for model, rows in steps.items()
+        ],
+    )
 
 
 def report_markdown(results: dict, summary: dict, figure: str) -> str:
@@ -169,18 +189,28 @@ def report_markdown(results: dict, summary: dict, figure: str) -> str:
         "",
         "## Curve checks",
         "",
-        *([f"- **FLAG** {m}" for m in flags] or ["- no flags: every click-taking model's mean curve rises and never falls"]),
+        *(
+            [f"- **FLAG** {m}" for m in flags]
+            or ["- no flags: every click-taking model's mean curve rises and never falls"]
+        ),
         "",
         "## All organs",
         "",
         markdown_table(
-            header, [summary_rows(f"{m} ({results['models'][m]['type']})", s, columns) for m, s in summary["models"].items()]
+            header,
+            [summary_rows(f"{m} ({results['models'][m]['type']})", s, columns) for m, s in summary["models"].items()],
         ),
         "",
         markdown_table(
             ["", "calls", "s without clicks (client)", "s per click (client)", "s per click (server total)"],
             [
-                [m, str(t["calls"]), number(t["no_clicks_client_s"]), number(t["per_click_client_s"]), number(t["per_click_server_s"])]
+                [
+                    m,
+                    str(t["calls"]),
+                    number(t["no_clicks_client_s"]),
+                    number(t["per_click_client_s"]),
+                    number(t["per_click_server_s"]),
+                ]
                 for m, t in ((m, s["seconds"]) for m, s in summary["models"].items())
             ],
         ),
@@ -197,11 +227,18 @@ def report_markdown(results: dict, summary: dict, figure: str) -> str:
         step_table(summary),
     ]
     for model, entry in summary["models"].items():
-        lines += ["", f"## {model}: per organ", "",
-                  markdown_table(header, [summary_rows(o, e, columns) for o, e in entry["organs"].items()])]
+        lines += [
+            "",
+            f"## {model}: per organ",
+            "",
+            markdown_table(header, [summary_rows(o, e, columns) for o, e in entry["organs"].items()]),
+        ]
     if results["absent_from_reference"]:
-        lines += ["", "Organs asked for but absent from a reference (not measured there): " + "; ".join(
-            f"{pair}: {', '.join(names)}" for pair, names in results["absent_from_reference"].items())]
+        lines += [
+            "",
+            "Organs asked for but absent from a reference (not measured there): "
+            + "; ".join(f"{pair}: {', '.join(names)}" for pair, names in results["absent_from_reference"].items()),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -57,15 +57,24 @@ REP3D_VARIANTS = ("lrbm", "fixed", "vanilla", "csla")
 # Handlers of the bundle's rank-0 lists that the study disables (found by target, see bundle_parser): TrainingCurves
 # redraws a PNG after every validation (1.7 s each here, more than a phantom validation; the study draws its own
 # figures from result.json), and ignite's progress bars would fill the log of 42 runs.
-QUIET_HANDLERS = {"train#rank0_handlers": ("rep3d_networks.handlers.TrainingCurves", "ignite.contrib.handlers.ProgressBar"),
-                  "validate#rank0_handlers": ("ignite.contrib.handlers.ProgressBar",)}
+QUIET_HANDLERS = {
+    "train#rank0_handlers": ("rep3d_networks.handlers.TrainingCurves", "ignite.contrib.handlers.ProgressBar"),
+    "validate#rank0_handlers": ("ignite.contrib.handlers.ProgressBar",),
+}
 METRIC = "val_mean_dice"
 
 
 def rep3d_kwargs(reparam: str, width: int) -> Dict:
     """Rep3D arguments of the study (also written to each run's ``model_config.json`` for the ``erf`` command)."""
-    return dict(in_channels=1, out_channels=NUM_CLASSES, feature_size=width, depths=[2, 2, 2, 2], kernel_size=21,
-                hidden_size=4 * width, reparam=reparam)
+    return dict(
+        in_channels=1,
+        out_channels=NUM_CLASSES,
+        feature_size=width,
+        depths=[2, 2, 2, 2],
+        kernel_size=21,
+        hidden_size=4 * width,
+        reparam=reparam,
+    )
 
 
 def build_rep3d(reparam: str) -> Callable[[int, int], torch.nn.Module]:
@@ -76,6 +85,7 @@ def seeded(factory: Callable[[int], torch.nn.Module]) -> Callable[[int, int], to
     def build(width: int, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
         return factory(width)
+
     return build
 
 
@@ -102,7 +112,10 @@ MODELS: Dict[str, Tuple[str, Callable[[int, int], torch.nn.Module]]] = {
     "fixed": ("Rep3D fixed prior", build_rep3d("fixed")),
     "vanilla": ("Rep3D vanilla (plain 21³)", build_rep3d("vanilla")),
     "csla": ("Rep3D CSLA (21³ + 3³ branch)", build_rep3d("csla")),
-    "uxnet": ("3D UX-Net k=7 (feature_size {w}, hidden_size {h})", seeded(lambda w: UXNet(1, NUM_CLASSES, kernel_size=7, feature_size=w, hidden_size=4 * w))),
+    "uxnet": (
+        "3D UX-Net k=7 (feature_size {w}, hidden_size {h})",
+        seeded(lambda w: UXNet(1, NUM_CLASSES, kernel_size=7, feature_size=w, hidden_size=4 * w)),
+    ),
     "segresnet": ("MONAI SegResNet (init_filters {w})", seeded(build_segresnet)),
     "swinunetr": ("MONAI SwinUNETR (feature_size {s}, BatchNorm)", seeded(build_swinunetr)),
 }
@@ -138,9 +151,13 @@ class StudySettings:
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODELS] + [d for d in self.datasets if d not in RECIPES]
         if unknown:
-            raise ValueError(f"unknown model(s)/dataset(s) {unknown}: models are {list(MODELS)}, datasets {list(RECIPES)}")
+            raise ValueError(
+                f"unknown model(s)/dataset(s) {unknown}: models are {list(MODELS)}, datasets {list(RECIPES)}"
+            )
         if self.max_iterations < 1 or self.val_interval < 1 or self.patience < 1:
-            raise ValueError(f"max_iterations, val_interval and patience must be >= 1, got {self.max_iterations}, {self.val_interval}, {self.patience}")
+            raise ValueError(
+                f"max_iterations, val_interval and patience must be >= 1, got {self.max_iterations}, {self.val_interval}, {self.patience}"
+            )
         if any(s % 32 for s in self.roi_size):
             raise ValueError(f"roi_size must be multiples of 32 (SwinUNETR's downsampling), got {self.roi_size}")
 
@@ -153,12 +170,19 @@ def bundle_overrides(settings: StudySettings, data: StudyData, run_dir: Path) ->
     """The train.json keys a run changes: the quickstart's CPU overrides, the dataset's recipe, the run's folders."""
     recipe = RECIPES[data.name]
     overrides = {
-        "bundle_root": str(run_dir), "dataset_dir": str(data.dataset_dir), "datalist": str(data.datalist),
-        "roi_size": list(settings.roi_size), "learning_rate": float(settings.learning_rate),
-        "max_iterations": int(settings.max_iterations), "val_interval": int(settings.val_interval),
+        "bundle_root": str(run_dir),
+        "dataset_dir": str(data.dataset_dir),
+        "datalist": str(data.datalist),
+        "roi_size": list(settings.roi_size),
+        "learning_rate": float(settings.learning_rate),
+        "max_iterations": int(settings.max_iterations),
+        "val_interval": int(settings.val_interval),
         # no resume checkpoint (model + optimizer state) in any run: a study resumes run by run, not within one
-        "checkpoint_interval": int(settings.max_iterations) + 1, "num_workers": 0, "cache_rate": 1.0,
-        "device": f"$torch.device('{settings.device}')", "validate#inferer#overlap": float(settings.val_overlap),
+        "checkpoint_interval": int(settings.max_iterations) + 1,
+        "num_workers": 0,
+        "cache_rate": 1.0,
+        "device": f"$torch.device('{settings.device}')",
+        "validate#inferer#overlap": float(settings.val_overlap),
     }
     if recipe.pixdim is not None:
         overrides["pixdim"] = list(recipe.pixdim)
@@ -187,8 +211,12 @@ def bundle_parser(settings: StudySettings, data: StudyData, run_dir: Path, model
     parser.read_meta(str(configs / "metadata.json"))
     if parser[AFFINE]["_target_"] != "RandAffined":
         raise ValueError(f"{configs / 'train.json'}: {AFFINE} is {parser[AFFINE]['_target_']}, expected RandAffined")
-    quiet = [f"{key}#{index}" for key, targets in QUIET_HANDLERS.items()
-             for index, handler in enumerate(parser[key]) if isinstance(handler, dict) and handler.get("_target_") in targets]
+    quiet = [
+        f"{key}#{index}"
+        for key, targets in QUIET_HANDLERS.items()
+        for index, handler in enumerate(parser[key])
+        if isinstance(handler, dict) and handler.get("_target_") in targets
+    ]
     if not any(parser[key]["_target_"] == "rep3d_networks.handlers.TrainingCurves" for key in quiet):
         raise ValueError(f"{configs / 'train.json'}: no rep3d_networks.handlers.TrainingCurves in train#rank0_handlers")
     parser.update(bundle_overrides(settings, data, run_dir))
@@ -198,12 +226,18 @@ def bundle_parser(settings: StudySettings, data: StudyData, run_dir: Path, model
     return parser
 
 
-def attach_plateau_rule(trainer: Engine, evaluator: Engine, patience: int, min_delta: float, floor: float) -> EarlyStopHandler:
+def attach_plateau_rule(
+    trainer: Engine, evaluator: Engine, patience: int, min_delta: float, floor: float
+) -> EarlyStopHandler:
     """Stop ``trainer`` once ``patience`` validations in a row did not beat the reference Dice by more than ``min_delta``,
     counted from the first validation whose Dice reaches ``floor`` (that one is the first reference)."""
     handler = EarlyStopHandler(
-        patience=patience, score_function=lambda engine: engine.state.metrics[METRIC], trainer=trainer,
-        min_delta=min_delta, cumulative_delta=True, epoch_level=True,
+        patience=patience,
+        score_function=lambda engine: engine.state.metrics[METRIC],
+        trainer=trainer,
+        min_delta=min_delta,
+        cumulative_delta=True,
+        epoch_level=True,
     )
 
     armed = {"on": False}
@@ -240,8 +274,11 @@ def attach_curve(trainer: Engine, evaluator: Engine, record: Dict, label: str) -
         record["loss"].append(sum(recent) / len(recent))
         record["train_seconds"].append(train_seconds)
         record["validation_seconds"] = clock["validation"]
-        print(f"[convergence] {label} iteration {record['iterations'][-1]}: Dice {record['dice'][-1]:.3f}, loss {record['loss'][-1]:.3f}, "
-              f"train {record['train_seconds'][-1]:.0f} s", flush=True)
+        print(
+            f"[convergence] {label} iteration {record['iterations'][-1]}: Dice {record['dice'][-1]:.3f}, loss {record['loss'][-1]:.3f}, "
+            f"train {record['train_seconds'][-1]:.0f} s",
+            flush=True,
+        )
 
     trainer.add_event_handler(Events.STARTED, lambda _: clock.update(start=time.perf_counter()))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, loss_of)
@@ -259,13 +296,25 @@ def train_run(settings: StudySettings, data: StudyData, model_name: str, seed: i
     run_dir.mkdir(parents=True, exist_ok=True)
     model = MODELS[model_name][1](settings.width, seed)
     if model_name in REP3D_VARIANTS:
-        write_json(run_dir / "model_config.json", {k: v for k, v in rep3d_kwargs(model_name, settings.width).items() if k != "reparam"})
+        write_json(
+            run_dir / "model_config.json",
+            {k: v for k, v in rep3d_kwargs(model_name, settings.width).items() if k != "reparam"},
+        )
     parser = bundle_parser(settings, data, run_dir, model)
     set_determinism(seed)
     trainer = parser.get_parsed_content("train#trainer")
     evaluator = parser.get_parsed_content("validate#evaluator")
-    record = {"dataset": data.name, "model": model_name, "seed": seed, "parameters": parameter_count(model),
-              "iterations": [], "dice": [], "loss": [], "train_seconds": [], "validation_seconds": 0.0}
+    record = {
+        "dataset": data.name,
+        "model": model_name,
+        "seed": seed,
+        "parameters": parameter_count(model),
+        "iterations": [],
+        "dice": [],
+        "loss": [],
+        "train_seconds": [],
+        "validation_seconds": 0.0,
+    }
     attach_curve(trainer, evaluator, record, f"{data.name} {model_name} seed {seed}")
     attach_plateau_rule(trainer, evaluator, settings.patience, settings.min_delta, settings.plateau_floor)
     start = time.perf_counter()
@@ -297,10 +346,14 @@ def training_recipe(dataset: str) -> Dict:
 def same_training(record: Dict, settings: StudySettings, data: StudyData) -> bool:
     """Whether ``record`` (a ``result.json``) trained with ``settings``' :func:`run_settings` and the dataset's
     :func:`training_recipe` (a record without one predates the recipe's crop: it is not kept)."""
-    return run_settings(record.get("settings", {})) == run_settings(asdict(settings)) and record.get("recipe") == training_recipe(data.name)
+    return run_settings(record.get("settings", {})) == run_settings(asdict(settings)) and record.get(
+        "recipe"
+    ) == training_recipe(data.name)
 
 
-def run_or_load(settings: StudySettings, data: StudyData, model_name: str, seed: int, output_dir: Path, num_threads: int) -> Dict:
+def run_or_load(
+    settings: StudySettings, data: StudyData, model_name: str, seed: int, output_dir: Path, num_threads: int
+) -> Dict:
     """The run's ``result.json`` if an earlier (interrupted or larger) study wrote it with the same training
     (:func:`same_training`), else :func:`train_run`."""
     if num_threads > 0:
@@ -324,7 +377,13 @@ def worker_pool(workers: int) -> Optional[ProcessPoolExecutor]:
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers > 1 else None
 
 
-def run_study(settings: StudySettings, data: Dict[str, StudyData], output_dir: Path, pool: Optional[ProcessPoolExecutor], num_threads: int) -> List[Dict]:
+def run_study(
+    settings: StudySettings,
+    data: Dict[str, StudyData],
+    output_dir: Path,
+    pool: Optional[ProcessPoolExecutor],
+    num_threads: int,
+) -> List[Dict]:
     """All runs of :func:`run_plan`: in this process (``pool`` None) or in the processes of ``pool``.
 
     Raises:
@@ -350,8 +409,14 @@ def model_parameters(models: Sequence[str], width: int) -> Dict[str, int]:
     return {name: parameter_count(MODELS[name][1](width, 0)) for name in models}
 
 
-def measure_timing(settings: StudySettings, data: Dict[str, StudyData], output_dir: Path, pool: Optional[ProcessPoolExecutor],
-                   num_threads: int, iterations: int = 10) -> Dict[str, Dict[str, Dict[str, float]]]:
+def measure_timing(
+    settings: StudySettings,
+    data: Dict[str, StudyData],
+    output_dir: Path,
+    pool: Optional[ProcessPoolExecutor],
+    num_threads: int,
+    iterations: int = 10,
+) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Seconds per training iteration and per validation of every model, measured as the study runs them.
 
     Each model trains ``iterations`` iterations (seed 0, validations at the half and at the end) in the study's
@@ -370,12 +435,16 @@ def measure_timing(settings: StudySettings, data: Dict[str, StudyData], output_d
     return timing
 
 
-def plan_hours(timing: Dict[str, Dict[str, Dict[str, float]]], settings: StudySettings, workers: int, max_iterations: int) -> float:
+def plan_hours(
+    timing: Dict[str, Dict[str, Dict[str, float]]], settings: StudySettings, workers: int, max_iterations: int
+) -> float:
     """Wall-clock hours of the study if every run reaches ``max_iterations`` and ``workers`` processes share the runs evenly."""
     return time_plan(timing, replace(settings, max_iterations=max_iterations), workers)["hours"]
 
 
-def fitting_cap(timing: Dict[str, Dict[str, Dict[str, float]]], settings: StudySettings, workers: int, budget_hours: float) -> int:
+def fitting_cap(
+    timing: Dict[str, Dict[str, Dict[str, float]]], settings: StudySettings, workers: int, budget_hours: float
+) -> int:
     """The largest multiple of ``val_interval`` ≤ ``max_iterations`` whose :func:`plan_hours` fits ``budget_hours``.
 
     Raises:
@@ -385,7 +454,9 @@ def fitting_cap(timing: Dict[str, Dict[str, Dict[str, float]]], settings: StudyS
     while cap >= settings.val_interval and plan_hours(timing, settings, workers, cap) > budget_hours:
         cap -= settings.val_interval
     if cap < settings.val_interval:
-        raise ValueError(f"not even {settings.val_interval} iterations per run fit in {budget_hours} h: use fewer models, seeds or datasets")
+        raise ValueError(
+            f"not even {settings.val_interval} iterations per run fit in {budget_hours} h: use fewer models, seeds or datasets"
+        )
     return cap
 
 
@@ -400,8 +471,20 @@ def time_plan(timing: Dict[str, Dict[str, Dict[str, float]]], settings: StudySet
     for dataset in settings.datasets:
         for model in settings.models:
             t = timing[dataset][model]
-            seconds = len(settings.seeds) * (settings.max_iterations * t["seconds_per_iteration"] + validations * t["seconds_per_validation"])
+            seconds = len(settings.seeds) * (
+                settings.max_iterations * t["seconds_per_iteration"] + validations * t["seconds_per_validation"]
+            )
             total += seconds
-            rows.append([dataset, model, len(settings.seeds), settings.max_iterations, t["seconds_per_iteration"], validations,
-                         t["seconds_per_validation"], seconds / 3600])
+            rows.append(
+                [
+                    dataset,
+                    model,
+                    len(settings.seeds),
+                    settings.max_iterations,
+                    t["seconds_per_iteration"],
+                    validations,
+                    t["seconds_per_validation"],
+                    seconds / 3600,
+                ]
+            )
     return {"rows": rows, "worker_hours": total / 3600, "hours": total / 3600 / max(1, workers), "workers": workers}

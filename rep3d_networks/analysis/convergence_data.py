@@ -39,18 +39,28 @@ class StudyRecipe:
     pixdim: Optional[Tuple[float, float, float]]
     affine_prob: Optional[float]
     class_balanced: bool  # crop centres class by class (rep3d_networks.bundles.recipe.class_balanced_crop), not pos/neg
-    class_weighted: bool  # training cases drawn in proportion to their classes (recipe.class_weighted_sampling), not uniformly
+    class_weighted: (
+        bool  # training cases drawn in proportion to their classes (recipe.class_weighted_sampling), not uniformly
+    )
     why: str
 
 
 RECIPES: Dict[str, StudyRecipe] = {
     "phantom": StudyRecipe(
-        "phantom", None, 0.0, False, False,
+        "phantom",
+        None,
+        0.0,
+        False,
+        False,
         "the quickstart's phantom at the bundle's 1.5 × 1.5 × 2 mm; RandAffined off as in the quickstart (the phantom cases "
         "vary enough); the bundle's pos/neg crop (every patch holds most of the 15 organs)",
     ),
     "ct": StudyRecipe(
-        "ct", (3.0, 3.0, 3.0), 0.0, True, True,
+        "ct",
+        (3.0, 3.0, 3.0),
+        0.0,
+        True,
+        True,
         "the shared CT at its own 3 mm (no resampling); as in the real-CT command (rep3d_networks.real_ct): crop centres "
         "drawn class by class (RandCropByLabelClassesd: with the recipe's pos/neg crop no CNN passed Dice 0.02 in 350 "
         "iterations), slabs drawn in proportion to the classes they hold (WeightedRandomSampler: the pelvic slab holds "
@@ -102,14 +112,27 @@ def write_ct_data(output_dir: Path, shared_data: Path) -> StudyData:
         FileNotFoundError: If ``shared_data`` lacks the CT (before any work).
     """
     if not (shared_data / SHARED_CT).is_file():
-        raise FileNotFoundError(f"{shared_data / SHARED_CT} not found: pass --shared_data (the shared/data folder) or leave out the ct dataset")
-    folder = Path(totalseg(BUNDLE, str(shared_data), str(output_dir / "ct"), num_cases=CT_SLABS, min_slab_slices=CT_SLAB_SLICES, overwrite=True))
+        raise FileNotFoundError(
+            f"{shared_data / SHARED_CT} not found: pass --shared_data (the shared/data folder) or leave out the ct dataset"
+        )
+    folder = Path(
+        totalseg(
+            BUNDLE,
+            str(shared_data),
+            str(output_dir / "ct"),
+            num_cases=CT_SLABS,
+            min_slab_slices=CT_SLAB_SLICES,
+            overwrite=True,
+        )
+    )
     datalist = held_out_datalist(class_aware_datalist(BUNDLE, folder))
     path = write_json_files({output_dir / "ct_datalist.json": datalist}, overwrite=True)[0]
     return StudyData("ct", dataset_base_dir(get_dataset_spec(BUNDLE), folder), path, split_names(datalist))
 
 
-def write_study_data(name: str, output_dir: Path, shared_data: Optional[str], phantom_cases: int, phantom_size: int) -> StudyData:
+def write_study_data(
+    name: str, output_dir: Path, shared_data: Optional[str], phantom_cases: int, phantom_size: int
+) -> StudyData:
     """Write dataset ``name`` (``phantom`` or ``ct``) under ``output_dir``.
 
     Raises:

@@ -44,32 +44,60 @@ def grouped_runs(records: Sequence[Dict]) -> Dict[str, Dict[str, List[Dict]]]:
     grouped: Dict[str, Dict[str, List[Dict]]] = {}
     for record in records:
         grouped.setdefault(record["dataset"], {}).setdefault(record["model"], []).append(record)
-    return {d: {m: sorted(runs[m], key=lambda r: r["seed"]) for m in MODELS if m in runs} for d, runs in grouped.items()}
+    return {
+        d: {m: sorted(runs[m], key=lambda r: r["seed"]) for m in MODELS if m in runs} for d, runs in grouped.items()
+    }
 
 
 def model_row(name: str, runs: List[Dict]) -> Dict:
     """Per-model numbers over seeds."""
     reach = [reach_point(r) for r in runs]
     return {
-        "model": name, "parameters": runs[0]["parameters"], "seeds": [r["seed"] for r in runs],
-        "final": [r["dice"][-1] for r in runs], "best": [max(r["dice"]) for r in runs],
-        "iterations_to_90": [p[0] for p in reach], "seconds_to_90": [p[1] for p in reach],
-        "iterations_run": [r["iterations_run"] for r in runs], "train_seconds": [r["train_seconds"][-1] for r in runs],
+        "model": name,
+        "parameters": runs[0]["parameters"],
+        "seeds": [r["seed"] for r in runs],
+        "final": [r["dice"][-1] for r in runs],
+        "best": [max(r["dice"]) for r in runs],
+        "iterations_to_90": [p[0] for p in reach],
+        "seconds_to_90": [p[1] for p in reach],
+        "iterations_run": [r["iterations_run"] for r in runs],
+        "train_seconds": [r["train_seconds"][-1] for r in runs],
         "stopped_by_plateau": sum(r["stopped_by"] == "plateau" for r in runs),
     }
 
 
 def summary(records: Sequence[Dict]) -> Dict[str, List[Dict]]:
-    return {dataset: [model_row(m, runs) for m, runs in models.items()] for dataset, models in grouped_runs(records).items()}
+    return {
+        dataset: [model_row(m, runs) for m, runs in models.items()] for dataset, models in grouped_runs(records).items()
+    }
 
 
 def table(rows: List[Dict]) -> str:
-    header = ["model", "parameters", "seeds", "final Dice", "best Dice", "iterations to 90 % of best", "seconds to 90 % of best",
-              "iterations run", "train seconds", "stopped by plateau"]
+    header = [
+        "model",
+        "parameters",
+        "seeds",
+        "final Dice",
+        "best Dice",
+        "iterations to 90 % of best",
+        "seconds to 90 % of best",
+        "iterations run",
+        "train seconds",
+        "stopped by plateau",
+    ]
     body = [
-        [r["model"], f"{r['parameters']:,}", len(r["seeds"]), mean_std(r["final"]), mean_std(r["best"]),
-         mean_std(r["iterations_to_90"], 0), mean_std(r["seconds_to_90"], 0), mean_std(r["iterations_run"], 0),
-         mean_std(r["train_seconds"], 0), f"{r['stopped_by_plateau']}/{len(r['seeds'])}"]
+        [
+            r["model"],
+            f"{r['parameters']:,}",
+            len(r["seeds"]),
+            mean_std(r["final"]),
+            mean_std(r["best"]),
+            mean_std(r["iterations_to_90"], 0),
+            mean_std(r["seconds_to_90"], 0),
+            mean_std(r["iterations_run"], 0),
+            mean_std(r["train_seconds"], 0),
+            f"{r['stopped_by_plateau']}/{len(r['seeds'])}",
+        ]
         for r in rows
     ]
     return markdown_table(header, body)
@@ -89,8 +117,16 @@ def table7_check(models: Dict[str, List[Dict]]) -> Optional[str]:
     points = sorted({next(i for i in validated if i >= f * horizon - 1e-9) for f in TABLE7_FRACTIONS})
     means = {m: [float(np.nanmean([dice_at(r, p) for r in models[m]])) for p in points] for m in TABLE7_ORDER}
     holds = [means["lrbm"][i] > means["fixed"][i] > means["vanilla"][i] for i in range(len(points))]
-    values = "; ".join(f"{p} it: " + " / ".join(f"{means[m][i]:.3f}" for m in TABLE7_ORDER) for i, p in enumerate(points))
-    verdict = "holds at every point" if all(holds) else f"holds at {sum(holds)} of {len(points)} points" if any(holds) else "does not hold at any point"
+    values = "; ".join(
+        f"{p} it: " + " / ".join(f"{means[m][i]:.3f}" for m in TABLE7_ORDER) for i, p in enumerate(points)
+    )
+    verdict = (
+        "holds at every point"
+        if all(holds)
+        else f"holds at {sum(holds)} of {len(points)} points"
+        if any(holds)
+        else "does not hold at any point"
+    )
     return f"Table 7's order (LRBM > fixed prior > vanilla) {verdict} (mean Dice LRBM / fixed / vanilla at {values})."
 
 
@@ -109,15 +145,21 @@ def flattening(winner: str, models: Dict[str, List[Dict]], patience: int, min_de
     grid, mean = mean_curve(models[winner])
     lines = [f"{stopped} of {len(runs)} runs stopped by the plateau rule, the others at the cap of {cap} iterations."]
     if len(mean) <= patience:
-        return " ".join(lines + [f"{winner}'s curve has only {len(mean)} validations: too short to tell whether it flattened."]), False
+        return " ".join(
+            lines + [f"{winner}'s curve has only {len(mean)} validations: too short to tell whether it flattened."]
+        ), False
     gain, before = mean[-1] - mean[-1 - patience], grid[-1 - patience]
     if gain > min_delta:
-        lines.append(f"{winner}'s mean curve still rose by {gain:.3f} over its last {patience} validations ({mean[-1 - patience]:.3f} at "
-                     f"{before} it → {mean[-1]:.3f} at {grid[-1]} it): it has **not flattened**, so its Dice values are those "
-                     f"at the cap, not at a plateau.")
+        lines.append(
+            f"{winner}'s mean curve still rose by {gain:.3f} over its last {patience} validations ({mean[-1 - patience]:.3f} at "
+            f"{before} it → {mean[-1]:.3f} at {grid[-1]} it): it has **not flattened**, so its Dice values are those "
+            f"at the cap, not at a plateau."
+        )
     else:
-        lines.append(f"{winner}'s mean curve rose by {gain:.3f} ≤ {min_delta} over its last {patience} validations ({before} → "
-                     f"{grid[-1]} it): it has flattened.")
+        lines.append(
+            f"{winner}'s mean curve rose by {gain:.3f} ≤ {min_delta} over its last {patience} validations ({before} → "
+            f"{grid[-1]} it): it has flattened."
+        )
     return " ".join(lines), gain <= min_delta
 
 
@@ -126,16 +168,28 @@ def statement(dataset: str, rows: List[Dict], models: Dict[str, List[Dict]], pat
     (:func:`flattening`) and whether Table 7's order holds."""
     ranked = sorted(rows, key=lambda r: np.mean(r["best"]), reverse=True)
     first = ranked[0]
-    ties = [r["model"] for r in ranked[1:] if np.mean(first["best"]) - np.mean(r["best"]) <= max(spread(first["best"]), spread(r["best"]))]
+    ties = [
+        r["model"]
+        for r in ranked[1:]
+        if np.mean(first["best"]) - np.mean(r["best"]) <= max(spread(first["best"]), spread(r["best"]))
+    ]
     order = " > ".join(f"{r['model']} {np.mean(r['best']):.3f}" for r in ranked)
-    lines = [f"**{dataset}**: highest mean best Dice: {first['model']} ({mean_std(first['best'])})"
-             + (f", within one seed standard deviation of {', '.join(ties)}" if ties else ", ahead of every other model by more than one seed standard deviation")
-             + f". Order by mean best Dice: {order}."]
+    lines = [
+        f"**{dataset}**: highest mean best Dice: {first['model']} ({mean_std(first['best'])})"
+        + (
+            f", within one seed standard deviation of {', '.join(ties)}"
+            if ties
+            else ", ahead of every other model by more than one seed standard deviation"
+        )
+        + f". Order by mean best Dice: {order}."
+    ]
     text, flat = flattening(first["model"], models, patience, min_delta)
     lines.append(text)
     fastest = min(rows, key=lambda r: np.mean(r["seconds_to_90"]))
-    lines.append(f"Fastest to 90 % of its own best Dice in training seconds: {fastest['model']} ({mean_std(fastest['seconds_to_90'], 0)} s)"
-                 + ("." if flat else " — of a best cut by the cap, so this times the early rise, not convergence."))
+    lines.append(
+        f"Fastest to 90 % of its own best Dice in training seconds: {fastest['model']} ({mean_std(fastest['seconds_to_90'], 0)} s)"
+        + ("." if flat else " — of a best cut by the cap, so this times the early rise, not convergence.")
+    )
     rep3d = [r for r in ranked if r["model"] in REP3D_VARIANTS]
     if len(rep3d) > 1:
         lines.append("Rep3D variants by mean best Dice: " + " > ".join(r["model"] for r in rep3d) + ".")
@@ -156,7 +210,9 @@ def plot_dataset(dataset: str, models: Dict[str, List[Dict]], path: Path) -> Pat
         grid, mean = mean_curve(runs)
         axes[0].plot(grid, mean, color=colour, lw=2, label=f"{name} (n={len(runs)})")
         seconds = np.linspace(0, max(r["train_seconds"][-1] for r in runs), 60)
-        mean_s = [float(np.nanmean([np.interp(s, r["train_seconds"], r["dice"], left=np.nan) for r in runs])) for s in seconds]
+        mean_s = [
+            float(np.nanmean([np.interp(s, r["train_seconds"], r["dice"], left=np.nan) for r in runs])) for s in seconds
+        ]
         axes[1].plot(seconds, mean_s, color=colour, lw=2, label=name)
     axes[0].set_xlabel("iteration")
     axes[1].set_xlabel("training seconds (validation excluded)")
@@ -164,7 +220,9 @@ def plot_dataset(dataset: str, models: Dict[str, List[Dict]], path: Path) -> Pat
         ax.set_ylabel("validation Dice (mean over organs)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"convergence study, {dataset} (thin: seeds; bold: mean, a stopped run keeps its last value)", fontsize=9)
+    fig.suptitle(
+        f"convergence study, {dataset} (thin: seeds; bold: mean, a stopped run keeps its last value)", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -205,10 +263,14 @@ def write_study_report(results: Dict, output_dir: Path) -> Dict[str, Path]:
     grouped = grouped_runs(results["runs"])
     results["summary"] = summary(results["runs"])
     s = results["settings"]
-    results["statements"] = {d: statement(d, results["summary"][d], grouped[d], s["patience"], s["min_delta"]) for d in grouped}
+    results["statements"] = {
+        d: statement(d, results["summary"][d], grouped[d], s["patience"], s["min_delta"]) for d in grouped
+    }
     paths = {f"png_{d}": plot_dataset(d, grouped[d], output_dir / f"convergence_{d}.png") for d in grouped}
     markdown = output_dir / "convergence.md"
-    markdown.write_text("# Convergence study\n\n" + study_markdown(results, {d: f"convergence_{d}.png" for d in grouped}))
+    markdown.write_text(
+        "# Convergence study\n\n" + study_markdown(results, {d: f"convergence_{d}.png" for d in grouped})
+    )
     return {"json": write_json(output_dir / "convergence.json", results), "markdown": markdown, **paths}
 
 

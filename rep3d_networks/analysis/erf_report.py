@@ -15,7 +15,16 @@ def erf_markdown(description: Dict, summary: Dict, mask_stats: List[Dict]) -> st
     radii = list(summary["mass_within"])
     erf_rows = [[str(r), f"{summary['mass_within'][r]:.3f}", f"{summary['uniform_within'][r]:.4f}"] for r in radii]
     mask_rows = [
-        [s["name"], f"{s['beta']:.3f}", f"{s['centre']:.3f}", f"{s['min']:.3f}", f"{s['max']:.3f}", f"{s['centre_periphery_ratio']:.2f}", f"{s['negative_fraction']:.2f}", f"{s['change_from_init']:.3f}"]
+        [
+            s["name"],
+            f"{s['beta']:.3f}",
+            f"{s['centre']:.3f}",
+            f"{s['min']:.3f}",
+            f"{s['max']:.3f}",
+            f"{s['centre_periphery_ratio']:.2f}",
+            f"{s['negative_fraction']:.2f}",
+            f"{s['change_from_init']:.3f}",
+        ]
         for s in mask_stats
     ]
     lines = [
@@ -32,12 +41,23 @@ def erf_markdown(description: Dict, summary: Dict, mask_stats: List[Dict]) -> st
         "",
     ]
     if mask_rows:
-        header = ["mask", "β", "M at centre", "min M", "max M", "centre / periphery", "fraction M < 0", "mean abs(M − P₀) / mean P₀"]
+        header = [
+            "mask",
+            "β",
+            "M at centre",
+            "min M",
+            "max M",
+            "centre / periphery",
+            "fraction M < 0",
+            "mean abs(M − P₀) / mean P₀",
+        ]
         lines += ["## LRBM masks M (mean over channels)", "", markdown_table(header, mask_rows), ""]
     return "\n".join(lines)
 
 
-def write_erf_report(erf: np.ndarray, summary: Dict, masks: List[Dict], description: Dict, output_dir: Path) -> Dict[str, Path]:
+def write_erf_report(
+    erf: np.ndarray, summary: Dict, masks: List[Dict], description: Dict, output_dir: Path
+) -> Dict[str, Path]:
     """Write the ERF map, its planes, the mask montage (when there are LRBM masks) and the summaries; returns the paths."""
     output_dir.mkdir(parents=True, exist_ok=True)
     mask_stats = [mask_statistics(m) for m in masks]

@@ -85,7 +85,11 @@ def build_layer(variant: str, task: RegressionTask, generator_norm_affine: str =
     torch.manual_seed(task.seed)
     generator_config = GeneratorConfig(norm_affine=generator_norm_affine)  # read by the lrbm variant only
     layer = ReparamDepthwiseConv3d(
-        task.channels, task.kernel_size, reparam=variant, conv_method=task.conv_method, generator_config=generator_config
+        task.channels,
+        task.kernel_size,
+        reparam=variant,
+        conv_method=task.conv_method,
+        generator_config=generator_config,
     )
     with torch.no_grad():
         layer.weight.copy_(uniform_kernel(task, task.seed))
@@ -184,7 +188,12 @@ def train_and_record(
         "loss": {"first": losses[0], "last": losses[-1]},
     }
     if lrbm is not None:
-        run.update(generator_norm_affine=generator_norm_affine, mask_drift=drift, generator_offset=offset, mask_profile=radial_profile(mask))
+        run.update(
+            generator_norm_affine=generator_norm_affine,
+            mask_drift=drift,
+            generator_offset=offset,
+            mask_profile=radial_profile(mask),
+        )
     return run
 
 
@@ -193,7 +202,9 @@ def run_label(run: Dict) -> str:
     return f"{run['variant']} ({run['generator_norm_affine']})" if "generator_norm_affine" in run else run["variant"]
 
 
-def predicted_first_step_ratio(variant: str, optimizer_name: str, lr_large: float, lr_small: float, kernel_size: int) -> float:
+def predicted_first_step_ratio(
+    variant: str, optimizer_name: str, lr_large: float, lr_small: float, kernel_size: int
+) -> float:
     """What the theory says the centre/periphery ratio of the first update should be.
 
     * vanilla: 1 (uniform gradients, uniform learning rate).
@@ -244,7 +255,11 @@ def run_lr_field(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    unknown = set(variants) - set(VARIANTS) | set(optimizers) - set(OPTIMIZERS) | set(generator_norm_affine) - set(GENERATOR_NORM_AFFINE)
+    unknown = (
+        set(variants) - set(VARIANTS)
+        | set(optimizers) - set(OPTIMIZERS)
+        | set(generator_norm_affine) - set(GENERATOR_NORM_AFFINE)
+    )
     if unknown or not generator_norm_affine:
         raise ValueError(
             f"unknown variant/optimizer/generator_norm_affine {sorted(unknown)}; variants: {VARIANTS}, "
@@ -290,6 +305,14 @@ def summary_rows(results: Dict) -> List[List[str]]:
         ratios = [f"{run['ratio'][step]:.2f}" for step in results["config"]["record_at"]]
         drift = [f"{run[k][-1]:.3f}" if k in run else "–" for k in ("mask_drift", "generator_offset")]
         rows.append(
-            [run["optimizer"], run_label(run), lrs, *ratios, f"{run['predicted_first_step_ratio']:.2f}", f"{run['remaining_error']:.3f}", *drift]
+            [
+                run["optimizer"],
+                run_label(run),
+                lrs,
+                *ratios,
+                f"{run['predicted_first_step_ratio']:.2f}",
+                f"{run['remaining_error']:.3f}",
+                *drift,
+            ]
         )
     return rows

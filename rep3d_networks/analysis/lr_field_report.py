@@ -14,7 +14,12 @@ def lr_field_markdown(results: Dict) -> str:
     config = results["config"]
     steps = config["record_at"]
     header = ["optimizer", "variant", "lr (large / small)"] + [f"ratio @ step {s}" for s in steps]
-    header += ["predicted @ step 1", "remaining error", f"mask drift @ step {steps[-1]}", f"generator offset @ step {steps[-1]}"]
+    header += [
+        "predicted @ step 1",
+        "remaining error",
+        f"mask drift @ step {steps[-1]}",
+        f"generator offset @ step {steps[-1]}",
+    ]
     return "\n".join(
         [
             f"# lr-field: centre vs periphery update of a depthwise {config['kernel_size']}³ kernel",

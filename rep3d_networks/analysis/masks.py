@@ -23,7 +23,12 @@ def lrbm_masks(model: nn.Module) -> List[Dict]:
         if isinstance(module, ReparamDepthwiseConv3d) and isinstance(module.mask, LRBM):
             mask = module.mask().float().cpu().numpy()[:, 0]  # [G, K, K, K]
             masks.append(
-                {"name": name, "mask": mask.mean(0), "beta": float(module.mask.prior.beta), "channels": int(mask.shape[0])}
+                {
+                    "name": name,
+                    "mask": mask.mean(0),
+                    "beta": float(module.mask.prior.beta),
+                    "channels": int(mask.shape[0]),
+                }
             )
     return masks
 

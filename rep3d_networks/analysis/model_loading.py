@@ -11,7 +11,15 @@ from rep3d_networks.blocks.reparam_state import FORM_KEY, decode_form
 from rep3d_networks.fold import mark_folded
 from rep3d_networks.nets import Rep3D
 
-PAPER_MODEL = dict(in_channels=1, out_channels=16, feature_size=48, depths=(2, 2, 2, 2), kernel_size=21, hidden_size=768, reparam="lrbm")
+PAPER_MODEL = dict(
+    in_channels=1,
+    out_channels=16,
+    feature_size=48,
+    depths=(2, 2, 2, 2),
+    kernel_size=21,
+    hidden_size=768,
+    reparam="lrbm",
+)
 CONFIG_KEYS_TO_DROP = ("_target_", "_requires_", "_disabled_", "_desc_", "_mode_")
 TRAINING_ONLY_KEYS = ("mask.", "small_weight")
 
@@ -81,11 +89,15 @@ def paired_fresh_model(kwargs: Dict, seed: int) -> Rep3D:
     if kwargs.get("reparam", "lrbm") != "vanilla":
         torch.manual_seed(seed)
         vanilla = Rep3D(**dict(kwargs, reparam="vanilla")).state_dict()
-        forms = {k: v for k, v in model.state_dict().items() if k.endswith(FORM_KEY)}  # the weights, in the model's form
+        forms = {
+            k: v for k, v in model.state_dict().items() if k.endswith(FORM_KEY)
+        }  # the weights, in the model's form
         reference = {**{k: v for k, v in vanilla.items() if not k.endswith(FORM_KEY)}, **forms}
         incompatible = model.load_state_dict(reference, strict=False)
         if incompatible.unexpected_keys:
-            raise RuntimeError(f"{kwargs['reparam']} lacks parameters of the vanilla model: {incompatible.unexpected_keys[:3]}")
+            raise RuntimeError(
+                f"{kwargs['reparam']} lacks parameters of the vanilla model: {incompatible.unexpected_keys[:3]}"
+            )
     return model
 
 

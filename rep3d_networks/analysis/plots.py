@@ -36,15 +36,31 @@ def plot_radial_profiles(results: Dict, path: Path) -> Path:
     recorded step after the first (an early step and the last)."""
     optimizers = list(dict.fromkeys(run["optimizer"] for run in results["runs"]))
     steps = results["config"]["record_at"][1:] or results["config"]["record_at"]
-    fig, axes = plt.subplots(len(steps), len(optimizers), figsize=(5.2 * len(optimizers), 3.4 * len(steps)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(steps), len(optimizers), figsize=(5.2 * len(optimizers), 3.4 * len(steps)), squeeze=False
+    )
     for row, step in zip(axes, steps):
         for ax, optimizer in zip(row, optimizers):
             for run in (r for r in results["runs"] if r["optimizer"] == optimizer):
                 profile = run["profile"][step]
                 style = NORM_STYLES.get(run.get("generator_norm_affine"), "-")
-                ax.semilogy(profile["radius"], profile["mean"], style, marker="o", ms=3, label=run_label(run), color=VARIANT_COLOURS.get(run["variant"]))
+                ax.semilogy(
+                    profile["radius"],
+                    profile["mean"],
+                    style,
+                    marker="o",
+                    ms=3,
+                    label=run_label(run),
+                    color=VARIANT_COLOURS.get(run["variant"]),
+                )
             ax.axvspan(-0.5, CENTRE_MAX_DISTANCE + 0.5, color="green", alpha=0.08, label="centre (d ≤ 1)")
-            ax.axvspan(PERIPHERY_MIN_DISTANCE - 0.5, max(profile["radius"]) + 0.5, color="purple", alpha=0.06, label="periphery (d ≥ 7)")
+            ax.axvspan(
+                PERIPHERY_MIN_DISTANCE - 0.5,
+                max(profile["radius"]) + 0.5,
+                color="purple",
+                alpha=0.06,
+                label="periphery (d ≥ 7)",
+            )
             ax.set_title(f"{optimizer}: |ΔW_eff| after {step} steps", fontsize=10)
             ax.set_xlabel("distance from kernel centre (taps)")
             ax.set_ylabel("mean |ΔW_eff|")
@@ -61,7 +77,11 @@ def plot_mask_drift(results: Dict, path: Path) -> Path:
     fig, (drift_ax, profile_ax) = plt.subplots(1, 2, figsize=(10.5, 3.8))
     for run in runs:
         norm = run["generator_norm_affine"]
-        style = dict(color=NORM_COLOURS.get(norm), ls="-" if run["optimizer"] == "adamw" else "--", label=f"{norm}, {run['optimizer']}")
+        style = dict(
+            color=NORM_COLOURS.get(norm),
+            ls="-" if run["optimizer"] == "adamw" else "--",
+            label=f"{norm}, {run['optimizer']}",
+        )
         drift_ax.semilogy(np.arange(1, len(run["mask_drift"]) + 1), np.maximum(run["mask_drift"], 1e-12), **style)
         profile_ax.plot(run["mask_profile"]["radius"], run["mask_profile"]["mean"], marker="o", ms=2, **style)
     prior = radial_profile(initial_mask(results["config"]["kernel_size"]))

@@ -24,7 +24,6 @@ from typing import Dict, List, Optional, Sequence
 
 import nibabel as nib
 import numpy as np
-
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelUtils
 
@@ -166,7 +165,9 @@ def measure_dice(client: MONAILabelClient, model: str, organs: Dict[str, int], c
         seconds.append(time.perf_counter() - start)
         reference = case.reference.load()
         per_image[case.reference.image_id] = {
-            organ: dice(reference == value, values == value) for organ, value in organs.items() if value in case.reference.present
+            organ: dice(reference == value, values == value)
+            for organ, value in organs.items()
+            if value in case.reference.present
         }
     pairs = [d for scores in per_image.values() for d in scores.values()]
     by_organ = {organ: [s[organ] for s in per_image.values() if organ in s] for organ in organs}
@@ -192,7 +193,9 @@ def probe(client: MONAILabelClient, model: str, case: HeldOut, since: float) -> 
 def task_seconds(task: dict) -> Optional[float]:
     """Seconds from a server task's ``start_ts`` to its ``end_ts`` (whole seconds; ``None`` if either is missing)."""
     try:
-        return (datetime.strptime(task["end_ts"], TASK_TIME) - datetime.strptime(task["start_ts"], TASK_TIME)).total_seconds()
+        return (
+            datetime.strptime(task["end_ts"], TASK_TIME) - datetime.strptime(task["start_ts"], TASK_TIME)
+        ).total_seconds()
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -205,32 +208,49 @@ def train_and_probe(client: MONAILabelClient, settings: SessionSettings, case: H
             training took its place.
         TimeoutError: still running after ``train_timeout_s`` (it is stopped first).
     """
-    params = {"max_iterations": settings.train_iterations, "val_interval": settings.train_iterations, "pretrained": True,
-              "val_split": 0.0}
+    params = {
+        "max_iterations": settings.train_iterations,
+        "val_interval": settings.train_iterations,
+        "pretrained": True,
+        "val_split": 0.0,
+    }
     start = time.perf_counter()
     task = client.train_start(settings.model, dict(params))  # the client adds its client_id to the dict it gets
     probes = []
     while (status := client.train_status())["status"] in RUNNING:
         if status.get("id") != task.get("id"):
-            raise RuntimeError(f"another training ({status.get('id')}) runs instead of this session's ({task.get('id')})")
+            raise RuntimeError(
+                f"another training ({status.get('id')}) runs instead of this session's ({task.get('id')})"
+            )
         if time.perf_counter() - start > settings.train_timeout_s:
             client.train_stop()
-            raise TimeoutError(f"training of {settings.model!r} still running after {settings.train_timeout_s} s; stopped")
+            raise TimeoutError(
+                f"training of {settings.model!r} still running after {settings.train_timeout_s} s; stopped"
+            )
         if status["status"] == "RUNNING":
             probes.append(probe(client, settings.model, case, start))
         time.sleep(PROBE_PAUSE_S)
     client_s = time.perf_counter() - start
     if status.get("id") != task.get("id") or status["status"] != "DONE":
         details = "\n".join(status.get("details") or [])
-        raise RuntimeError(f"training of {settings.model!r} ended {status['status']} (task {status.get('id')}):\n{details}")
+        raise RuntimeError(
+            f"training of {settings.model!r} ended {status['status']} (task {status.get('id')}):\n{details}"
+        )
     stats = client.info().get("train_stats", {}).get(settings.model, {})
     return {
-        "task": task.get("id"), "params": params, "client_s": client_s, "server_s": task_seconds(status),
-        "epochs": stats.get("epoch"), "validation_dice": stats.get("best_metric"), "probes": probes,
+        "task": task.get("id"),
+        "params": params,
+        "client_s": client_s,
+        "server_s": task_seconds(status),
+        "epochs": stats.get("epoch"),
+        "validation_dice": stats.get("best_metric"),
+        "probes": probes,
     }
 
 
-def submit_labels(client: MONAILabelClient, settings: SessionSettings, sources: Dict[str, Path], labelled: set) -> List[dict]:
+def submit_labels(
+    client: MONAILabelClient, settings: SessionSettings, sources: Dict[str, Path], labelled: set
+) -> List[dict]:
     """Asks the strategy for ``labels_per_round`` images, one at a time, and submits each one's reference label.
 
     Raises:
@@ -247,7 +267,9 @@ def submit_labels(client: MONAILabelClient, settings: SessionSettings, sources: 
         if image_id in labelled:
             raise RuntimeError(f"strategy {settings.strategy!r} offered {image_id!r}, which has a final label already")
         if image_id not in sources:
-            raise RuntimeError(f"strategy {settings.strategy!r} offered {image_id!r}, which has no label in the label source")
+            raise RuntimeError(
+                f"strategy {settings.strategy!r} offered {image_id!r}, which has no label in the label source"
+            )
         client.save_label(image_id, str(sources[image_id]), tag=FINAL)
         labelled.add(image_id)
         submitted.append({"image": image_id, "strategy_s": asked_s})
@@ -272,27 +294,37 @@ def check_server(client: MONAILabelClient, settings: SessionSettings, label_sour
         raise ValueError(f"model {settings.model!r} has no training task on the server; it trains: {trained}")
     strategies = info.get("strategies", {})
     if settings.strategy != CONTROL and settings.strategy not in strategies:
-        raise ValueError(f"strategy {settings.strategy!r} is not offered by the server; it offers: "
-                         f"{', '.join(strategies) or 'no strategy'} (and {CONTROL!r}: the control, no labels)")
+        raise ValueError(
+            f"strategy {settings.strategy!r} is not offered by the server; it offers: "
+            f"{', '.join(strategies) or 'no strategy'} (and {CONTROL!r}: the control, no labels)"
+        )
     sources = files_by_id(label_source, "label_source")
     strangers = sorted(set(sources) - set(labelled))
     if strangers:
-        raise ValueError(f"label_source {label_source}: no image of the id(s) {', '.join(strangers)} on the server; "
-                         f"its images: {', '.join(sorted(labelled)) or 'none'}")
+        raise ValueError(
+            f"label_source {label_source}: no image of the id(s) {', '.join(strangers)} on the server; "
+            f"its images: {', '.join(sorted(labelled)) or 'none'}"
+        )
     unlabelled = [i for i, has in labelled.items() if not has]
     needed = settings.rounds * settings.labels_per_round
     without = sorted(set(unlabelled) - set(sources))
     if without:
         raise ValueError(f"label_source {label_source} has no label for the unlabelled image(s) {', '.join(without)}")
     if len(unlabelled) < needed:
-        raise ValueError(f"the datastore has {len(unlabelled)} unlabelled image(s); {settings.rounds} rounds of "
-                         f"{settings.labels_per_round} labels submit {needed}")
+        raise ValueError(
+            f"the datastore has {len(unlabelled)} unlabelled image(s); {settings.rounds} rounds of "
+            f"{settings.labels_per_round} labels submit {needed}"
+        )
     organs = {name: value for name, value in model.labels.items() if name != "background"}
     return organs, sources, {i for i, has in labelled.items() if has}
 
 
 def run_session(
-    server_url: str, settings: SessionSettings, heldout_images: Path, references: Path, label_source: Path,
+    server_url: str,
+    settings: SessionSettings,
+    heldout_images: Path,
+    references: Path,
+    label_source: Path,
     log_prefix: str = "[session]",
 ) -> dict:
     """Round 0, then ``settings.rounds`` rounds of labels, fine-tuning and Dice (module docstring); returns the
@@ -311,23 +343,49 @@ def run_session(
         initially_labelled = sorted(labelled)
         dice_0 = measure_dice(client, settings.model, organs, cases)
         print(f"{log_prefix} round 0 (0 labels): mean Dice {dice_0['mean']:.3f}", flush=True)
-        rounds = [{"round": 0, "labels": 0, "submitted": [], "scoring_s": None, "train": None, "final_labels": len(labelled),
-                   "dice": dice_0}]
+        rounds = [
+            {
+                "round": 0,
+                "labels": 0,
+                "submitted": [],
+                "scoring_s": None,
+                "train": None,
+                "final_labels": len(labelled),
+                "dice": dice_0,
+            }
+        ]
         for index in range(1, settings.rounds + 1):
             scoring_s = score(client, settings.strategy)
             submitted = [] if settings.strategy == CONTROL else submit_labels(client, settings, sources, labelled)
             stored = sum(final_labels(client).values())
             train = train_and_probe(client, settings, cases[0])
             measured = measure_dice(client, settings.model, organs, cases)
-            record = {"round": index, "labels": len(labelled) - len(initially_labelled), "submitted": submitted,
-                      "scoring_s": scoring_s, "train": train, "final_labels": stored, "dice": measured}
+            record = {
+                "round": index,
+                "labels": len(labelled) - len(initially_labelled),
+                "submitted": submitted,
+                "scoring_s": scoring_s,
+                "train": train,
+                "final_labels": stored,
+                "dice": measured,
+            }
             rounds.append(record)
             answered = sum(p["answered"] for p in train["probes"])
-            print(f"{log_prefix} round {index} ({record['labels']} labels: {', '.join(s['image'] for s in submitted) or '-'}): "
-                  f"trained {train['client_s']:.0f} s, /infer answered {answered}/{len(train['probes'])} during training, "
-                  f"mean Dice {measured['mean']:.3f}", flush=True)
+            print(
+                f"{log_prefix} round {index} ({record['labels']} labels: {', '.join(s['image'] for s in submitted) or '-'}): "
+                f"trained {train['client_s']:.0f} s, /infer answered {answered}/{len(train['probes'])} during training, "
+                f"mean Dice {measured['mean']:.3f}",
+                flush=True,
+            )
     return {
-        "server_url": server_url, "settings": asdict(settings), "heldout_images": str(heldout_images),
-        "references": str(references), "label_source": str(label_source), "heldout": [c.reference.image_id for c in cases],
-        "organs": organs, "initially_labelled": initially_labelled, "probe_pause_s": PROBE_PAUSE_S, "rounds": rounds,
+        "server_url": server_url,
+        "settings": asdict(settings),
+        "heldout_images": str(heldout_images),
+        "references": str(references),
+        "label_source": str(label_source),
+        "heldout": [c.reference.image_id for c in cases],
+        "organs": organs,
+        "initially_labelled": initially_labelled,
+        "probe_pause_s": PROBE_PAUSE_S,
+        "rounds": rounds,
     }

@@ -40,12 +40,18 @@ def server_during_training(sessions: Sequence[dict]) -> List[dict]:
         rounds = [s["rounds"][index] for s in sessions]
         probes = [p for r in rounds for p in r["train"]["probes"]]
         train_s = [r["train"]["client_s"] for r in rounds]
-        rows.append({
-            "round": index, "labels": rounds[0]["labels"], "train_s": float(np.mean(train_s)), "train_s_sd": sd(train_s),
-            "asked": len(probes), "answered": sum(p["answered"] for p in probes),
-            "median_s": median([p["seconds"] for p in probes if p["answered"]]),
-            "idle_median_s": median([s for r in rounds for s in r["dice"]["infer_s"]]),
-        })
+        rows.append(
+            {
+                "round": index,
+                "labels": rounds[0]["labels"],
+                "train_s": float(np.mean(train_s)),
+                "train_s_sd": sd(train_s),
+                "asked": len(probes),
+                "answered": sum(p["answered"] for p in probes),
+                "median_s": median([p["seconds"] for p in probes if p["answered"]]),
+                "idle_median_s": median([s for r in rounds for s in r["dice"]["infer_s"]]),
+            }
+        )
     return rows
 
 
@@ -57,8 +63,10 @@ def summarize_strategy(sessions: Sequence[dict]) -> dict:
     """
     labels = curve(sessions[0])[0]
     if any(curve(s)[0] != labels for s in sessions):
-        raise ValueError(f"sessions of strategy {sessions[0]['settings']['strategy']!r} differ in their rounds; "
-                         "a summary needs the same rounds and labels per round")
+        raise ValueError(
+            f"sessions of strategy {sessions[0]['settings']['strategy']!r} differ in their rounds; "
+            "a summary needs the same rounds and labels per round"
+        )
     dice = np.array([curve(s)[1] for s in sessions])
     organs = list(sessions[0]["organs"])
     by_organ = {}
@@ -88,22 +96,30 @@ def flags(sessions: Sequence[dict], strategies: Dict[str, dict]) -> List[str]:
         if strategy == CONTROL:
             continue
         if entry["rise"] <= 0:
-            messages.append(f"{strategy}: mean Dice does not rise from 0 labels ({entry['mean'][0]:.3f}) to "
-                            f"{entry['labels'][-1]} labels ({entry['mean'][-1]:.3f})")
+            messages.append(
+                f"{strategy}: mean Dice does not rise from 0 labels ({entry['mean'][0]:.3f}) to "
+                f"{entry['labels'][-1]} labels ({entry['mean'][-1]:.3f})"
+            )
         if control is not None and entry["rise"] <= control["rise"]:
-            messages.append(f"{strategy}: its mean rise ({entry['rise']:+.3f}) is no larger than the control's, the same "
-                            f"fine-tuning without labels ({control['rise']:+.3f}): the labels do not explain it")
+            messages.append(
+                f"{strategy}: its mean rise ({entry['rise']:+.3f}) is no larger than the control's, the same "
+                f"fine-tuning without labels ({control['rise']:+.3f}): the labels do not explain it"
+            )
     for session in sessions:
         name = f"{session['settings']['strategy']} seed {seed_name(session)}"
         labels, dice = curve(session)
         if session["settings"]["strategy"] != CONTROL and dice[-1] <= dice[0]:
-            messages.append(f"{name}: Dice does not rise from 0 labels ({dice[0]:.3f}) to {labels[-1]} labels ({dice[-1]:.3f})")
+            messages.append(
+                f"{name}: Dice does not rise from 0 labels ({dice[0]:.3f}) to {labels[-1]} labels ({dice[-1]:.3f})"
+            )
         for record in session["rounds"][1:]:
             probes = record["train"]["probes"]
             failed = [p for p in probes if not p["answered"]]
             if failed:
-                messages.append(f"{name}, round {record['round']}: {len(failed)} of {len(probes)} /infer calls failed during "
-                                f"training (first: {failed[0]['error']})")
+                messages.append(
+                    f"{name}, round {record['round']}: {len(failed)} of {len(probes)} /infer calls failed during "
+                    f"training (first: {failed[0]['error']})"
+                )
             if len(failed) == len(probes):
                 messages.append(f"{name}, round {record['round']}: no /infer answered while the training ran")
     return messages
@@ -150,22 +166,35 @@ def report_markdown(sessions: Sequence[dict], summary: dict, figure: str, title:
         "answer; once it is done the served model's Dice per organ is measured on every held-out image (uploaded with the "
         "request: held-out images are not in the datastore). Dice: MONAI's `compute_dice` per organ present in the "
         "reference; the mean is over all (image, organ) pairs; ± is the sample standard deviation over seeds.",
-        *(["", f"The strategy `{CONTROL}` is the control: the same rounds of fine-tuning with no label submitted (its column "
-           "\"k labels\" is the round after which the others have k labels), so that what the labels add can be told from "
-           "what the further training adds."] if CONTROL in strategies else []),
+        *(
+            [
+                "",
+                f"The strategy `{CONTROL}` is the control: the same rounds of fine-tuning with no label submitted (its column "
+                '"k labels" is the round after which the others have k labels), so that what the labels add can be told from '
+                "what the further training adds.",
+            ]
+            if CONTROL in strategies
+            else []
+        ),
         "",
         "## Checks",
         "",
-        *([f"- **FLAG** {m}" for m in all_flags] or [
-            "- no flags: every labelling strategy's mean Dice and every labelling session's Dice rise from 0 labels to the "
-            "last round (and more than the control's, if run), and the server answered every `/infer` during training"]),
+        *(
+            [f"- **FLAG** {m}" for m in all_flags]
+            or [
+                "- no flags: every labelling strategy's mean Dice and every labelling session's Dice rise from 0 labels to the "
+                "last round (and more than the control's, if run), and the server answered every `/infer` during training"
+            ]
+        ),
         "",
         "## Held-out Dice against submitted labels",
         "",
         markdown_table(
             ["strategy", "seeds", *(f"{k} labels" for k in labels)],
-            [[name, ", ".join(seed_name({"seed": s}) for s in e["seeds"]), *map(dice_cell, e["mean"], e["sd"])]
-             for name, e in strategies.items()],
+            [
+                [name, ", ".join(seed_name({"seed": s}) for s in e["seeds"]), *map(dice_cell, e["mean"], e["sd"])]
+                for name, e in strategies.items()
+            ],
         ),
         "",
         f"![held-out Dice against submitted labels]({figure})",
@@ -173,34 +202,74 @@ def report_markdown(sessions: Sequence[dict], summary: dict, figure: str, title:
         "## The server while it trains",
         "",
         markdown_table(
-            ["strategy", "round", "labels", "training s (client)", "/infer answered during training",
-             "median s per /infer during training", "median s per /infer after training"],
-            [[name, str(r["round"]), str(r["labels"]), seconds(r["train_s"], r["train_s_sd"]), f"{r['answered']} / {r['asked']}",
-              seconds(r["median_s"]), seconds(r["idle_median_s"])]
-             for name, e in strategies.items() for r in e["server"]],
+            [
+                "strategy",
+                "round",
+                "labels",
+                "training s (client)",
+                "/infer answered during training",
+                "median s per /infer during training",
+                "median s per /infer after training",
+            ],
+            [
+                [
+                    name,
+                    str(r["round"]),
+                    str(r["labels"]),
+                    seconds(r["train_s"], r["train_s_sd"]),
+                    f"{r['answered']} / {r['asked']}",
+                    seconds(r["median_s"]),
+                    seconds(r["idle_median_s"]),
+                ]
+                for name, e in strategies.items()
+                for r in e["server"]
+            ],
         ),
         "",
         f"## Per organ: Dice with 0 labels and with {labels[-1]} (mean over seeds)",
         "",
         markdown_table(
             ["organ", *(f"{name}: {k} labels" for name in strategies for k in (0, labels[-1]))],
-            [[organ, *(f"{strategies[name]['organs'][organ][key]:.3f}" if organ in strategies[name]["organs"] else "n/a"
-                       for name in strategies for key in ("start", "end"))] for organ in organs],
+            [
+                [
+                    organ,
+                    *(
+                        f"{strategies[name]['organs'][organ][key]:.3f}"
+                        if organ in strategies[name]["organs"]
+                        else "n/a"
+                        for name in strategies
+                        for key in ("start", "end")
+                    ),
+                ]
+                for organ in organs
+            ],
         ),
         "",
         "## Sessions",
         "",
         markdown_table(
             ["strategy", "seed", "images submitted, in order", "Dice per round"],
-            [[s["settings"]["strategy"], seed_name(s), ", ".join(x["image"] for r in s["rounds"] for x in r["submitted"]) or "-",
-              " ".join(f"{d:.3f}" for d in curve(s)[1])] for s in sessions],
+            [
+                [
+                    s["settings"]["strategy"],
+                    seed_name(s),
+                    ", ".join(x["image"] for r in s["rounds"] for x in r["submitted"]) or "-",
+                    " ".join(f"{d:.3f}" for d in curve(s)[1]),
+                ]
+                for s in sessions
+            ],
         ),
     ]
     return "\n".join(lines) + "\n"
 
 
 def write_session_report(
-    sessions: Sequence[dict], out: Path, name: str, title: str, preamble: Sequence[str] = (), extra: Optional[dict] = None
+    sessions: Sequence[dict],
+    out: Path,
+    name: str,
+    title: str,
+    preamble: Sequence[str] = (),
+    extra: Optional[dict] = None,
 ) -> Tuple[dict, Dict[str, Path]]:
     """Writes ``<name>.json`` (``extra``, every session, the summary), ``<name>.md`` and ``<name>.png`` into ``out``;
     returns the summary and the paths."""

@@ -34,7 +34,16 @@ from rep3d_networks.analysis.app_server import running_server
 from rep3d_networks.analysis.reports import write_json
 from rep3d_networks.analysis.session import CONTROL, SessionSettings, run_session
 from rep3d_networks.click_models import (
-    DATASET, MODELS, SETTINGS, TRAINED, fresh_copy, label_of, run_line, serve_ready, train_copy, train_overrides,
+    DATASET,
+    MODELS,
+    SETTINGS,
+    TRAINED,
+    fresh_copy,
+    label_of,
+    run_line,
+    serve_ready,
+    train_copy,
+    train_overrides,
     write_config,
 )
 from rep3d_networks.data.cli import phantom
@@ -64,10 +73,19 @@ class StudyData:
 def make_data(out: Path, seed: int, initial_cases: int, pool_cases: int, heldout_cases: int, size: int) -> tuple:
     """Writes the phantom cases and the study folders (module docstring, step 1); returns the :class:`StudyData`,
     the phantom folder and the initial model's datalist (training = validation = the labelled cases)."""
-    cases = Path(phantom(DATASET, str(out / "data" / "cases"), num_cases=initial_cases + pool_cases, size=size, seed=seed))
+    cases = Path(
+        phantom(DATASET, str(out / "data" / "cases"), num_cases=initial_cases + pool_cases, size=size, seed=seed)
+    )
     images = sorted(cases.glob("images*/*.nii.gz"), key=lambda p: p.name)
-    source = Path(phantom(DATASET, str(out / "data" / "heldout_source"), num_cases=heldout_cases, size=size,
-                          seed=seed + HELDOUT_SEED_OFFSET))
+    source = Path(
+        phantom(
+            DATASET,
+            str(out / "data" / "heldout_source"),
+            num_cases=heldout_cases,
+            size=size,
+            seed=seed + HELDOUT_SEED_OFFSET,
+        )
+    )
     data = StudyData(out / "studies", out / "pool_labels", out / "heldout" / "images", out / "heldout" / "labels")
     for folder in (data.studies / "labels" / "final", data.label_source, data.heldout_images, data.references):
         folder.mkdir(parents=True)
@@ -77,8 +95,13 @@ def make_data(out: Path, seed: int, initial_cases: int, pool_cases: int, heldout
     for index, image in enumerate(images):
         shutil.copy(image, data.studies / image.name)
         labelled = index < initial_cases
-        shutil.copy(label_of(image), (data.studies / "labels" / "final" if labelled else data.label_source) / image.name)
-    initial = [{"image": str(p.relative_to(cases)), "label": str(label_of(p).relative_to(cases))} for p in images[:initial_cases]]
+        shutil.copy(
+            label_of(image), (data.studies / "labels" / "final" if labelled else data.label_source) / image.name
+        )
+    initial = [
+        {"image": str(p.relative_to(cases)), "label": str(label_of(p).relative_to(cases))}
+        for p in images[:initial_cases]
+    ]
     return data, cases, {"training": initial, "validation": initial}
 
 
@@ -91,8 +114,11 @@ def train_initial_model(bundle: Path, cases: Path, datalist: Dict, iterations: i
     fresh_copy(MODEL, bundle, datalist)
     train = {**train_overrides("phantom", cases, datalist, iterations, seed), **NETWORK}
     differences = recipe_differences(bundle, train)
-    print(f"[session_study] initial model: {len(datalist['training'])} labelled cases, {iterations} iterations; settings that "
-          "differ from the paper recipe (bundles/amos_ct/configs/train.json):", flush=True)
+    print(
+        f"[session_study] initial model: {len(datalist['training'])} labelled cases, {iterations} iterations; settings that "
+        "differ from the paper recipe (bundles/amos_ct/configs/train.json):",
+        flush=True,
+    )
     for line in differences:
         print(f"[session_study]   {line}", flush=True)
     began = time.perf_counter()
@@ -100,11 +126,19 @@ def train_initial_model(bundle: Path, cases: Path, datalist: Dict, iterations: i
     minutes = (time.perf_counter() - began) / 60
     serve_ready(bundle, {**NETWORK, "inferer#roi_size": SETTINGS["phantom"][0]})
     write_config(bundle, "train.json", {k: v for k, v in train.items() if k not in RUN_LENGTH and k != "dataset_dir"})
-    record = {"cases": [item["image"] for item in datalist["training"]], "iterations": iterations,
-              "best_validation_dice": best, "training_minutes": minutes, "differences": differences, "run": run_line()}
+    record = {
+        "cases": [item["image"] for item in datalist["training"]],
+        "iterations": iterations,
+        "best_validation_dice": best,
+        "training_minutes": minutes,
+        "differences": differences,
+        "run": run_line(),
+    }
     (bundle / TRAINED).write_text(json.dumps(record, indent=2))
-    print(f"[session_study] initial model: validation Dice {best:.3f} (on its training cases) after {minutes:.1f} min",
-          flush=True)
+    print(
+        f"[session_study] initial model: validation Dice {best:.3f} (on its training cases) after {minutes:.1f} min",
+        flush=True,
+    )
     return record
 
 
@@ -126,10 +160,13 @@ def run_seeded_session(out: Path, data: StudyData, initial: Path, settings: Sess
     env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
     began, load = time.perf_counter(), os.getloadavg()[0]
     with running_server(folder / "studies", conf, folder / "server", SERVER_START_S, seed, env) as server:
-        print(f"[session_study] {name}: server up at {server.url} after {time.perf_counter() - began:.0f} s", flush=True)
+        print(
+            f"[session_study] {name}: server up at {server.url} after {time.perf_counter() - began:.0f} s", flush=True
+        )
         try:
-            result = run_session(server.url, settings, data.heldout_images, data.references, data.label_source,
-                                 f"[session_study] {name}")
+            result = run_session(
+                server.url, settings, data.heldout_images, data.references, data.label_source, f"[session_study] {name}"
+            )
         except Exception:
             print(f"[session_study] {name}: failed; end of the server log:\n{server.log_tail()}", flush=True)
             raise
@@ -139,16 +176,30 @@ def run_seeded_session(out: Path, data: StudyData, initial: Path, settings: Sess
 
 
 def run_study(
-    out: Path, strategies: Sequence[str], seeds: Sequence[int], settings: SessionSettings, data_seed: int,
-    initial_cases: int, initial_iterations: int, pool_cases: int, heldout_cases: int, size: int,
+    out: Path,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    settings: SessionSettings,
+    data_seed: int,
+    initial_cases: int,
+    initial_iterations: int,
+    pool_cases: int,
+    heldout_cases: int,
+    size: int,
 ) -> dict:
     """Steps 1-3 of the module docstring; returns the study's settings, the initial model's record and every session.
 
     Raises:
         ValueError: ``out`` holds a study whose data or initial model were made with other settings.
     """
-    made = {"data_seed": data_seed, "initial_cases": initial_cases, "initial_iterations": initial_iterations,
-            "pool_cases": pool_cases, "heldout_cases": heldout_cases, "size": size}
+    made = {
+        "data_seed": data_seed,
+        "initial_cases": initial_cases,
+        "initial_iterations": initial_iterations,
+        "pool_cases": pool_cases,
+        "heldout_cases": heldout_cases,
+        "size": size,
+    }
     record_file = out / "study_data.json"
     if record_file.exists():
         saved = json.loads(record_file.read_text())

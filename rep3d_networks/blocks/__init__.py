@@ -8,6 +8,18 @@ from rep3d_networks.blocks.layernorm import LayerNormChannelsFirst
 from rep3d_networks.blocks.lrbm import LRBM, GeneratorConfig, MaskGenerator, ReceptivePrior, ReparamDepthwiseConv3d
 from rep3d_networks.blocks.reparam_state import FORM_KEY, GENERATOR_NORM_AFFINE, REPARAM_MODES
 
+__all__ = [
+    "FORM_KEY",
+    "GENERATOR_NORM_AFFINE",
+    "LRBM",
+    "REPARAM_MODES",
+    "GeneratorConfig",
+    "LayerNormChannelsFirst",
+    "MaskGenerator",
+    "ReceptivePrior",
+    "ReparamDepthwiseConv3d",
+]
+
 _MOVED_TO_NETS = {"Rep3DBlock": "rep3d_networks.nets.rep3d", "UXNetBlock": "rep3d_networks.nets.uxnet"}
 
 

@@ -37,7 +37,11 @@ FORM_FIELDS = (
     "generator_kernel_size",
     "generator_norm_affine",
 )
-CHOICES = {"reparam": REPARAM_MODES, "generator_channels": GENERATOR_CHANNELS, "generator_norm_affine": GENERATOR_NORM_AFFINE}
+CHOICES = {
+    "reparam": REPARAM_MODES,
+    "generator_channels": GENERATOR_CHANNELS,
+    "generator_norm_affine": GENERATOR_NORM_AFFINE,
+}
 GENERATOR_FIELDS = ("generator_channels", "generator_layers", "generator_kernel_size", "generator_norm_affine")
 OWN_KEYS = ("weight", "bias", "small_weight", FORM_KEY)  # a convolution's own entries, besides its mask.*
 V0_1_FIXED_WARNING = (
@@ -77,9 +81,13 @@ def decode_form(value: torch.Tensor, where: str) -> Dict:
     if not values or values[0] < 1:
         raise ValueError(f"{where}: unreadable {FORM_KEY} entry {value!r} (expected {len(FORM_FIELDS)} integers).")
     if values[0] > FORM_VERSION:
-        raise ValueError(f"{where}: {FORM_KEY} format {values[0]} is newer than this rep3d_networks (format {FORM_VERSION}).")
+        raise ValueError(
+            f"{where}: {FORM_KEY} format {values[0]} is newer than this rep3d_networks (format {FORM_VERSION})."
+        )
     if len(values) != len(FORM_FIELDS):
-        raise ValueError(f"{where}: {FORM_KEY} holds {len(values)} integers, format {FORM_VERSION} has {len(FORM_FIELDS)}.")
+        raise ValueError(
+            f"{where}: {FORM_KEY} holds {len(values)} integers, format {FORM_VERSION} has {len(FORM_FIELDS)}."
+        )
     form = {}
     for field, number in zip(FORM_FIELDS, values):
         if number == -1:

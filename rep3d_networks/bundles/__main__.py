@@ -11,7 +11,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Renders the bundles; with ``--check`` exits 1 and lists the files that differ from their rendering."""
     parser = argparse.ArgumentParser(prog="python -m rep3d_networks.bundles", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    command = commands.add_parser("render", help="write every bundle's configs, metadata.json and model-card class table")
+    command = commands.add_parser(
+        "render", help="write every bundle's configs, metadata.json and model-card class table"
+    )
     command.add_argument("--bundles_dir", default="bundles", help="the bundles folder (default: bundles)")
     command.add_argument("--check", action="store_true", help="only compare; exit 1 if a file differs")
     args = parser.parse_args(argv)

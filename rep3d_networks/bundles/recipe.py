@@ -17,8 +17,12 @@ FROM_LOSS = "$monai.handlers.from_engine(['loss'], first=True)"
 FROM_PRED_LABEL = "$monai.handlers.from_engine(['pred', 'label'])"
 DEVICE = "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"
 RANK_DEVICE = "$torch.device('cuda:' + os.environ['LOCAL_RANK']) if torch.cuda.is_available() else torch.device('cpu')"
-TRAIN_STATE = {"model": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler",
-               "best_model_saver": "@validate#checkpoint_saver"}
+TRAIN_STATE = {
+    "model": "@network",
+    "optimizer": "@optimizer",
+    "lr_scheduler": "@lr_scheduler",
+    "best_model_saver": "@validate#checkpoint_saver",
+}
 ROI_SIZE = (96, 96, 96)
 """The paper's training patch and sliding window (voxels): ``roi_size`` of ``train.json``, the inferer's of
 ``inference.json``, the ``spatial_shape`` of ``metadata.json``."""
@@ -54,15 +58,31 @@ def tracking_store() -> str:
 
 def network_def(**extra: Any) -> Config:
     """The paper's Rep3D (feature size 48, kernel 21, LRBM)."""
-    return target("rep3d_networks.Rep3D", in_channels=1, out_channels="@num_classes", feature_size=48,
-                  depths=[2, 2, 2, 2], kernel_size=21, hidden_size=768, reparam="lrbm", **extra)
+    return target(
+        "rep3d_networks.Rep3D",
+        in_channels=1,
+        out_channels="@num_classes",
+        feature_size=48,
+        depths=[2, 2, 2, 2],
+        kernel_size=21,
+        hidden_size=768,
+        reparam="lrbm",
+        **extra,
+    )
 
 
 def intensity_transforms() -> List[Config]:
     """Window clipped to [0, 1], then (x - p1) / (p99 - p1)."""
     return [
-        target("ScaleIntensityRanged", keys="image", a_min="$@intensity_range[0]", a_max="$@intensity_range[1]",
-               b_min=0.0, b_max=1.0, clip=True),
+        target(
+            "ScaleIntensityRanged",
+            keys="image",
+            a_min="$@intensity_range[0]",
+            a_max="$@intensity_range[1]",
+            b_min=0.0,
+            b_max=1.0,
+            clip=True,
+        ),
         target("ScaleIntensityRangePercentilesd", keys="image", lower=1, upper=99, b_min=0.0, b_max=1.0, clip=False),
     ]
 
@@ -82,11 +102,29 @@ def train_transforms() -> Config:
         target("EnsureTyped", keys=KEYS),
     ]
     random = [
-        target("RandCropByPosNegLabeld", keys=KEYS, label_key="label", spatial_size="@roi_size", pos=1, neg=1,
-               num_samples="@num_samples", image_key="image", image_threshold=0),
+        target(
+            "RandCropByPosNegLabeld",
+            keys=KEYS,
+            label_key="label",
+            spatial_size="@roi_size",
+            pos=1,
+            neg=1,
+            num_samples="@num_samples",
+            image_key="image",
+            image_threshold=0,
+        ),
         target("RandShiftIntensityd", keys="image", offsets=0.1, prob=0.5),
-        target("RandAffined", keys=KEYS, prob=0.5, spatial_size="@roi_size", rotate_range=["$np.pi / 6"] * 3,
-               scale_range=[0.1, 0.1, 0.1], mode=["bilinear", "nearest"], padding_mode="zeros", cache_grid=True),
+        target(
+            "RandAffined",
+            keys=KEYS,
+            prob=0.5,
+            spatial_size="@roi_size",
+            rotate_range=["$np.pi / 6"] * 3,
+            scale_range=[0.1, 0.1, 0.1],
+            mode=["bilinear", "nearest"],
+            padding_mode="zeros",
+            cache_grid=True,
+        ),
     ]
     return {"deterministic_transforms": deterministic, "random_transforms": random}
 
@@ -100,8 +138,17 @@ def class_balanced_crop(num_classes: int) -> Config:
     ``convergence`` study's ``ct``). MONAI's RandCropByLabelClassesd with equal ratios centres each crop on a voxel of a
     class drawn uniformly from the classes present (MONAI drops absent ones), so a 300-voxel adrenal gland is a crop
     centre as often as the liver; the recipe's pos/neg crop centres half its crops on a random foreground voxel, mostly liver."""
-    return target("RandCropByLabelClassesd", keys=KEYS, label_key="label", spatial_size="@roi_size", num_classes=int(num_classes),
-                  num_samples="@num_samples", image_key="image", image_threshold=0, warn=False)
+    return target(
+        "RandCropByLabelClassesd",
+        keys=KEYS,
+        label_key="label",
+        spatial_size="@roi_size",
+        num_classes=int(num_classes),
+        num_samples="@num_samples",
+        image_key="image",
+        image_threshold=0,
+        warn=False,
+    )
 
 
 SAMPLER = "train#dataloader#sampler"  # not set in train.json: the dataloader shuffles
@@ -116,18 +163,28 @@ def class_weighted_sampling(class_counts: List[int]) -> Config:
     organ-rich slab among five of pelvis and air gets a sixth of the iterations."""
     if not class_counts or min(class_counts) < 1:
         raise ValueError(f"class_counts must be positive, one per training case, got {class_counts}")
-    sampler = target("torch.utils.data.WeightedRandomSampler", weights=[float(c) for c in class_counts],
-                     num_samples=len(class_counts), replacement=True)
+    sampler = target(
+        "torch.utils.data.WeightedRandomSampler",
+        weights=[float(c) for c in class_counts],
+        num_samples=len(class_counts),
+        replacement=True,
+    )
     return {SAMPLER: sampler, "train#dataloader#shuffle": False}
 
 
 def data_pipeline(section: str, split: str, shuffle: bool) -> Config:
     """``dataset`` and ``dataloader`` of ``train`` or ``validate``."""
     return {
-        "dataset": target("CacheDataset", data=f"$load_datalist(@datalist, '{split}', @dataset_dir)",
-                          transform=f"@{section}#preprocessing", cache_rate="@cache_rate", num_workers="@num_workers"),
-        "dataloader": target("DataLoader", dataset=f"@{section}#dataset", batch_size=1, shuffle=shuffle,
-                             num_workers="@num_workers"),
+        "dataset": target(
+            "CacheDataset",
+            data=f"$load_datalist(@datalist, '{split}', @dataset_dir)",
+            transform=f"@{section}#preprocessing",
+            cache_rate="@cache_rate",
+            num_workers="@num_workers",
+        ),
+        "dataloader": target(
+            "DataLoader", dataset=f"@{section}#dataset", batch_size=1, shuffle=shuffle, num_workers="@num_workers"
+        ),
     }
 
 
@@ -138,31 +195,65 @@ def train_section() -> Config:
         "preprocessing": target("Compose", transforms="$@train#deterministic_transforms + @train#random_transforms"),
         **data_pipeline("train", "training", shuffle=True),
         "inferer": target("SimpleInferer"),
-        "postprocessing": target("Compose", transforms=[
-            target("Activationsd", keys="pred", softmax=True),
-            target("AsDiscreted", keys=["pred", "label"], argmax=[True, False], to_onehot="$[@num_classes, @num_classes]"),
-        ]),
+        "postprocessing": target(
+            "Compose",
+            transforms=[
+                target("Activationsd", keys="pred", softmax=True),
+                target(
+                    "AsDiscreted",
+                    keys=["pred", "label"],
+                    argmax=[True, False],
+                    to_onehot="$[@num_classes, @num_classes]",
+                ),
+            ],
+        ),
         "handlers": [
-            target("rep3d_networks.handlers.ResumeCheckpointLoader", _disabled_="$@resume_checkpoint is None",
-                   load_path="@resume_checkpoint", load_dict=dict(TRAIN_STATE), engine_key="trainer",
-                   map_location="@device", strict=True),
+            target(
+                "rep3d_networks.handlers.ResumeCheckpointLoader",
+                _disabled_="$@resume_checkpoint is None",
+                load_path="@resume_checkpoint",
+                load_dict=dict(TRAIN_STATE),
+                engine_key="trainer",
+                map_location="@device",
+                strict=True,
+            ),
             target("ValidationHandler", validator="@validate#evaluator", epoch_level=False, interval="@val_interval"),
         ],
         "rank0_handlers": [
             progress_bar(),
             target("StatsHandler", tag_name="train_loss", output_transform=FROM_LOSS),
             target("TensorBoardStatsHandler", log_dir="@output_dir", tag_name="train_loss", output_transform=FROM_LOSS),
-            target("rep3d_networks.handlers.TrainingCurves", output_dir="@output_dir", evaluator="@validate#evaluator",
-                   metric="val_mean_dice", meta="@_meta_"),
-            target("rep3d_networks.handlers.AtomicCheckpointSaver", save_dir="@resume_dir", save_dict=dict(TRAIN_STATE),
-                   engine_key="trainer", file_prefix="resume", save_interval="@checkpoint_interval", epoch_level=False,
-                   n_saved=2),
+            target(
+                "rep3d_networks.handlers.TrainingCurves",
+                output_dir="@output_dir",
+                evaluator="@validate#evaluator",
+                metric="val_mean_dice",
+                meta="@_meta_",
+            ),
+            target(
+                "rep3d_networks.handlers.AtomicCheckpointSaver",
+                save_dir="@resume_dir",
+                save_dict=dict(TRAIN_STATE),
+                engine_key="trainer",
+                file_prefix="resume",
+                save_interval="@checkpoint_interval",
+                epoch_level=False,
+                n_saved=2,
+            ),
         ],
         "trainer": target(
-            "SupervisedTrainer", max_epochs="$max(1, @max_iterations // @val_interval)", epoch_length="@val_interval",
-            device="@device", train_data_loader="@train#dataloader", network="@network", loss_function="@loss",
-            optimizer="@optimizer", inferer="@train#inferer", postprocessing="@train#postprocessing",
-            train_handlers="$@train#handlers + @train#rank0_handlers", amp="@amp",
+            "SupervisedTrainer",
+            max_epochs="$max(1, @max_iterations // @val_interval)",
+            epoch_length="@val_interval",
+            device="@device",
+            train_data_loader="@train#dataloader",
+            network="@network",
+            loss_function="@loss",
+            optimizer="@optimizer",
+            inferer="@train#inferer",
+            postprocessing="@train#postprocessing",
+            train_handlers="$@train#handlers + @train#rank0_handlers",
+            amp="@amp",
         ),
     }
 
@@ -174,11 +265,20 @@ def validate_section() -> Config:
         **data_pipeline("validate", "validation", shuffle=False),
         "inferer": target("SlidingWindowInferer", roi_size="@roi_size", sw_batch_size=2, overlap=0.5),
         "postprocessing": "%train#postprocessing",
-        "checkpoint_saver": target("rep3d_networks.handlers.AtomicCheckpointSaver", save_dir="@ckpt_dir",
-                                   save_dict={"model": "@network"}, save_key_metric=True, key_metric_filename="model.pt"),
+        "checkpoint_saver": target(
+            "rep3d_networks.handlers.AtomicCheckpointSaver",
+            save_dir="@ckpt_dir",
+            save_dict={"model": "@network"},
+            save_key_metric=True,
+            key_metric_filename="model.pt",
+        ),
         "handlers": [
-            target("LrScheduleHandler", lr_scheduler="@lr_scheduler", epoch_level=True,
-                   step_transform="$lambda engine: engine.state.metrics['val_mean_dice']"),
+            target(
+                "LrScheduleHandler",
+                lr_scheduler="@lr_scheduler",
+                epoch_level=True,
+                step_transform="$lambda engine: engine.state.metrics['val_mean_dice']",
+            ),
         ],
         "rank0_handlers": [
             progress_bar(),
@@ -188,9 +288,15 @@ def validate_section() -> Config:
         ],
         "key_metric": {"val_mean_dice": target("MeanDice", include_background=False, output_transform=FROM_PRED_LABEL)},
         "evaluator": target(
-            "SupervisedEvaluator", device="@device", val_data_loader="@validate#dataloader", network="@network",
-            inferer="@validate#inferer", postprocessing="@validate#postprocessing", key_val_metric="@validate#key_metric",
-            val_handlers="$@validate#handlers + @validate#rank0_handlers", amp="@amp",
+            "SupervisedEvaluator",
+            device="@device",
+            val_data_loader="@validate#dataloader",
+            network="@network",
+            inferer="@validate#inferer",
+            postprocessing="@validate#postprocessing",
+            key_val_metric="@validate#key_metric",
+            val_handlers="$@validate#handlers + @validate#rank0_handlers",
+            amp="@amp",
         ),
     }
 
@@ -198,10 +304,15 @@ def validate_section() -> Config:
 def train(data: DatasetSpec) -> Config:
     """``train.json``: the paper's training recipe (appendix A.2)."""
     return {
-        "imports": ["$import glob", "$import os", "$import numpy as np", "$import ignite",
-                    "$from rep3d_networks.data.loading import load_datalist",
-                    "$from rep3d_networks.handlers import resume_checkpoint",
-                    "$from rep3d_networks.tracking import sqlite_store"],
+        "imports": [
+            "$import glob",
+            "$import os",
+            "$import numpy as np",
+            "$import ignite",
+            "$from rep3d_networks.data.loading import load_datalist",
+            "$from rep3d_networks.handlers import resume_checkpoint",
+            "$from rep3d_networks.tracking import sqlite_store",
+        ],
         "bundle_root": ".",
         "ckpt_dir": "$@bundle_root + '/models'",
         "output_dir": "$@bundle_root + '/eval'",
@@ -226,10 +337,17 @@ def train(data: DatasetSpec) -> Config:
         "network_def": network_def(),
         "network": "$@network_def.to(@device)",
         "loss": target("DiceCELoss", to_onehot_y=True, softmax=True),
-        "optimizer": target("torch.optim.AdamW", params="$@network.parameters()", lr="@learning_rate",
-                            betas=[0.9, 0.999], eps=1e-08, weight_decay=WEIGHT_DECAY),
-        "lr_scheduler": target("torch.optim.lr_scheduler.ReduceLROnPlateau", optimizer="@optimizer", mode="max",
-                               factor=0.9, patience=10),
+        "optimizer": target(
+            "torch.optim.AdamW",
+            params="$@network.parameters()",
+            lr="@learning_rate",
+            betas=[0.9, 0.999],
+            eps=1e-08,
+            weight_decay=WEIGHT_DECAY,
+        ),
+        "lr_scheduler": target(
+            "torch.optim.lr_scheduler.ReduceLROnPlateau", optimizer="@optimizer", mode="max", factor=0.9, patience=10
+        ),
         "train": train_section(),
         "validate": validate_section(),
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
@@ -248,20 +366,36 @@ def evaluate() -> Config:
     return {
         "validate#dataset#data": "$load_datalist(@datalist, 'test', @dataset_dir)",
         "validate#handlers": [
-            target("CheckpointLoader", load_path="$@ckpt_dir + '/model.pt'", load_dict={"model": "@network"}, strict=True),
+            target(
+                "CheckpointLoader", load_path="$@ckpt_dir + '/model.pt'", load_dict={"model": "@network"}, strict=True
+            ),
             # every rank: MetricsSaver gathers the case names of all ranks before rank 0 writes
-            target("MetricsSaver", save_dir="@output_dir", metrics=metrics, metric_details=metrics,
-                   batch_transform="$lambda x: [xx['image'].meta for xx in x]", summary_ops="*"),
+            target(
+                "MetricsSaver",
+                save_dir="@output_dir",
+                metrics=metrics,
+                metric_details=metrics,
+                batch_transform="$lambda x: [xx['image'].meta for xx in x]",
+                summary_ops="*",
+            ),
         ],
         "validate#rank0_handlers": [
             progress_bar(),
             target("StatsHandler", iteration_log=False),
-            target("rep3d_networks.handlers.MetricsSummary", output_dir="@output_dir",
-                   metrics={"val_mean_dice": "Dice", "val_hd95": "HD95 (mm)"}, meta="@_meta_"),
+            target(
+                "rep3d_networks.handlers.MetricsSummary",
+                output_dir="@output_dir",
+                metrics={"val_mean_dice": "Dice", "val_hd95": "HD95 (mm)"},
+                meta="@_meta_",
+            ),
         ],
         "validate#additional_metrics": {
-            "val_hd95": target("rep3d_networks.handlers.HausdorffDistanceMM", include_background=False, percentile=95,
-                               output_transform=FROM_PRED_LABEL),
+            "val_hd95": target(
+                "rep3d_networks.handlers.HausdorffDistanceMM",
+                include_background=False,
+                percentile=95,
+                output_transform=FROM_PRED_LABEL,
+            ),
         },
         "validate#evaluator#additional_metrics": "@validate#additional_metrics",
         "run": ["$@validate#evaluator.run()"],
@@ -277,8 +411,10 @@ SPEED_DEFAULTS = {"fast": False, "sw_overlap": 0.5, "sw_batch_size": 4}
 FAST_PRESET = {"fast_overlap": 0.25}
 """What ``fast`` changes: the sliding-window overlap is at most ``fast_overlap`` (0.25: 24 instead of 60 windows of
 96³ on the shared ``example_ct``). Same windows and grid: no model is trained for a lower resolution."""
-FAST_OR_OVERLAP = ("$min(@displayable_configs#sw_overlap, @fast_overlap) if str(@fast).lower() in ('true', '1', 'yes') "
-                   "else @displayable_configs#sw_overlap")
+FAST_OR_OVERLAP = (
+    "$min(@displayable_configs#sw_overlap, @fast_overlap) if str(@fast).lower() in ('true', '1', 'yes') "
+    "else @displayable_configs#sw_overlap"
+)
 UNLESS_PROBABILITIES = "$str(@save_probabilities).lower() not in ('true', '1', 'yes')"
 
 
@@ -286,18 +422,41 @@ def inference_postprocessing() -> List[Config]:
     """Labels on each input's grid at O(voxels) memory (``InvertToLabelsd``, ``label_interp`` bilinear or nearest);
     with ``save_probabilities`` also every class's probability on the input grid (float32, 4 × classes bytes per
     voxel). The first transform is the softmax (``inference_ensemble.json`` replaces it by the fold mean)."""
-    save = dict(output_dir="@output_dir", output_ext="@output_ext", resample=False, separate_folder=False,
-                data_root_dir="$output_root(@datalist, @dataset_dir)")
+    save = dict(
+        output_dir="@output_dir",
+        output_ext="@output_ext",
+        resample=False,
+        separate_folder=False,
+        data_root_dir="$output_root(@datalist, @dataset_dir)",
+    )
     return [
         target("Activationsd", keys="pred", softmax=True),
         target("CopyItemsd", _disabled_=UNLESS_PROBABILITIES, keys="pred", names="probabilities"),
-        target("Invertd", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", transform="@preprocessing",
-               orig_keys="image", nearest_interp=False, to_tensor=True),
+        target(
+            "Invertd",
+            _disabled_=UNLESS_PROBABILITIES,
+            keys="probabilities",
+            transform="@preprocessing",
+            orig_keys="image",
+            nearest_interp=False,
+            to_tensor=True,
+        ),
         target("Lambdad", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", func="$background_outside_crop"),
-        target("SaveImaged", _disabled_=UNLESS_PROBABILITIES, keys="probabilities", output_postfix="prob",
-               output_dtype="$np.float32", **save),
-        target("rep3d_networks.transforms.InvertToLabelsd", keys="pred", transform="@preprocessing", orig_keys="image",
-               interp="@label_interp"),
+        target(
+            "SaveImaged",
+            _disabled_=UNLESS_PROBABILITIES,
+            keys="probabilities",
+            output_postfix="prob",
+            output_dtype="$np.float32",
+            **save,
+        ),
+        target(
+            "rep3d_networks.transforms.InvertToLabelsd",
+            keys="pred",
+            transform="@preprocessing",
+            orig_keys="image",
+            interp="@label_interp",
+        ),
         target("SaveImaged", keys="pred", output_postfix="@output_postfix", output_dtype="@output_dtype", **save),
     ]
 
@@ -305,10 +464,15 @@ def inference_postprocessing() -> List[Config]:
 def inference(data: DatasetSpec) -> Config:
     """``inference.json``: the folded network, sliding window, labels saved in each input's geometry."""
     return {
-        "imports": ["$import glob", "$import os", "$import numpy as np", "$import copy",
-                    "$from rep3d_networks.transforms import output_root",
-                    "$from rep3d_networks.transforms import background_outside_crop",
-                    "$from rep3d_networks.tracking import sqlite_store"],
+        "imports": [
+            "$import glob",
+            "$import os",
+            "$import numpy as np",
+            "$import copy",
+            "$from rep3d_networks.transforms import output_root",
+            "$from rep3d_networks.transforms import background_outside_crop",
+            "$from rep3d_networks.tracking import sqlite_store",
+        ],
         "bundle_root": ".",
         "output_dir": "$@bundle_root + '/eval'",
         "tracking_uri": tracking_store(),
@@ -327,38 +491,63 @@ def inference(data: DatasetSpec) -> Config:
         "device": DEVICE,
         "network_def": network_def(deploy=True),
         "network": "$@network_def.to(@device)",
-        "preprocessing": target("Compose", transforms=[
-            target("rep3d_networks.transforms.LoadVolumed", keys="image", image_only=True, max_voxels="@max_voxels"),
-            target("EnsureChannelFirstd", keys="image"),
-            target("rep3d_networks.transforms.ValidateVolumed", keys="image", label_key=None, max_voxels="@max_voxels"),
-            target("Orientationd", keys="image", axcodes="RAS"),
-            # MONAI's Spacingd, safe under MONAI Label on MONAI 1.6 (see rep3d_networks.transforms.Spacingd)
-            target("rep3d_networks.transforms.Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
-            *intensity_transforms(),
-            # the body crop of training and evaluation: without it the network sees windows of air it never saw
-            # (on the quickstart phantom inferred Dice fell from 0.90 to 0.55); the output stage inverts it
-            target("CropForegroundd", keys="image", source_key="image", allow_smaller=True),
-            target("EnsureTyped", keys="image"),
-        ]),
-        "dataset": target("Dataset", data="$[{'image': os.path.normpath(i)} for i in @datalist]",
-                          transform="@preprocessing"),
+        "preprocessing": target(
+            "Compose",
+            transforms=[
+                target(
+                    "rep3d_networks.transforms.LoadVolumed", keys="image", image_only=True, max_voxels="@max_voxels"
+                ),
+                target("EnsureChannelFirstd", keys="image"),
+                target(
+                    "rep3d_networks.transforms.ValidateVolumed", keys="image", label_key=None, max_voxels="@max_voxels"
+                ),
+                target("Orientationd", keys="image", axcodes="RAS"),
+                # MONAI's Spacingd, safe under MONAI Label on MONAI 1.6 (see rep3d_networks.transforms.Spacingd)
+                target("rep3d_networks.transforms.Spacingd", keys="image", pixdim="@pixdim", mode="bilinear"),
+                *intensity_transforms(),
+                # the body crop of training and evaluation: without it the network sees windows of air it never saw
+                # (on the quickstart phantom inferred Dice fell from 0.90 to 0.55); the output stage inverts it
+                target("CropForegroundd", keys="image", source_key="image", allow_smaller=True),
+                target("EnsureTyped", keys="image"),
+            ],
+        ),
+        "dataset": target(
+            "Dataset", data="$[{'image': os.path.normpath(i)} for i in @datalist]", transform="@preprocessing"
+        ),
         "dataloader": target("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
         # per request in MONAI Label (Slicer's options of the model); on the command line
         # --displayable_configs#sw_overlap 0.25 etc., --fast true for the fast preset, --precision float32
         "displayable_configs": {**SPEED_DEFAULTS, "precision": "@precision"},
         "fast": "@displayable_configs#fast",
         **FAST_PRESET,
-        "inferer": target("rep3d_networks.inferers.PrecisionSlidingWindowInferer", roi_size=list(ROI_SIZE),
-                          sw_batch_size="@displayable_configs#sw_batch_size", overlap=FAST_OR_OVERLAP,
-                          precision="@displayable_configs#precision", progress=True),
+        "inferer": target(
+            "rep3d_networks.inferers.PrecisionSlidingWindowInferer",
+            roi_size=list(ROI_SIZE),
+            sw_batch_size="@displayable_configs#sw_batch_size",
+            overlap=FAST_OR_OVERLAP,
+            precision="@displayable_configs#precision",
+            progress=True,
+        ),
         "postprocessing": target("Compose", transforms=inference_postprocessing()),
         "handlers": [
-            target("CheckpointLoader", _disabled_="$str(@load_pretrain).lower() in ('false', '0', 'no')",
-                   load_path="$@bundle_root + '/models/model.pt'", load_dict={"model": "@network"}, strict=True),
+            target(
+                "CheckpointLoader",
+                _disabled_="$str(@load_pretrain).lower() in ('false', '0', 'no')",
+                load_path="$@bundle_root + '/models/model.pt'",
+                load_dict={"model": "@network"},
+                strict=True,
+            ),
             target("StatsHandler", iteration_log=False),
         ],
-        "evaluator": target("SupervisedEvaluator", device="@device", val_data_loader="@dataloader", network="@network",
-                            inferer="@inferer", postprocessing="@postprocessing", val_handlers="@handlers"),
+        "evaluator": target(
+            "SupervisedEvaluator",
+            device="@device",
+            val_data_loader="@dataloader",
+            network="@network",
+            inferer="@inferer",
+            postprocessing="@postprocessing",
+            val_handlers="@handlers",
+        ),
         "initialize": ["$setattr(torch.backends.cudnn, 'benchmark', True)"],
         "run": ["$@evaluator.run()"],
     }
@@ -371,15 +560,25 @@ def inference_ensemble() -> Config:
         "fold_models": "$[@bundle_root + '/models/fold' + str(k) + '/model.pt' for k in range(@num_folds)]",
         "fold_pred_keys": "$['pred' + str(k) for k in range(@num_folds)]",
         "fold_networks": "$[copy.deepcopy(@network_def).to(@device) for _ in range(@num_folds)]",
-        "postprocessing#transforms#0": target("Compose", transforms=[
-            target("Activationsd", keys="@fold_pred_keys", softmax=True),
-            target("MeanEnsembled", keys="@fold_pred_keys", output_key="pred"),
-        ]),
+        "postprocessing#transforms#0": target(
+            "Compose",
+            transforms=[
+                target("Activationsd", keys="@fold_pred_keys", softmax=True),
+                target("MeanEnsembled", keys="@fold_pred_keys", output_key="pred"),
+            ],
+        ),
         "handlers": "$[monai.handlers.CheckpointLoader(load_path=p, load_dict={'model': n}, strict=True) for p, n in "
-                    "zip(@fold_models, @fold_networks)] + [monai.handlers.StatsHandler(iteration_log=False)]",
-        "evaluator": target("EnsembleEvaluator", device="@device", val_data_loader="@dataloader",
-                            networks="@fold_networks", pred_keys="@fold_pred_keys", inferer="@inferer",
-                            postprocessing="@postprocessing", val_handlers="@handlers"),
+        "zip(@fold_models, @fold_networks)] + [monai.handlers.StatsHandler(iteration_log=False)]",
+        "evaluator": target(
+            "EnsembleEvaluator",
+            device="@device",
+            val_data_loader="@dataloader",
+            networks="@fold_networks",
+            pred_keys="@fold_pred_keys",
+            inferer="@inferer",
+            postprocessing="@postprocessing",
+            val_handlers="@handlers",
+        ),
     }
 
 
@@ -392,7 +591,10 @@ def distributed_steps() -> Config:
             "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
             "$monai.utils.set_determinism(seed=0)",
         ],
-        "finalize": ["$dist.is_initialized() and dist.barrier()", "$dist.is_initialized() and dist.destroy_process_group()"],
+        "finalize": [
+            "$dist.is_initialized() and dist.barrier()",
+            "$dist.is_initialized() and dist.destroy_process_group()",
+        ],
     }
 
 
@@ -403,8 +605,12 @@ def rank0(section: str) -> str:
 
 def validation_sampler() -> Config:
     """Splits validation over the ranks; pads only when there are fewer cases than ranks."""
-    return target("DistributedSampler", dataset="@validate#dataset",
-                  even_divisible="$len(@validate#dataset) < dist.get_world_size()", shuffle=False)
+    return target(
+        "DistributedSampler",
+        dataset="@validate#dataset",
+        even_divisible="$len(@validate#dataset) < dist.get_world_size()",
+        shuffle=False,
+    )
 
 
 def multi_gpu_train() -> Config:
@@ -412,8 +618,11 @@ def multi_gpu_train() -> Config:
     steps = distributed_steps()
     return {
         "device": RANK_DEVICE,
-        "network": target("torch.nn.parallel.DistributedDataParallel", module="$@network_def.to(@device)",
-                          device_ids="$[@device] if torch.cuda.is_available() else None"),
+        "network": target(
+            "torch.nn.parallel.DistributedDataParallel",
+            module="$@network_def.to(@device)",
+            device_ids="$[@device] if torch.cuda.is_available() else None",
+        ),
         "train#sampler": target("DistributedSampler", dataset="@train#dataset", even_divisible=True, shuffle=True),
         "train#dataloader#sampler": "@train#sampler",
         "train#dataloader#shuffle": False,

@@ -31,7 +31,9 @@ args=(sys.stdout,)
 [formatter_fullFormatter]
 format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 """
-TABLE = re.compile(re.escape(MARKER.format("class table")) + ".*?" + re.escape(MARKER.format("end of class table")), re.S)
+TABLE = re.compile(
+    re.escape(MARKER.format("class table")) + ".*?" + re.escape(MARKER.format("end of class table")), re.S
+)
 
 
 def as_json(config: recipe.Config) -> str:
@@ -42,8 +44,10 @@ def configs(spec: BundleSpec) -> Dict[str, recipe.Config]:
     """``{file name: content}`` of ``configs/`` (without the datalists, which ``prepare`` writes)."""
     data = spec.data
     if spec.deepedit:
-        return {"train.json": deepedit.train(recipe.train(data), data),
-                "inference.json": deepedit.inference(recipe.inference(data), data)}
+        return {
+            "train.json": deepedit.train(recipe.train(data), data),
+            "inference.json": deepedit.inference(recipe.inference(data), data),
+        }
     return {
         "train.json": recipe.train(data),
         "evaluate.json": recipe.evaluate(),
@@ -61,8 +65,10 @@ def model_card(spec: BundleSpec, current: str) -> str:
         ValueError: the model card has no class-table markers.
     """
     if not TABLE.search(current):
-        raise ValueError(f"bundles/{spec.name}/docs/README.md: no class table between the lines {MARKER.format('class table')!r} "
-                         f"and {MARKER.format('end of class table')!r}")
+        raise ValueError(
+            f"bundles/{spec.name}/docs/README.md: no class table between the lines {MARKER.format('class table')!r} "
+            f"and {MARKER.format('end of class table')!r}"
+        )
     return TABLE.sub(lambda _: class_table(spec), current)
 
 

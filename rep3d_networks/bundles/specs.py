@@ -72,18 +72,46 @@ class BundleSpec:
 
 def _automatic() -> Tuple[BundleSpec, ...]:
     return (
-        BundleSpec("amos_ct", "amos_ct", "Rep3D AMOS CT multi-organ segmentation", "15 abdominal organs in contrast CT",
-                   AMOS_SOURCE.format("CT"), AMOS_REFERENCE),
-        BundleSpec("amos_mri", "amos_mri", "Rep3D AMOS MRI multi-organ segmentation",
-                   "13 abdominal organs in MRI (AMOS MRI has no bladder or prostate/uterus labels)",
-                   AMOS_SOURCE.format("MRI"), AMOS_REFERENCE),
-        BundleSpec("kits", "kits", "Rep3D KiTS21 kidney, tumour and cyst segmentation",
-                   "kidney, renal tumour and renal cyst in contrast CT", KITS_SOURCE, KITS_REFERENCE),
-        BundleSpec("msd_pancreas", "msd_pancreas", "Rep3D MSD Task07 pancreas and tumour segmentation",
-                   "pancreas and pancreatic tumour in portal-venous CT", MSD_SOURCE.format("Task07_Pancreas"), MSD_REFERENCE),
-        BundleSpec("msd_hepatic_vessel", "msd_hepatic_vessel", "Rep3D MSD Task08 hepatic vessel and tumour segmentation",
-                   "hepatic vessels and liver tumours in portal-venous CT", MSD_SOURCE.format("Task08_HepaticVessel"),
-                   MSD_REFERENCE),
+        BundleSpec(
+            "amos_ct",
+            "amos_ct",
+            "Rep3D AMOS CT multi-organ segmentation",
+            "15 abdominal organs in contrast CT",
+            AMOS_SOURCE.format("CT"),
+            AMOS_REFERENCE,
+        ),
+        BundleSpec(
+            "amos_mri",
+            "amos_mri",
+            "Rep3D AMOS MRI multi-organ segmentation",
+            "13 abdominal organs in MRI (AMOS MRI has no bladder or prostate/uterus labels)",
+            AMOS_SOURCE.format("MRI"),
+            AMOS_REFERENCE,
+        ),
+        BundleSpec(
+            "kits",
+            "kits",
+            "Rep3D KiTS21 kidney, tumour and cyst segmentation",
+            "kidney, renal tumour and renal cyst in contrast CT",
+            KITS_SOURCE,
+            KITS_REFERENCE,
+        ),
+        BundleSpec(
+            "msd_pancreas",
+            "msd_pancreas",
+            "Rep3D MSD Task07 pancreas and tumour segmentation",
+            "pancreas and pancreatic tumour in portal-venous CT",
+            MSD_SOURCE.format("Task07_Pancreas"),
+            MSD_REFERENCE,
+        ),
+        BundleSpec(
+            "msd_hepatic_vessel",
+            "msd_hepatic_vessel",
+            "Rep3D MSD Task08 hepatic vessel and tumour segmentation",
+            "hepatic vessels and liver tumours in portal-venous CT",
+            MSD_SOURCE.format("Task08_HepaticVessel"),
+            MSD_REFERENCE,
+        ),
     )
 
 
@@ -94,8 +122,14 @@ def all_bundle_specs() -> dict:
     for base in ("amos_ct", "kits"):
         spec = automatic[base]
         deepedit[f"{base}_deepedit"] = BundleSpec(
-            f"{base}_deepedit", spec.dataset, spec.title, spec.target, spec.data_source, spec.dataset_reference,
-            deepedit=True, base=base,
+            f"{base}_deepedit",
+            spec.dataset,
+            spec.title,
+            spec.target,
+            spec.data_source,
+            spec.dataset_reference,
+            deepedit=True,
+            base=base,
         )
     return {**automatic, **deepedit}
 

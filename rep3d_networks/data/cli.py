@@ -55,8 +55,13 @@ def prepare(
         The datalist paths.
     """
     paths = prepare_datalists(
-        dataset, require_text("data_dir", data_dir), require_text("output_dir", output_dir),
-        seed, overwrite, num_folds, check_labels,
+        dataset,
+        require_text("data_dir", data_dir),
+        require_text("output_dir", output_dir),
+        seed,
+        overwrite,
+        num_folds,
+        check_labels,
     )
     return [str(path) for path in paths]
 
@@ -132,8 +137,15 @@ def totalseg(
     """
     return str(
         write_totalseg_dataset(
-            dataset, require_text("shared_data", shared_data), require_text("output_dir", output_dir),
-            num_cases, min_slab_slices, synthetic_lesions, ct_source, seed, overwrite,
+            dataset,
+            require_text("shared_data", shared_data),
+            require_text("output_dir", output_dir),
+            num_cases,
+            min_slab_slices,
+            synthetic_lesions,
+            ct_source,
+            seed,
+            overwrite,
         )
     )
 

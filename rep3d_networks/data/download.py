@@ -147,5 +147,7 @@ def download_dataset(
             raise
     extracted = root / spec.source_dir
     if not extracted.is_dir():
-        raise ValueError(f"{archive} did not contain the expected top folder {spec.source_dir}/ (looked for {extracted})")
+        raise ValueError(
+            f"{archive} did not contain the expected top folder {spec.source_dir}/ (looked for {extracted})"
+        )
     return extracted

@@ -76,7 +76,9 @@ def plan_cases(spec: DatasetSpec, num_cases: int) -> List[PlannedCase]:
         case_id = f"{spec.file_prefix}_{number:0{width}d}"
         suffix = "Va" if spec.family == "amos" and index % 5 == 4 else "Tr"
         group = "validation" if suffix == "Va" else "training"
-        planned.append(PlannedCase(case_id, f"images{suffix}/{case_id}.nii.gz", f"labels{suffix}/{case_id}.nii.gz", group))
+        planned.append(
+            PlannedCase(case_id, f"images{suffix}/{case_id}.nii.gz", f"labels{suffix}/{case_id}.nii.gz", group)
+        )
     return planned
 
 

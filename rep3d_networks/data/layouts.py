@@ -126,7 +126,7 @@ def check_dataset_json_labels(spec: DatasetSpec, root: Path, content: dict) -> N
     if labels is None:
         return
     if not isinstance(labels, dict):
-        raise ValueError(f"{root / 'dataset.json'}: 'labels' must be an object like {{\"0\": \"background\"}}")
+        raise ValueError(f'{root / "dataset.json"}: \'labels\' must be an object like {{"0": "background"}}')
     if len(labels) < spec.num_classes:
         raise ValueError(
             f"{root / 'dataset.json'} declares {len(labels)} labels {sorted(labels.values())}, but {spec.name} has "

@@ -30,7 +30,9 @@ def load_datalist(datalist: str, split: str, dataset_dir: str) -> List[Dict[str,
             "(bundle paths are relative to `bundle_root`: run from the bundle folder or pass --bundle_root)."
         )
     if not Path(dataset_dir).is_dir():
-        raise FileNotFoundError(f"dataset_dir {dataset_dir} (used with datalist {path}) is not a folder: set `dataset_dir`.")
+        raise FileNotFoundError(
+            f"dataset_dir {dataset_dir} (used with datalist {path}) is not a folder: set `dataset_dir`."
+        )
     try:
         content = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -41,5 +43,7 @@ def load_datalist(datalist: str, split: str, dataset_dir: str) -> List[Dict[str,
     for item in items:
         for key in ("image", "label"):
             if key in item and not Path(item[key]).exists():
-                raise FileNotFoundError(f"{item[key]} listed in {path} ('{split}', {key}) does not exist under dataset_dir {dataset_dir}.")
+                raise FileNotFoundError(
+                    f"{item[key]} listed in {path} ('{split}', {key}) does not exist under dataset_dir {dataset_dir}."
+                )
     return items

@@ -82,7 +82,9 @@ def body_tissues(grid: Grid, modality: str, noise: np.ndarray, rng: np.random.Ge
         ((-0.20, 0.58), (0.10, 0.07), values.muscle),  # right paraspinal muscle
         ((0.20, 0.58), (0.10, 0.07), values.muscle),  # left paraspinal muscle
     ):
-        image[np.broadcast_to(((lr - center[0]) / radii[0]) ** 2 + ((ap - center[1]) / radii[1]) ** 2 < 1.0, shape)] = value
+        image[np.broadcast_to(((lr - center[0]) / radii[0]) ** 2 + ((ap - center[1]) / radii[1]) ** 2 < 1.0, shape)] = (
+            value
+        )
     return image
 
 

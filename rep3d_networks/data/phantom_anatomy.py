@@ -86,7 +86,15 @@ def tissue_values(modality: str) -> TissueValues:
     """Background tissue intensities for ``"CT"`` or ``"MRI"``."""
     if modality == "CT":
         return TissueValues(
-            air=-1000, fat=-100, muscle=50, visceral=-70, bone=450, noise_sigma=12, lesion_offset=-45, cyst=5, vessel=180
+            air=-1000,
+            fat=-100,
+            muscle=50,
+            visceral=-70,
+            bone=450,
+            noise_sigma=12,
+            lesion_offset=-45,
+            cyst=5,
+            vessel=180,
         )
     return TissueValues(
         air=5, fat=780, muscle=250, visceral=560, bone=330, noise_sigma=15, lesion_offset=-180, cyst=120, vessel=700

@@ -55,7 +55,8 @@ def vertical_tube(
 def voxel_grid(shape: Sequence[int]) -> Grid:
     """Broadcastable voxel index coordinates."""
     return tuple(
-        np.arange(n, dtype=np.float32).reshape([-1 if i == axis else 1 for i in range(3)]) for axis, n in enumerate(shape)
+        np.arange(n, dtype=np.float32).reshape([-1 if i == axis else 1 for i in range(3)])
+        for axis, n in enumerate(shape)
     )
 
 

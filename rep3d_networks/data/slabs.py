@@ -27,7 +27,9 @@ def slab_classes(dataset: str, dataset_dir: Path) -> Tuple[Dict[str, Tuple[int, 
     ordered = sorted(ranges.items(), key=lambda item: item[1])
     for (first, (_, stop)), (second, (start, _)) in zip(ordered, ordered[1:]):
         if start < stop:
-            raise ValueError(f"{dataset_dir}: slabs {first} and {second} overlap in z ({stop - start} slices): cut fewer slabs")
+            raise ValueError(
+                f"{dataset_dir}: slabs {first} and {second} overlap in z ({stop - start} slices): cut fewer slabs"
+            )
     return ranges, classes
 
 
@@ -36,11 +38,15 @@ def class_aware_datalist(dataset: str, dataset_dir: Path) -> dict:
     spec = get_dataset_spec(dataset)
     ranges, classes = slab_classes(dataset, dataset_dir)
     metadata = {
-        "dataset": dataset, "fold": 0, "class_names": list(spec.class_names),
+        "dataset": dataset,
+        "fold": 0,
+        "class_names": list(spec.class_names),
         "split": "class-aware (rep3d_networks.data.splits.class_aware_split): held-out slabs hold only organs of training slabs",
         "slab_slices": {case: list(r) for case, r in ranges.items()},
     }
-    return build_datalist(find_cases(spec, dataset_dir), class_aware_split(classes), dataset_base_dir(spec, dataset_dir), metadata)
+    return build_datalist(
+        find_cases(spec, dataset_dir), class_aware_split(classes), dataset_base_dir(spec, dataset_dir), metadata
+    )
 
 
 def class_counts(dataset_dir: Path, items: List[dict]) -> List[int]:

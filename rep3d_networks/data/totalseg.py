@@ -152,7 +152,9 @@ def slab_ranges(target: np.ndarray, num_slabs: int, min_slices: int) -> List[Tup
     if high - low < num_slabs - 1:
         low, high = max(0, first - thickness + 1), min(depth - thickness, last)  # any slab touching the target
     if high - low < num_slabs - 1:
-        raise ValueError(f"cannot cut {num_slabs} distinct slabs of {thickness} slices around slices {first}..{last} of {depth}")
+        raise ValueError(
+            f"cannot cut {num_slabs} distinct slabs of {thickness} slices around slices {first}..{last} of {depth}"
+        )
     starts = [int(np.floor(v + 1e-6)) for v in np.linspace(low, high, num_slabs)]
     return [(start, start + thickness) for start in starts]
 

@@ -49,7 +49,9 @@ def paired_comparison(name: str, a: np.ndarray, b: np.ndarray) -> ClassCompariso
     return ClassComparison(name, int(finite.sum()), float(a.mean()), float(b.mean()), float((b - a).mean()), p_value)
 
 
-def compare_tables(a: MetricTable, b: MetricTable, class_names: Optional[Sequence[str]] = None) -> List[ClassComparison]:
+def compare_tables(
+    a: MetricTable, b: MetricTable, class_names: Optional[Sequence[str]] = None
+) -> List[ClassComparison]:
     """Per-class paired comparison of ``b`` against ``a``, plus the per-case mean over classes.
 
     Args:
@@ -64,7 +66,9 @@ def compare_tables(a: MetricTable, b: MetricTable, class_names: Optional[Sequenc
     _, classes, values_a, values_b = align(a, b)
     if class_names is not None:
         if len(class_names) != len(classes):
-            raise ValueError(f"{a.path} has {len(classes)} classes {classes}, but {len(class_names)} class names were given")
+            raise ValueError(
+                f"{a.path} has {len(classes)} classes {classes}, but {len(class_names)} class names were given"
+            )
         classes = list(class_names)
     rows = [paired_comparison(name, values_a[:, i], values_b[:, i]) for i, name in enumerate(classes)]
     with np.errstate(all="ignore"):
@@ -78,8 +82,14 @@ def comparison_markdown(rows: Sequence[ClassComparison], label_a: str, label_b: 
     """A Markdown table of :func:`compare_tables`' rows: class, n, mean a, mean b, mean (b - a), p-value."""
     header = ["class", "n", f"mean {label_a}", f"mean {label_b}", "mean (b - a)", "Wilcoxon p"]
     body = [
-        [r.name, str(r.n), format_number(r.mean_a, digits), format_number(r.mean_b, digits),
-         format_number(r.difference, digits, signed=True), format_number(r.p_value, digits, p_value=True)]
+        [
+            r.name,
+            str(r.n),
+            format_number(r.mean_a, digits),
+            format_number(r.mean_b, digits),
+            format_number(r.difference, digits, signed=True),
+            format_number(r.p_value, digits, p_value=True),
+        ]
         for r in rows
     ]
     return markdown_table(header, body)

@@ -105,7 +105,9 @@ def align(a: MetricTable, b: MetricTable) -> Tuple[List[str], List[str], np.ndar
             f"{b.path} has classes {list(b.classes)} but {a.path} has {list(a.classes)}: "
             "compare tables of the same metric on the same label set"
         )
-    keys_a, keys_b = (list(a.cases), list(b.cases)) if set(a.cases) == set(b.cases) else (case_keys(a.cases), case_keys(b.cases))
+    keys_a, keys_b = (
+        (list(a.cases), list(b.cases)) if set(a.cases) == set(b.cases) else (case_keys(a.cases), case_keys(b.cases))
+    )
     if set(keys_a) != set(keys_b):
         only_a, only_b = sorted(set(keys_a) - set(keys_b)), sorted(set(keys_b) - set(keys_a))
         raise ValueError(

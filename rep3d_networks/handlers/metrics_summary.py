@@ -62,7 +62,9 @@ class MetricsSummary:
         details = {m: _as_2d(found[m]) for m in self.labels if m in found}
         missing = sorted(set(self.labels) - set(details))
         if missing:
-            logger.warning(f"MetricsSummary: no per-case details for {missing} (metric handlers need save_details=True)")
+            logger.warning(
+                f"MetricsSummary: no per-case details for {missing} (metric handlers need save_details=True)"
+            )
         if not details:
             return
         columns = next(iter(details.values())).shape[1]

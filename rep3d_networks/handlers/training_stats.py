@@ -57,8 +57,13 @@ class TrainingStats:
         include_background: whether the key metric includes channel 0.
     """
 
-    def __init__(self, path: str, evaluator: Optional[Engine] = None, meta: Optional[Mapping] = None,
-                 include_background: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        evaluator: Optional[Engine] = None,
+        meta: Optional[Mapping] = None,
+        include_background: bool = False,
+    ) -> None:
         self.path = path
         self.evaluator = evaluator
         self.meta = meta

@@ -194,7 +194,9 @@ class HierarchicalEncoder(nn.Module):
         super().__init__()
         if len(widths) != len(depths):
             raise ValueError(f"widths {tuple(widths)} and depths {tuple(depths)} must have the same length.")
-        stem = nn.Sequential(nn.Conv3d(in_channels, widths[0], 7, stride=2, padding=3), LayerNormChannelsFirst(widths[0]))
+        stem = nn.Sequential(
+            nn.Conv3d(in_channels, widths[0], 7, stride=2, padding=3), LayerNormChannelsFirst(widths[0])
+        )
         downsamples = [
             nn.Sequential(LayerNormChannelsFirst(c_in), nn.Conv3d(c_in, c_out, 2, stride=2))
             for c_in, c_out in zip(widths[:-1], widths[1:])
@@ -239,10 +241,14 @@ class UnetrDecoder(nn.Module):
         up = dict(spatial_dims=3, kernel_size=3, upsample_kernel_size=2, norm_name=norm_name, res_block=res_block)
         encoder_in = [in_channels] + list(widths)  # raw input, skips 0..3
         encoder_out = [widths[0]] + list(widths[1:]) + [hidden_size]
-        self.encoders = nn.ModuleList(UnetrBasicBlock(in_channels=i, out_channels=o, **basic) for i, o in zip(encoder_in, encoder_out))
+        self.encoders = nn.ModuleList(
+            UnetrBasicBlock(in_channels=i, out_channels=o, **basic) for i, o in zip(encoder_in, encoder_out)
+        )
         decoder_in = [hidden_size] + list(widths[:0:-1])  # 768, 384, 192, 96
         decoder_out = list(widths[::-1])  # 384, 192, 96, 48
-        self.up_blocks = nn.ModuleList(UnetrUpBlock(in_channels=i, out_channels=o, **up) for i, o in zip(decoder_in, decoder_out))
+        self.up_blocks = nn.ModuleList(
+            UnetrUpBlock(in_channels=i, out_channels=o, **up) for i, o in zip(decoder_in, decoder_out)
+        )
         self.last_block = UnetrBasicBlock(in_channels=widths[0], out_channels=widths[0], **basic)
         self.head = UnetOutBlock(spatial_dims=3, in_channels=widths[0], out_channels=out_channels)
 

@@ -91,7 +91,12 @@ class UXNetBlock(nn.Module):
     """
 
     def __init__(
-        self, channels: int, kernel_size: int = 7, reparam: str = "vanilla", layer_scale_init: float = 1e-6, **conv_kwargs
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        reparam: str = "vanilla",
+        layer_scale_init: float = 1e-6,
+        **conv_kwargs,
     ) -> None:
         super().__init__()
         self.conv = ReparamDepthwiseConv3d(channels, kernel_size, reparam=reparam, bias=True, **conv_kwargs)

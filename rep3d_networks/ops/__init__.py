@@ -3,4 +3,4 @@
 from rep3d_networks.ops.dwconv import _choose_method, dwconv3d
 from rep3d_networks.ops.fft import _fast_len
 
-__all__ = ["dwconv3d"]
+__all__ = ["dwconv3d", "_choose_method", "_fast_len"]  # the last two for benchmarks and tests

@@ -36,8 +36,11 @@ from rep3d_networks.transforms import (
     volume_error_message,
 )
 
-warnings.warn("rep3d_networks.reliability moved to rep3d_networks.transforms and rep3d_networks.handlers",
-              DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "rep3d_networks.reliability moved to rep3d_networks.transforms and rep3d_networks.handlers",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 __all__ = [
     "AtomicCheckpointSaver",

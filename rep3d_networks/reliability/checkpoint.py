@@ -14,5 +14,8 @@ from rep3d_networks.handlers.checkpoint import (  # noqa: F401
     resume_checkpoint,
 )
 
-warnings.warn("rep3d_networks.reliability.checkpoint moved to rep3d_networks.handlers.checkpoint", DeprecationWarning,
-              stacklevel=2)
+warnings.warn(
+    "rep3d_networks.reliability.checkpoint moved to rep3d_networks.handlers.checkpoint",
+    DeprecationWarning,
+    stacklevel=2,
+)

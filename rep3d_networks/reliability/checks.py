@@ -16,5 +16,6 @@ from rep3d_networks.transforms.checks import (  # noqa: F401
     warn_if_empty,
 )
 
-warnings.warn("rep3d_networks.reliability.checks moved to rep3d_networks.transforms.checks", DeprecationWarning,
-              stacklevel=2)
+warnings.warn(
+    "rep3d_networks.reliability.checks moved to rep3d_networks.transforms.checks", DeprecationWarning, stacklevel=2
+)

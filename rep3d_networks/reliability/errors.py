@@ -8,5 +8,6 @@ from rep3d_networks.transforms.errors import (  # noqa: F401
     volume_error_message,
 )
 
-warnings.warn("rep3d_networks.reliability.errors moved to rep3d_networks.transforms.errors", DeprecationWarning,
-              stacklevel=2)
+warnings.warn(
+    "rep3d_networks.reliability.errors moved to rep3d_networks.transforms.errors", DeprecationWarning, stacklevel=2
+)

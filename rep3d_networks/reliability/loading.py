@@ -9,5 +9,6 @@ from rep3d_networks.transforms.loading import (  # noqa: F401
     load_volume,
 )
 
-warnings.warn("rep3d_networks.reliability.loading moved to rep3d_networks.transforms.loading", DeprecationWarning,
-              stacklevel=2)
+warnings.warn(
+    "rep3d_networks.reliability.loading moved to rep3d_networks.transforms.loading", DeprecationWarning, stacklevel=2
+)

@@ -10,5 +10,6 @@ from rep3d_networks.transforms.outputs import (  # noqa: F401
     single_precision,
 )
 
-warnings.warn("rep3d_networks.reliability.outputs moved to rep3d_networks.transforms.outputs", DeprecationWarning,
-              stacklevel=2)
+warnings.warn(
+    "rep3d_networks.reliability.outputs moved to rep3d_networks.transforms.outputs", DeprecationWarning, stacklevel=2
+)

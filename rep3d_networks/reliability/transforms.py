@@ -6,5 +6,6 @@ from rep3d_networks.transforms.loading import LoadVolumed, nifti_header_geometry
 from rep3d_networks.transforms.spatial import Spacingd  # noqa: F401
 from rep3d_networks.transforms.validation import ValidateVolumed, source_name  # noqa: F401
 
-warnings.warn("rep3d_networks.reliability.transforms moved to rep3d_networks.transforms", DeprecationWarning,
-              stacklevel=2)
+warnings.warn(
+    "rep3d_networks.reliability.transforms moved to rep3d_networks.transforms", DeprecationWarning, stacklevel=2
+)

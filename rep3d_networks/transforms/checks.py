@@ -36,18 +36,21 @@ def check_volume(data, path: str, channels: Optional[int] = 1) -> None:
     spatial = tuple(data.shape[1:])
     if len(spatial) != 3:
         raise VolumeError(
-            path, f"is a {len(spatial)}D image (shape {shape_text(spatial)}); Rep3D segments 3D volumes: "
-            "export the whole series as one 3D file (NIfTI, NRRD or a DICOM series folder)."
+            path,
+            f"is a {len(spatial)}D image (shape {shape_text(spatial)}); Rep3D segments 3D volumes: "
+            "export the whole series as one 3D file (NIfTI, NRRD or a DICOM series folder).",
         )
     if min(spatial) < 2:
         raise VolumeError(
-            path, f"has a single slice (shape {shape_text(spatial)}): it is a 2D image stored as 3D; Rep3D segments "
-            "3D volumes: export the whole series as one 3D file."
+            path,
+            f"has a single slice (shape {shape_text(spatial)}): it is a 2D image stored as 3D; Rep3D segments "
+            "3D volumes: export the whole series as one 3D file.",
         )
     if channels is not None and data.shape[0] != channels:
         raise VolumeError(
-            path, f"has {data.shape[0]} channels (a 4D or multi-channel image, spatial shape {shape_text(spatial)}), "
-            f"but the model takes {channels}: save one 3D volume per file (e.g. one MR sequence or contrast phase)."
+            path,
+            f"has {data.shape[0]} channels (a 4D or multi-channel image, spatial shape {shape_text(spatial)}), "
+            f"but the model takes {channels}: save one 3D volume per file (e.g. one MR sequence or contrast phase).",
         )
     check_finite(data, path)
 
@@ -62,7 +65,10 @@ def voxel_spacing(affine) -> np.ndarray:
 
 
 def check_geometry(
-    affine, shape: Sequence[int], path: str, max_voxels: Optional[int] = None,
+    affine,
+    shape: Sequence[int],
+    path: str,
+    max_voxels: Optional[int] = None,
     spacing_range: Sequence[float] = SPACING_RANGE_MM,
 ) -> None:
     """A plausible voxel spacing and, if ``max_voxels`` is set, at most that many voxels; cheap, run before heavy work.
@@ -82,16 +88,18 @@ def check_geometry(
         low, high = spacing_range
         if not np.all((spacing >= low) & (spacing <= high)):
             raise VolumeError(
-                path, f"has voxel spacing {' x '.join(f'{s:.3g}' for s in spacing)} mm, outside the plausible "
+                path,
+                f"has voxel spacing {' x '.join(f'{s:.3g}' for s in spacing)} mm, outside the plausible "
                 f"{low:g}..{high:g} mm: the header's spacing is wrong (e.g. written in metres or micrometres); fix the "
-                "header (pixdim / spacing) and save the file again."
+                "header (pixdim / spacing) and save the file again.",
             )
     voxels = int(np.prod([int(n) for n in shape], dtype=np.int64))
     if max_voxels is not None and voxels > int(max_voxels):
         raise VolumeError(
-            path, f"has {shape_text(shape)} = {voxels:,} voxels, more than the limit of {int(max_voxels):,} voxels "
+            path,
+            f"has {shape_text(shape)} = {voxels:,} voxels, more than the limit of {int(max_voxels):,} voxels "
             "(the bundle's `max_voxels`): crop or downsample the volume, or raise `max_voxels` if the machine has "
-            "the memory for it."
+            "the memory for it.",
         )
 
 
@@ -106,8 +114,9 @@ def check_finite(data, path: str) -> None:
         return
     nan, inf = int(torch.isnan(values).sum()), int(torch.isinf(values).sum())
     raise VolumeError(
-        path, f"has {nan} NaN and {inf} infinite voxel values; replace them (e.g. with the background intensity, "
-        "numpy.nan_to_num) and save the file again."
+        path,
+        f"has {nan} NaN and {inf} infinite voxel values; replace them (e.g. with the background intensity, "
+        "numpy.nan_to_num) and save the file again.",
     )
 
 
@@ -120,8 +129,9 @@ def check_label_values(data, path: str, num_classes: Optional[int]) -> None:
     values = torch.as_tensor(data)
     if values.is_floating_point() and bool((values != torch.round(values)).any()):
         raise VolumeError(
-            path, "holds non-integer values: it looks like an image or an interpolated label; a label holds "
-            "integer class ids (resample labels with nearest neighbour)."
+            path,
+            "holds non-integer values: it looks like an image or an interpolated label; a label holds "
+            "integer class ids (resample labels with nearest neighbour).",
         )
     upper = np.inf if num_classes is None else num_classes - 1
     if float(values.min()) >= 0 and float(values.max()) <= upper:
@@ -130,8 +140,9 @@ def check_label_values(data, path: str, num_classes: Optional[int]) -> None:
     bad = [int(v) for v in unique if v < 0 or v > upper][:20]
     allowed = "non-negative integers" if num_classes is None else f"0..{num_classes - 1}"
     raise VolumeError(
-        path, f"holds label values {bad} outside the model's classes {allowed} (listed in the bundle's "
-        "configs/metadata.json): remap them to the model's class ids, or use the bundle whose classes they are."
+        path,
+        f"holds label values {bad} outside the model's classes {allowed} (listed in the bundle's "
+        "configs/metadata.json): remap them to the model's class ids, or use the bundle whose classes they are.",
     )
 
 
@@ -168,8 +179,13 @@ def grid_distance_mm(affine_a, affine_b, shape: Sequence[int]) -> float:
 
 
 def check_same_grid(
-    image_affine, image_shape: Sequence[int], image_path: str,
-    label_affine, label_shape: Sequence[int], label_path: str, tolerance: float = 0.1,
+    image_affine,
+    image_shape: Sequence[int],
+    image_path: str,
+    label_affine,
+    label_shape: Sequence[int],
+    label_path: str,
+    tolerance: float = 0.1,
 ) -> None:
     """The label lies on its image's voxel grid (up to the storage axis order and flips).
 
@@ -186,14 +202,16 @@ def check_same_grid(
     where = f"label {label_path} of image {image_path}"
     if image_shape != label_shape:
         raise VolumeError(
-            where, f"has shape {shape_text(label_shape)} but its image has {shape_text(image_shape)} (RAS axis "
-            "order): draw or resample the label on the image's own grid (nearest neighbour)."
+            where,
+            f"has shape {shape_text(label_shape)} but its image has {shape_text(image_shape)} (RAS axis "
+            "order): draw or resample the label on the image's own grid (nearest neighbour).",
         )
     spacing = float(np.linalg.norm(image_affine[:3, :3], axis=0).min())
     distance = grid_distance_mm(image_affine, label_affine, image_shape)
     if distance > tolerance * spacing:
         raise VolumeError(
-            where, f"is not on its image's grid: corner voxels are up to {distance:.3g} mm apart "
+            where,
+            f"is not on its image's grid: corner voxels are up to {distance:.3g} mm apart "
             f"(tolerance {tolerance * spacing:.3g} mm, i.e. {tolerance} voxel). Check that the label belongs to "
-            "this image, or resample it onto the image grid (nearest neighbour)."
+            "this image, or resample it onto the image grid (nearest neighbour).",
         )

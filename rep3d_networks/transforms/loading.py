@@ -58,7 +58,11 @@ def load_volume(path: str, dtype=None) -> MetaTensor:
 
 def nifti_header_geometry(path) -> Optional[tuple]:
     """``(affine, shape)`` from a NIfTI file's header alone (nothing decompressed beyond it), or None."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path).endswith((".nii", ".nii.gz")) or not os.path.isfile(path):
+    if (
+        not isinstance(path, (str, os.PathLike))
+        or not str(path).endswith((".nii", ".nii.gz"))
+        or not os.path.isfile(path)
+    ):
         return None
     try:
         header = nib.load(str(path))

@@ -37,8 +37,10 @@ def single_precision(operations: Any) -> Any:
     if isinstance(operations, (list, tuple)):
         return [single_precision(op) for op in operations]
     if isinstance(operations, Mapping):
-        return {k: v.replace("float64", "float32") if k == "dtype" and isinstance(v, str) else single_precision(v)
-                for k, v in operations.items()}
+        return {
+            k: v.replace("float64", "float32") if k == "dtype" and isinstance(v, str) else single_precision(v)
+            for k, v in operations.items()
+        }
     return operations
 
 
@@ -91,16 +93,23 @@ class InvertToLabelsd(MapTransform):
         self.interp = interp
         self.dtype = dtype
         self.orig_keys = orig_keys
-        self.invert = Invertd(keys=keys, transform=transform, orig_keys=orig_keys, nearest_interp=interp == "nearest",
-                              to_tensor=True, allow_missing_keys=allow_missing_keys)
+        self.invert = Invertd(
+            keys=keys,
+            transform=transform,
+            orig_keys=orig_keys,
+            nearest_interp=interp == "nearest",
+            to_tensor=True,
+            allow_missing_keys=allow_missing_keys,
+        )
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for orig_key in [self.orig_keys] if isinstance(self.orig_keys, str) else self.orig_keys:
             image = d.get(orig_key)
             if isinstance(image, MetaTensor):  # same voxels, float32 resampling
-                d[orig_key] = MetaTensor(image.as_tensor(), meta=image.meta,
-                                         applied_operations=single_precision(image.applied_operations))
+                d[orig_key] = MetaTensor(
+                    image.as_tensor(), meta=image.meta, applied_operations=single_precision(image.applied_operations)
+                )
         for key in self.key_iterator(d):
             probabilities = d[key]
             if probabilities.shape[0] - 1 > torch.iinfo(self.dtype).max:
@@ -111,7 +120,7 @@ class InvertToLabelsd(MapTransform):
                 continue
             best = labels = None
             for channel in range(probabilities.shape[0]):
-                value = self.inverted(d, key, probabilities[channel:channel + 1])
+                value = self.inverted(d, key, probabilities[channel : channel + 1])
                 if best is None:
                     best, labels = value.clone(), torch.zeros_like(value, dtype=self.dtype)
                     continue

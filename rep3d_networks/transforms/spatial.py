@@ -22,8 +22,7 @@ class Spacingd(MonaiSpacingd):
     def __call__(self, data: Mapping[Hashable, Any], lazy: Optional[bool] = None) -> dict:
         prefixes = tuple(f"{key}_" for key in self.keys)
         meta_dicts = {PostFix.meta(key) for key in self.keys}
-        aside = {k: v for k, v in data.items()
-                 if isinstance(k, str) and k.startswith(prefixes) and k not in meta_dicts}
+        aside = {k: v for k, v in data.items() if isinstance(k, str) and k.startswith(prefixes) and k not in meta_dicts}
         d = super().__call__({k: v for k, v in data.items() if k not in aside}, lazy=lazy)
         d.update(aside)
         return d

@@ -22,7 +22,10 @@ from rep3d_networks import Rep3D, UXNet, fold
 TINY = dict(in_channels=1, out_channels=2, feature_size=2, hidden_size=4, depths=(1, 1, 1), kernel_size=5)
 VARIANTS = {
     "lrbm": (Rep3D, dict(TINY, reparam="lrbm")),
-    "lrbm_depthwise": (Rep3D, dict(TINY, reparam="lrbm", generator_channels="depthwise", generator_layers=3, generator_kernel_size=3)),
+    "lrbm_depthwise": (
+        Rep3D,
+        dict(TINY, reparam="lrbm", generator_channels="depthwise", generator_layers=3, generator_kernel_size=3),
+    ),
     "fixed": (Rep3D, dict(TINY, reparam="fixed")),
     "csla": (Rep3D, dict(TINY, reparam="csla")),
     "uxnet_lrbm": (UXNet, dict(TINY, reparam="lrbm", kernel_size=3)),
@@ -47,7 +50,9 @@ def moved_off_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def main() -> None:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
     x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
     fixture = {"commit": commit, "input": x, "expected_stride": EXPECTED_STRIDE, "variants": {}}
     decoder = None
@@ -60,7 +65,7 @@ def main() -> None:
         if any(k.endswith("reparam_state") for k in model.state_dict()):
             raise SystemExit("this code already writes reparam_state entries: run this script at commit b492680")
         with torch.no_grad():
-            expected = model(x)[..., ::EXPECTED_STRIDE[0], ::EXPECTED_STRIDE[1], ::EXPECTED_STRIDE[2]].clone()
+            expected = model(x)[..., :: EXPECTED_STRIDE[0], :: EXPECTED_STRIDE[1], :: EXPECTED_STRIDE[2]].clone()
         if name == "lrbm_folded":
             fold(model)
         state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -74,4 +74,3 @@ def label_names(metadata: dict) -> Dict[str, int]:
     _, pred = next(iter(metadata["network_data_format"]["outputs"].items()))
     channels: Dict[str, str] = pred.get("channel_def", {})
     return {name.lower(): int(value) for value, name in channels.items() if name.lower() != "background"}
-

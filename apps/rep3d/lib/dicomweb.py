@@ -49,12 +49,19 @@ logger = logging.getLogger(__name__)
 IMAGE_MODALITIES = ("CT", "MR", "PT", "NM", "US", "XA", "RF", "DX", "CR", "MG", "OT")
 """Modalities the app segments; a series of another modality (SEG, SR, RTSTRUCT, PR, KO, ...) is refused."""
 DECODABLE = {
-    "1.2.840.10008.1.2": "Implicit VR Little Endian", "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
-    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian", "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
-    "1.2.840.10008.1.2.4.50": "JPEG Baseline", "1.2.840.10008.1.2.4.51": "JPEG Extended",
-    "1.2.840.10008.1.2.4.57": "JPEG Lossless", "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
-    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless", "1.2.840.10008.1.2.4.81": "JPEG-LS Near-lossless",
-    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless", "1.2.840.10008.1.2.4.91": "JPEG 2000", "1.2.840.10008.1.2.5": "RLE Lossless",
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.57": "JPEG Lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-lossless",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
 }
 """Transfer syntaxes GDCM (in SimpleITK, which converts the series) decodes."""
 VALUE_IN_DESCRIPTION = re.compile(r"label value (\d+)")
@@ -70,8 +77,9 @@ def dcmqi_bin() -> str:
     try:
         import dcmqi
     except ImportError as error:
-        raise RuntimeError("A DICOMweb studies URL needs dcmqi's itkimage2segimage: pip install dcmqi "
-                           "(requirements.txt has it)") from error
+        raise RuntimeError(
+            "A DICOMweb studies URL needs dcmqi's itkimage2segimage: pip install dcmqi (requirements.txt has it)"
+        ) from error
     return str(Path(dcmqi.__file__).parent / "bin")
 
 
@@ -93,16 +101,31 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
         Others: as upstream's.
     """
 
-    def __init__(self, client, search_filter, cache_path, fetch_by_frame, convert_to_nifti,
-                 model_classes: Dict[str, Dict[int, str]]) -> None:
+    def __init__(
+        self,
+        client,
+        search_filter,
+        cache_path,
+        fetch_by_frame,
+        convert_to_nifti,
+        model_classes: Dict[str, Dict[int, str]],
+    ) -> None:
         self.model_classes = model_classes
         super().__init__(client, search_filter, cache_path, fetch_by_frame, convert_to_nifti)
 
     @classmethod
-    def from_upstream(cls, upstream: DICOMWebDatastore, model_classes: Dict[str, Dict[int, str]]) -> "Rep3DDICOMwebDatastore":
+    def from_upstream(
+        cls, upstream: DICOMWebDatastore, model_classes: Dict[str, Dict[int, str]]
+    ) -> "Rep3DDICOMwebDatastore":
         """The same PACS client, search filter and cache as the datastore upstream's app built from its settings."""
-        return cls(upstream._client, upstream._search_filter, os.path.dirname(upstream._datastore_path),
-                   upstream._fetch_by_frame, upstream._convert_to_nifti, model_classes)
+        return cls(
+            upstream._client,
+            upstream._search_filter,
+            os.path.dirname(upstream._datastore_path),
+            upstream._fetch_by_frame,
+            upstream._convert_to_nifti,
+            model_classes,
+        )
 
     # -- series checks ---------------------------------------------------------------------------------------------
 
@@ -113,11 +136,17 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
             HTTPException: 404 when the PACS has no such series.
         """
         check_name(series_id, "image id")
-        found = [s for s in self._client.search_for_series(search_filters={"SeriesInstanceUID": series_id})
-                 if s.get("0020000E", {}).get("Value") == [series_id]]
+        found = [
+            s
+            for s in self._client.search_for_series(search_filters={"SeriesInstanceUID": series_id})
+            if s.get("0020000E", {}).get("Value") == [series_id]
+        ]
         if not found:
-            raise HTTPException(status_code=404, detail=f"Series {series_id!r} is not in the PACS {self._client.base_url} "
-                                "(GET /datastore/?output=all lists the image series).")
+            raise HTTPException(
+                status_code=404,
+                detail=f"Series {series_id!r} is not in the PACS {self._client.base_url} "
+                "(GET /datastore/?output=all lists the image series).",
+            )
         return Dataset.from_json(found[0])
 
     def check_image_series(self, series_id: str) -> Dataset:
@@ -129,8 +158,11 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
         meta = self.series_meta(series_id)
         modality = str(meta.get("Modality", ""))
         if modality not in IMAGE_MODALITIES:
-            raise HTTPException(status_code=400, detail=f"Series {series_id!r} is a {modality or 'series without modality'}"
-                                f", not an image: the app segments {', '.join(IMAGE_MODALITIES)} series.")
+            raise HTTPException(
+                status_code=400,
+                detail=f"Series {series_id!r} is a {modality or 'series without modality'}"
+                f", not an image: the app segments {', '.join(IMAGE_MODALITIES)} series.",
+            )
         return meta
 
     # -- images ----------------------------------------------------------------------------------------------------
@@ -175,8 +207,9 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
 
     # -- labels ----------------------------------------------------------------------------------------------------
 
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any],
-                   label_id: str = "") -> str:
+    def save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any], label_id: str = ""
+    ) -> str:
         """Checks the label on its image's grid; a ``final`` label goes to the PACS as a DICOM SEG
         (:meth:`write_seg`) and its series joins the labelled ones at once; every label is kept in the cache."""
         check_name(label_tag, "label tag")
@@ -186,22 +219,30 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
         try:
             check_label_file(image_uri, label_filename, f"the label of image {image_id!r}")
             if label_tag == DefaultLabelTag.FINAL:
-                seg_file = self.write_seg(image_id, label_filename, label_info.get("label_info"), label_info.get("model"))
+                seg_file = self.write_seg(
+                    image_id, label_filename, label_info.get("label_info"), label_info.get("model")
+                )
                 try:
                     seg_series = dicom_web_upload_dcm(seg_file, self._client)
                 finally:
                     os.unlink(seg_file)
                 image_info = self.get_image_info(image_id)
-                label_info = {**label_info, "SeriesInstanceUID": seg_series, "Modality": image_info.get("Modality"),
-                              "PatientID": image_info.get("PatientID"), "StudyInstanceUID": image_info.get("StudyInstanceUID")}
+                label_info = {
+                    **label_info,
+                    "SeriesInstanceUID": seg_series,
+                    "Modality": image_info.get("Modality"),
+                    "PatientID": image_info.get("PatientID"),
+                    "StudyInstanceUID": image_info.get("StudyInstanceUID"),
+                }
                 self.clear_series_caches()
             return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
         finally:
             if converted:
                 os.unlink(converted)
 
-    def segments(self, values: List[int], client_names: Optional[List[Dict[str, Any]]], model: Optional[str]
-                 ) -> Tuple[List[Tuple[int, str]], str]:
+    def segments(
+        self, values: List[int], client_names: Optional[List[Dict[str, Any]]], model: Optional[str]
+    ) -> Tuple[List[Tuple[int, str]], str]:
         """``([(value, name)], series description)`` for the label values of a SEG.
 
         Names come from the client's ``label_info`` entry with that ``idx`` if any, else from the served models'
@@ -224,9 +265,12 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
                 named.append((value, table[value][0]))
                 models.update(table[value][1])
             else:
-                raise HTTPException(status_code=400, detail=f"Label value {value} has no class name: it is not a class of "
-                                    f"the served models {sorted(self.model_classes)} (or they name it differently); send "
-                                    "label_info [{'idx': value, 'name': ...}] or the 'model' whose classes these are.")
+                raise HTTPException(
+                    status_code=400,
+                    detail=f"Label value {value} has no class name: it is not a class of "
+                    f"the served models {sorted(self.model_classes)} (or they name it differently); send "
+                    "label_info [{'idx': value, 'name': ...}] or the 'model' whose classes these are.",
+                )
         source = sorted({model} if model in self.model_classes else models) or sorted(self.model_classes)
         return named, f"MONAI Label Rep3D {', '.join(source)}"
 
@@ -235,21 +279,44 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
         :func:`check_seg_geometry`; returns its path (a temporary file)."""
         values = [int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(label_filename))) if v > 0]
         if not values:
-            raise HTTPException(status_code=400, detail=f"The label of image {image_id!r} is empty: nothing to store as a SEG.")
+            raise HTTPException(
+                status_code=400, detail=f"The label of image {image_id!r} is empty: nothing to store as a SEG."
+            )
         named, description = self.segments(values, client_names, model)
-        attributes = [{
-            "labelID": value, "SegmentLabel": name, "SegmentDescription": f"{name}, label value {value}",
-            "SegmentAlgorithmType": "SEMIAUTOMATIC", "SegmentAlgorithmName": description,
-            "recommendedDisplayRGBValue": display_colour(name, value),
-            "SegmentedPropertyCategoryCodeSequence": {"CodeValue": "123037004", "CodingSchemeDesignator": "SCT",
-                                                      "CodeMeaning": "Anatomical Structure"},
-            "SegmentedPropertyTypeCodeSequence": {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT",
-                                                  "CodeMeaning": "Tissue"},
-        } for value, name in named]
-        template = {"ContentCreatorName": "MONAI Label", "SeriesDescription": description, "SeriesNumber": "300",
-                    "InstanceNumber": "1", "segmentAttributes": [attributes], "ContentLabel": "SEGMENTATION",
-                    "ContentDescription": description, "ClinicalTrialSeriesID": "Session1",
-                    "ClinicalTrialTimePointID": "1", "ClinicalTrialCoordinatingCenterName": "MONAI", "BodyPartExamined": ""}
+        attributes = [
+            {
+                "labelID": value,
+                "SegmentLabel": name,
+                "SegmentDescription": f"{name}, label value {value}",
+                "SegmentAlgorithmType": "SEMIAUTOMATIC",
+                "SegmentAlgorithmName": description,
+                "recommendedDisplayRGBValue": display_colour(name, value),
+                "SegmentedPropertyCategoryCodeSequence": {
+                    "CodeValue": "123037004",
+                    "CodingSchemeDesignator": "SCT",
+                    "CodeMeaning": "Anatomical Structure",
+                },
+                "SegmentedPropertyTypeCodeSequence": {
+                    "CodeValue": "85756007",
+                    "CodingSchemeDesignator": "SCT",
+                    "CodeMeaning": "Tissue",
+                },
+            }
+            for value, name in named
+        ]
+        template = {
+            "ContentCreatorName": "MONAI Label",
+            "SeriesDescription": description,
+            "SeriesNumber": "300",
+            "InstanceNumber": "1",
+            "segmentAttributes": [attributes],
+            "ContentLabel": "SEGMENTATION",
+            "ContentDescription": description,
+            "ClinicalTrialSeriesID": "Session1",
+            "ClinicalTrialTimePointID": "1",
+            "ClinicalTrialCoordinatingCenterName": "MONAI",
+            "BodyPartExamined": "",
+        }
         image_dir = os.path.realpath(os.path.join(self._datastore.image_path(), image_id))
         seg_file = itk_image_to_dicom_seg(label_filename, image_dir, template)
         try:
@@ -306,10 +373,14 @@ def check_transfer_syntaxes(series_id: str, instances: List[Dataset]) -> None:
     for instance in instances:
         syntax = str(instance.file_meta.get("TransferSyntaxUID", ""))
         if syntax not in DECODABLE:
-            raise HTTPException(status_code=400, detail=(
-                f"Series {series_id!r}: instance {instance.get('SOPInstanceUID', '?')} is stored as "
-                f"{UID(syntax).name if syntax else 'an unknown transfer syntax'} ({syntax}), which the app cannot decode; "
-                f"it reads {', '.join(sorted(set(DECODABLE.values())))}. Have the PACS store or send it in one of those."))
+            raise HTTPException(
+                status_code=400,
+                detail=(
+                    f"Series {series_id!r}: instance {instance.get('SOPInstanceUID', '?')} is stored as "
+                    f"{UID(syntax).name if syntax else 'an unknown transfer syntax'} ({syntax}), which the app cannot decode; "
+                    f"it reads {', '.join(sorted(set(DECODABLE.values())))}. Have the PACS store or send it in one of those."
+                ),
+            )
 
 
 def check_seg_geometry(seg_file: str, image_dir: str, image_id: str) -> None:
@@ -351,8 +422,10 @@ def segment_value(segment: Dataset, classes: Dict[int, Tuple[str, List[str]]]) -
     name = str(segment.get("SegmentLabel", "")).lower()
     if name in by_name:
         return by_name[name]
-    raise ValueError(f"segment {segment.SegmentNumber} ({name!r}) has no label value in its description and is not "
-                     "a class of the served models")
+    raise ValueError(
+        f"segment {segment.SegmentNumber} ({name!r}) has no label value in its description and is not "
+        "a class of the served models"
+    )
 
 
 def seg_to_label(seg_file: str, image_file: str, output: str, classes: Dict[int, Tuple[str, List[str]]]) -> None:

@@ -9,11 +9,10 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from rep3d_networks.inferers import PRECISIONS, check_precision
-from rep3d_networks.transforms import volume_error_message
-
 from lib.bundles import has_weights, label_names, read_metadata, weights_path
 from lib.device import device_choices
+from rep3d_networks.inferers import PRECISIONS, check_precision
+from rep3d_networks.transforms import volume_error_message
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +91,9 @@ class Rep3DInferTask(BundleInferTask):
         info = super().info()
         info["trained"] = has_weights(self.bundle_path)
         if not info["trained"]:
-            info["description"] = f"UNTRAINED (no models/model.pt yet; save labels and Train it first). {self.description}"
+            info["description"] = (
+                f"UNTRAINED (no models/model.pt yet; save labels and Train it first). {self.description}"
+            )
         return info
 
     def __call__(self, request, callbacks=None):

@@ -136,8 +136,12 @@ class EntropyScoring(ScoringMethod):
         logits = data[self.infer_task.output_label_key]
         logits = logits.as_tensor() if hasattr(logits, "as_tensor") else torch.as_tensor(logits)
         entropy = normalised_mean_entropy(logits)
-        entry = {"entropy": entropy, "voxels": int(logits[0].numel()), "seconds": round(time.time() - start, 2),
-                 "ts": int(time.time())}
+        entry = {
+            "entropy": entropy,
+            "voxels": int(logits[0].numel()),
+            "seconds": round(time.time() - start, 2),
+            "ts": int(time.time()),
+        }
         logger.info(f"{self.method}: {os.path.basename(image)}: {entry}")
         return entry
 
@@ -176,6 +180,8 @@ class EntropyStrategy(Strategy):
                 f"images; new weights make earlier scores stale): run POST /scoring/{self.method} first.",
             )
         image = max(scores, key=scores.get)
-        logger.info(f"{self.method}: picked {image} ({scores[image]:.4f}); {len(images) - len(scores)} of "
-                    f"{len(images)} unlabelled images have no score for the current weights")
+        logger.info(
+            f"{self.method}: picked {image} ({scores[image]:.4f}); {len(images) - len(scores)} of "
+            f"{len(images)} unlabelled images have no score for the current weights"
+        )
         return {"id": image, "entropy": scores[image]}

@@ -10,10 +10,9 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import strtobool
 
-from rep3d_networks.handlers import TrainingStats, resume_checkpoint
-
 from lib.bundles import has_weights
 from lib.device import device_choices
+from rep3d_networks.handlers import TrainingStats, resume_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +85,18 @@ class Rep3DTrainTask(BundleTrainTask):
 
     def _update_overrides(self, overrides: Dict[str, Any]) -> None:
         handlers = overrides.get(self.const.key_train_handlers())
-        handlers = list(handlers if handlers is not None else self.bundle_config.get(self.const.key_train_handlers(), []))
+        handlers = list(
+            handlers if handlers is not None else self.bundle_config.get(self.const.key_train_handlers(), [])
+        )
         stats = f"{TrainingStats.__module__}.{TrainingStats.__name__}"
-        handlers.append({"_target_": stats, "path": os.path.join(self.bundle_path, STATS_FILE),
-                         "evaluator": "@validate#evaluator", "meta": "@_meta_"})
+        handlers.append(
+            {
+                "_target_": stats,
+                "path": os.path.join(self.bundle_path, STATS_FILE),
+                "evaluator": "@validate#evaluator",
+                "meta": "@_meta_",
+            }
+        )
         overrides[self.const.key_train_handlers()] = handlers
 
     def config(self) -> Dict[str, Any]:
