@@ -1,5 +1,6 @@
 """The models of the click study (``docs/interactive.md``), trained on a CPU with one set of settings:
-``python -m rep3d_networks.click_models --dataset phantom --output_dir click_models_phantom`` (or ``--dataset real_ct``).
+``python -m rep3d_networks.click_models --dataset phantom --output_dir click_models_phantom`` (or
+``--dataset real_ct``).
 
 Three scratch bundle copies under ``<output_dir>/bundles/``, trained on the same data, transforms, crops, seed and
 number of iterations, so that they can be compared side by side:
@@ -94,7 +95,8 @@ def label_of(image: Path) -> Path:
 
 
 def write_heldout(images: List[Path], out: Path) -> Path:
-    """Copies the held-out images to ``heldout/images`` (the server's studies) and their labels to ``heldout/labels``."""
+    """Copies the held-out images to ``heldout/images`` (the server's studies) and their labels to
+    ``heldout/labels``."""
     for image in images:
         for source, folder in ((image, "images"), (label_of(image), "labels")):
             (out / "heldout" / folder).mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,8 @@ def serve_ready(bundle: Path, overrides: Dict) -> None:
 
 
 def grid_overrides(dataset: str) -> Dict:
-    """The voxel grid of the copies' train.json and inference.json: the real CT's 3 mm, the bundle's own for the phantom."""
+    """The voxel grid of the copies' train.json and inference.json: the real CT's 3 mm, the bundle's own for the
+    phantom."""
     return {"pixdim": real_ct.PIXDIM} if dataset == "real_ct" else {}
 
 
@@ -271,7 +274,8 @@ def main(
         dataset: ``phantom`` (the quickstart's settings) or ``real_ct`` (the real-CT model's settings).
         output_dir: where data, bundle copies and results go (default ``click_models_<dataset>``).
         models: comma-separated subset of ``rep3d`` (DeepEdit Rep3D), ``dynunet`` (DeepEdit DynUNet), ``auto``
-            (automatic Rep3D); a copy whose training finished is not trained again (several commands may share the folder).
+            (automatic Rep3D); a copy whose training finished is not trained again (several commands may share the
+            folder).
         iterations: training iterations of every model (default: 600, the quickstart's, on both).
         seed: data (phantom) and training seed.
         num_heldout: phantom only: held-out cases, drawn with another seed than the training phantom.
@@ -328,7 +332,8 @@ def main(
         differences = recipe_differences(bundle, overrides) + click_lines
         if model == "dynunet":
             differences.append(
-                "network_def: rep3d_networks.Rep3D in the paper recipe, MONAI DynUNet here (MONAI Label's radiology DeepEdit network, the reference)"
+                "network_def: rep3d_networks.Rep3D in the paper recipe, MONAI DynUNet here (MONAI Label's radiology "
+                "DeepEdit network, the reference)"
             )
         print(f"[click_models] {name}: settings that differ from the paper recipe ({source}/configs/train.json):")
         for line in differences:

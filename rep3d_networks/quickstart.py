@@ -73,17 +73,31 @@ def recipe_differences(bundle: Path, train: Dict) -> List[str]:
         "network_def#feature_size": "a 2-core CPU trains a narrow network in minutes",
         "network_def#hidden_size": "bottleneck scaled down with the width",
         "pixdim": "the real CT's own 3 mm grid: no resampling, 8 times fewer voxels per organ",
-        "roi_size": "CPU time grows with the patch volume (phantom: 32³ holds most of its 40-voxel body; real CT: 64 x 64 x 16 covers a third of a slab)",
-        "learning_rate": "a narrow network from scratch converges within hundreds, not tens of thousands, of iterations",
-        "optimizer#weight_decay": "AdamW shrinks the weights by learning rate × weight decay every step; the paper's 1e-4 × 0.08 = 8e-6 becomes 8e-4 at the CPU learning rate",
+        "roi_size": (
+            "CPU time grows with the patch volume (phantom: 32³ holds most of its 40-voxel body; "
+            "real CT: 64 x 64 x 16 covers a third of a slab)"
+        ),
+        "learning_rate": (
+            "a narrow network from scratch converges within hundreds, not tens of thousands, of iterations"
+        ),
+        "optimizer#weight_decay": (
+            "AdamW shrinks the weights by learning rate × weight decay every step; "
+            "the paper's 1e-4 × 0.08 = 8e-6 becomes 8e-4 at the CPU learning rate"
+        ),
         "max_iterations": "minutes, not days, on a CPU",
         "val_interval": "validation (best-checkpoint selection) several times in a short run",
         f"{AFFINE}#prob": (
             "no random rotation/scaling (the phantom cases already vary in organ shape and position; "
             "a 30° tilt turns a real-CT slab of 14 slices out of the patch)"
         ),
-        CROP: "crop centres drawn class by class: most real-CT organs are a few hundred voxels beside the liver's tens of thousands",
-        SAMPLER: "slabs drawn in proportion to the classes they hold: 5 of the 6 training slabs hold pelvis or air, one most organs",
+        CROP: (
+            "crop centres drawn class by class: most real-CT organs are a few hundred voxels beside the liver's "
+            "tens of thousands"
+        ),
+        SAMPLER: (
+            "slabs drawn in proportion to the classes they hold: 5 of the 6 training slabs hold pelvis or air, "
+            "one most organs"
+        ),
     }
     lines = []
     for key, reason in why.items():
@@ -138,7 +152,8 @@ def main(
         num_cases: phantom cases (split train/validation/test by ``prepare``; 20 gives 16/2/2).
         size: phantom edge length in voxels (1.5 x 1.5 x 2 mm, the bundle's spacing).
         seed: phantom, split and training seed.
-        num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps torch's default).
+        num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps
+            torch's default).
     """
     start = time.perf_counter()
     out = Path(output_dir).resolve()
@@ -202,7 +217,8 @@ def main(
     print(table)
     print(f"[quickstart] {minutes:.1f} min in all")
     print(
-        f"[quickstart] results: {results}\n[quickstart] overlay: {out / 'overlay.png'}\n[quickstart] predictions: {pred_dir}"
+        f"[quickstart] results: {results}\n[quickstart] overlay: "
+        f"{out / 'overlay.png'}\n[quickstart] predictions: {pred_dir}"
     )
     return str(results)
 

@@ -1,10 +1,12 @@
-"""A small Rep3D trained on the real CT in ``../shared/data``: ``python -m rep3d_networks.real_ct --output_dir real_ct_output``.
+"""A small Rep3D trained on the real CT in ``../shared/data``:
+``python -m rep3d_networks.real_ct --output_dir real_ct_output``.
 
 1. cuts the shared abdomen-pelvis CT (3 mm, TotalSegmentator labels mapped to the AMOS classes) into disjoint z-slabs
    in the AMOS22 layout (``rep3d_networks.data totalseg``) and splits them with
    :func:`rep3d_networks.data.splits.class_aware_split` (the held-out slabs hold only organs that training slabs hold),
 2. trains a scratch copy of ``bundles/amos_ct`` at 3 mm with a small Rep3D (``monai.bundle run``, train.json with
-   command-line overrides), evaluates the best checkpoint on the held-out test slab(s) and on the training slabs (evaluate.json),
+   command-line overrides), evaluates the best checkpoint on the held-out test slab(s) and on the training slabs
+   (evaluate.json),
 3. writes the overrides into the copy's ``inference.json`` (:data:`INFERENCE_OVERRIDES`), so that
    ``monai.bundle run --config_file <copy>/configs/inference.json`` and the MONAI Label app
    (``--conf bundles_dir <output_dir>/bundles --conf models amos_ct``) load ``models/model.pt`` as they are, and runs
@@ -102,7 +104,8 @@ def main(
     output_dir: str = "real_ct_output",
     shared_data: str = None,
     iterations: int = 3000,
-    learning_rate: float = 3e-3,  # 1e-2 fits the training slabs worse and its validation Dice collapses late (docs/real_ct_model.md)
+    # 1e-2 fits the training slabs worse and its validation Dice collapses late (docs/real_ct_model.md)
+    learning_rate: float = 3e-3,
     weight_decay: float = None,
     num_cases: int = 8,
     num_validations: int = 10,
@@ -123,10 +126,11 @@ def main(
         num_cases: disjoint z-slabs cut from the CT (one validation and one test slab, the others train).
         num_validations: validations (best-checkpoint selection) during training, evenly spaced.
         seed: training seed (the split follows from the slabs' classes).
-        num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps torch's
-            default). The result depends on it: another thread count sums in another order.
-        class_balanced: crop centres drawn per class (:func:`class_balanced_crop`) instead of the recipe's pos/neg crop,
-            and slabs drawn in proportion to the classes they hold (:func:`class_weighted_sampling`) instead of uniformly.
+        num_threads: torch CPU threads (1: on shared cores two threads stall, see ``rep3d_networks.ops``; 0 keeps
+            torch's default). The result depends on it: another thread count sums in another order.
+        class_balanced: crop centres drawn per class (:func:`class_balanced_crop`) instead of the recipe's pos/neg
+            crop, and slabs drawn in proportion to the classes they hold (:func:`class_weighted_sampling`) instead of
+            uniformly.
     """
     start = time.perf_counter()
     out = Path(output_dir).resolve()
@@ -139,7 +143,8 @@ def main(
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
     print(
-        f"[real_ct] {torch.get_num_threads()} torch thread(s), seed {int(seed)} (the model depends on both and on the CPU)"
+        f"[real_ct] {torch.get_num_threads()} torch thread(s), seed "
+        f"{int(seed)} (the model depends on both and on the CPU)"
     )
     data_dir = Path(totalseg(BUNDLE, str(shared), str(out / "data"), num_cases=num_cases, min_slab_slices=SLAB_SLICES))
     shutil.copytree(repo_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "eval", "datalist_fold*.json"))
@@ -188,7 +193,8 @@ def main(
     test_images = [str(data_dir / item["image"]) for item in datalist["test"]]
     pred_dir = out / "predictions"
     print(
-        f"[real_ct] inference (folded network, {bundle / 'configs' / 'inference.json'}) on {len(test_images)} test slab(s)"
+        f"[real_ct] inference (folded network, "
+        f"{bundle / 'configs' / 'inference.json'}) on {len(test_images)} test slab(s)"
     )
     run_bundle(bundle, ["inference.json"], datalist=test_images, output_dir=str(pred_dir), num_workers=0)
 
@@ -203,20 +209,22 @@ def main(
         f"# Small Rep3D on the real CT ({iterations} iterations, seed {seed})\n\n"
         f"Training {train_minutes:.1f} min, {minutes:.1f} min in all. Slabs: training {split['training']}, "
         f"validation {split['validation']}, test {split['test']}, split by their classes (slices of the CT: "
-        f"{datalist['metadata']['slab_slices']}; all from one person; labels are TotalSegmentator predictions mapped to the AMOS classes).\n\n"
+        f"{datalist['metadata']['slab_slices']}; all from one person; labels are TotalSegmentator predictions mapped "
+        f"to the AMOS classes).\n\n"
         "Settings that differ from the paper recipe:\n\n"
         + "".join(f"- {line}\n" for line in differences)
         + f"\nPer-organ Dice / HD95 on the test slab(s) (organs absent from them are NaN):\n\n{table}\n\n"
-        f"The same checkpoint on the training slabs (what it fits of what it saw; an organ it misses here is not learnt, "
-        f"not merely not generalised):\n\n{training_table}\n\n"
+        f"The same checkpoint on the training slabs (what it fits of what it saw; an organ it misses here is not "
+        f"learnt, not merely not generalised):\n\n{training_table}\n\n"
         f"Run: {record}.\n\n"
-        f"Checkpoint: `{bundle / 'models' / 'model.pt'}`. Its `configs/inference.json` already holds the width overrides; "
-        f"with the repository's bundle pass `{overrides}` (and the body crop, see docs/real_ct_model.md).\n"
+        f"Checkpoint: `{bundle / 'models' / 'model.pt'}`. Its `configs/inference.json` already holds the width "
+        f"overrides; with the repository's bundle pass `{overrides}` (and the body crop, see docs/real_ct_model.md).\n"
     )
     print(table)
     print(f"[real_ct] run: {record}")
     print(
-        f"[real_ct] {minutes:.1f} min in all\n[real_ct] results: {results}\n[real_ct] checkpoint: {bundle / 'models' / 'model.pt'}"
+        f"[real_ct] {minutes:.1f} min in all\n[real_ct] results: {results}\n[real_ct] checkpoint: "
+        f"{bundle / 'models' / 'model.pt'}"
     )
     return str(results)
 

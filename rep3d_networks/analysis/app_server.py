@@ -42,7 +42,8 @@ def copy_app(target: Path) -> Path:
 
 
 def server_command(app: Path, studies: Path, conf: Dict[str, str], port: int, seed: Optional[int]) -> list:
-    """``python <app>/start_server.py --studies ... --conf key value ... --port N`` (seeded: see the module docstring)."""
+    """``python <app>/start_server.py --studies ... --conf key value ... --port N`` (seeded: see the module
+    docstring)."""
     launcher = ["-c", SEEDED_START, str(int(seed))] if seed is not None else []
     command = [sys.executable, *launcher, str(app / "start_server.py"), "--studies", str(studies)]
     for key, value in conf.items():

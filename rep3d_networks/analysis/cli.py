@@ -4,7 +4,8 @@ Examples::
 
     python -m rep3d_networks.analysis lr-field --output_dir out/lr_field
     python -m rep3d_networks.analysis erf --output_dir out/erf_fresh
-    python -m rep3d_networks.analysis erf --output_dir out/erf_trained --config out/convergence/runs/ct/lrbm_seed0/model_config.json \\
+    python -m rep3d_networks.analysis erf --output_dir out/erf_trained \\
+        --config out/convergence/runs/ct/lrbm_seed0/model_config.json \\
         --checkpoint out/convergence/runs/ct/lrbm_seed0/models/model.pt
     python -m rep3d_networks.analysis erf --output_dir out/erf_bundle --config bundles/amos_ct/configs/train.json \\
         --checkpoint bundles/amos_ct/models/model.pt
@@ -281,8 +282,8 @@ def convergence(
     Every run is the amos_ct bundle's training (train.json parsed in-process, network_def replaced; see
     rep3d_networks.analysis.convergence). First the seconds per iteration and per validation of every model are
     measured (timing_iterations each, in `workers` processes) and the iteration cap is lowered so that the runs fit
-    what is left of time_budget_hours (time_plan.md); then every dataset × seed × model runs until the plateau rule or the cap.
-    Writes convergence.md/.json, convergence_<dataset>.png, runs/<dataset>/<model>_seed<k>/ (result.json, the
+    what is left of time_budget_hours (time_plan.md); then every dataset × seed × model runs until the plateau rule or
+    the cap. Writes convergence.md/.json, convergence_<dataset>.png, runs/<dataset>/<model>_seed<k>/ (result.json, the
     bundle's models/model.pt and eval/; Rep3D runs also model_config.json for the erf command). A run whose
     result.json holds the same settings is kept, so an interrupted study resumes.
 
@@ -295,7 +296,8 @@ def convergence(
         val_interval: Iterations between validations.
         patience: Plateau rule: validations in a row without a Dice gain above min_delta before a run stops.
         min_delta: Plateau rule: the Dice gain that counts as an improvement.
-        plateau_floor: Plateau rule: armed from the first validation with at least this Dice (a run that has not started learning runs on).
+        plateau_floor: Plateau rule: armed from the first validation with at least this Dice (a run that has not
+            started learning runs on).
         width: First-stage width of every model (SwinUNETR: the next multiple of 12).
         roi_size: Training patch and sliding-window size: one int or three (multiples of 32).
         learning_rate: AdamW learning rate.
@@ -348,8 +350,8 @@ def convergence(
             left = time_budget_hours - (time.perf_counter() - start) / 3600  # the budget covers data, timing and runs
             cap = fitting_cap(timing, settings, workers, left) if time_budget_hours > 0 else settings.max_iterations
             note = (
-                f"Measured with {timing_iterations} iterations per model in {(time.perf_counter() - start) / 60:.1f} min "
-                f"(data and timing; left of the budget: {max(0.0, left):.2f} h); {machine}."
+                f"Measured with {timing_iterations} iterations per model in {(time.perf_counter() - start) / 60:.1f} "
+                f"min (data and timing; left of the budget: {max(0.0, left):.2f} h); {machine}."
             )
             plan = time_plan(timing, replace(settings, max_iterations=cap), workers)
             write_json(
@@ -364,7 +366,10 @@ def convergence(
         elif (
             out / "time_plan.json"
         ).is_file():  # a resumed study: its kept runs trained on the machine the plan measured
-            machine = f"study timed and started on: {json.loads((out / 'time_plan.json').read_text())['machine']}; resumed on: {machine}"
+            machine = (
+                f"study timed and started on: {json.loads((out / 'time_plan.json').read_text())['machine']}; "
+                f"resumed on: {machine}"
+            )
         records = run_study(settings, data, out, pool, num_threads)
     finally:
         if pool is not None:
@@ -458,7 +463,8 @@ def session(
     Args:
         server_url: The running server, e.g. http://127.0.0.1:8000.
         references: Folder of the held-out images' reference labels, <id>.nii.gz, on the images' grids.
-        heldout_images: Folder of the held-out images, <id>.nii.gz (not in the server's datastore: each /infer uploads one).
+        heldout_images: Folder of the held-out images, <id>.nii.gz (not in the server's datastore: each /infer uploads
+            one).
         label_source: Folder of the reference labels of the datastore's unlabelled images, <image id>.nii.gz.
         output_dir: Folder for the results.
         model: The model trained and measured (a model the server serves and trains).
@@ -486,22 +492,24 @@ def study_preamble(study: dict, initial: dict, sessions: list) -> list:
     loads = [v for session in sessions for v in session["load_average"]]
     minutes = [session["minutes"] for session in sessions]
     return [
-        f"`python -m rep3d_networks.analysis session_study`: phantom (`rep3d_networks.data phantom`, {s['size']}³ voxels, data seed "
-        f"{s['data_seed']}): {s['initial_cases']} labelled cases, {s['pool_cases']} unlabelled pool cases and "
-        f"{s['heldout_cases']} held-out cases drawn with another seed. Initial model: `bundles/amos_ct` with the quickstart's "
-        f"settings, trained {initial['iterations']} iterations on the labelled cases only (validation Dice "
-        f"{initial['best_validation_dice']:.3f} on those same cases; {initial['run']}). Every session starts from a fresh "
+        f"`python -m rep3d_networks.analysis session_study`: phantom (`rep3d_networks.data phantom`, {s['size']}³ "
+        f"voxels, data seed {s['data_seed']}): {s['initial_cases']} labelled cases, {s['pool_cases']} unlabelled pool "
+        f"cases and {s['heldout_cases']} held-out cases drawn with another seed. Initial model: `bundles/amos_ct` with "
+        f"the quickstart's settings, trained {initial['iterations']} iterations on the labelled cases only (validation "
+        f"Dice {initial['best_validation_dice']:.3f} on those same cases; {initial['run']}). Every session starts from "
+        f"a fresh "
         "copy of that model and of the datastore, on its own server (`apps/rep3d/start_server.py` on 127.0.0.1, "
-        "`OMP_NUM_THREADS=1`, its `random` seeded with the session's seed, MONAI Label's automatic re-scoring off). A seed "
-        "changes only the `random` strategy's draws: each fine-tuning runs in a new process from torch's fixed default "
-        "seed and repeats exactly for the same labels and weights, so the control runs once.",
+        "`OMP_NUM_THREADS=1`, its `random` seeded with the session's seed, MONAI Label's automatic re-scoring off). A "
+        "seed changes only the `random` strategy's draws: each fine-tuning runs in a new process from torch's fixed "
+        "default seed and repeats exactly for the same labels and weights, so the control runs once.",
         "",
         "Settings that differ from the paper recipe: " + "; ".join(initial["differences"]) + ".",
         "",
-        f"Time: initial model {initial['training_minutes']:.1f} min, sessions {min(minutes):.1f}–{max(minutes):.1f} min each, "
-        f"{initial['training_minutes'] + sum(minutes):.0f} min in all, on {platform.processor() or platform.machine()} with "
-        f"{os.cpu_count()} logical CPUs, one process at a time; 1-minute load average at the sessions' starts and ends "
-        f"{min(loads):.1f}–{max(loads):.1f} (other jobs shared the cores).",
+        f"Time: initial model {initial['training_minutes']:.1f} min, sessions {min(minutes):.1f}–{max(minutes):.1f} "
+        f"min each, {initial['training_minutes'] + sum(minutes):.0f} min in all, on "
+        f"{platform.processor() or platform.machine()} with {os.cpu_count()} logical CPUs, one process at a time; "
+        f"1-minute load average at the sessions' starts and ends {min(loads):.1f}–{max(loads):.1f} (other jobs shared "
+        f"the cores).",
         "",
     ]
 

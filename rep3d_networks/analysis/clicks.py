@@ -6,7 +6,8 @@ every label name with all its clicks so far (``[i, j, k]`` voxel indices of the 
 The click goes to the largest connected error region (false negatives and false positives of the organ taken
 together), at its voxel deepest inside it (Euclidean distance in mm, the voxel spacing from the image's affine, the
 outside of the image counting as outside the region: the mask is padded before the distance transform): on the organ's
-name for a missed region, on ``background`` for a false one. Everything goes through ``monailabel.client.MONAILabelClient``.
+name for a missed region, on ``background`` for a false one. Everything goes through
+``monailabel.client.MONAILabelClient``.
 """
 
 import tempfile

@@ -176,15 +176,15 @@ def report_markdown(results: dict, summary: dict, figure: str) -> str:
     lines = [
         "# Dice against clicks (simulated annotator through the MONAI Label server)",
         "",
-        f"Server {results['server_url']}, references {results['references']}, up to {max_clicks} clicks per (image, organ); "
-        f"images: {', '.join(sorted({r['image'] for r in results['records']}))}.",
+        f"Server {results['server_url']}, references {results['references']}, up to {max_clicks} clicks per (image, "
+        f"organ); images: {', '.join(sorted({r['image'] for r in results['records']}))}.",
         "",
-        "Round 0 is the answer to a request without clicks; each further round adds one click at the voxel deepest inside "
-        "the largest connected error region (missed organ → a click on the organ, false organ → a click on `background`; "
-        "distance in mm from the image's affine, the image's outside counting as outside the region) and sends all clicks "
-        "so far, as 3D Slicer does. Where no error is left the Dice is carried without asking again. Models that take no "
-        "clicks (type other than `deepedit`) are asked once per (image, organ), without clicks, and that Dice is carried: "
-        "the control. NoC@x: mean clicks to reach Dice x ("
+        "Round 0 is the answer to a request without clicks; each further round adds one click at the voxel deepest "
+        "inside the largest connected error region (missed organ → a click on the organ, false organ → a click on "
+        "`background`; distance in mm from the image's affine, the image's outside counting as outside the region) and "
+        "sends all clicks so far, as 3D Slicer does. Where no error is left the Dice is carried without asking again. "
+        "Models that take no clicks (type other than `deepedit`) are asked once per (image, organ), without clicks, "
+        "and that Dice is carried: the control. NoC@x: mean clicks to reach Dice x ("
         f"{max_clicks} where never reached); (never): share of pairs that never reach it.",
         "",
         "## Curve checks",
@@ -220,7 +220,8 @@ def report_markdown(results: dict, summary: dict, figure: str) -> str:
         "## What each added click does",
         "",
         "Paired over the (image, organ) pairs: the mean change of Dice when click k is added, its standard error, and "
-        "how many pairs fell, rose or did not change (a click that changes nothing leaves the error, and the next click, "
+        "how many pairs fell, rose or did not change (a click that changes nothing leaves the error, and the next "
+        "click, "
         f"where they were). A fall of the mean beyond {SYSTEMATIC_SE:g} SE is systematic; a smaller one is a few pairs "
         "made worse while others gained.",
         "",

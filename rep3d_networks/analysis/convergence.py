@@ -5,9 +5,10 @@ Every run is the ``amos_ct`` bundle's own training: its ``train.json`` is parsed
 run's model, and the bundle's ``SupervisedTrainer`` / ``SupervisedEvaluator`` run as the bundle builds them (its
 transforms, ``DiceCELoss``, AdamW, ``ReduceLROnPlateau``, sliding-window validation and ``MeanDice``). In-process
 rather than ``python -m monai.bundle run`` because (1) a model object can be passed as ``network_def``, so the Rep3D
-variants of one seed start from the same shared weights (:func:`rep3d_networks.analysis.model_loading.paired_fresh_model`),
-which a config cannot express, and (2) the run attaches two handlers of its own to the bundle's engines: a clock
-(training seconds, validation excluded) with the Dice curve, and the plateau rule. Besides the quickstart's overrides
+variants of one seed start from the same shared weights
+(:func:`rep3d_networks.analysis.model_loading.paired_fresh_model`), which a config cannot express, and (2) the run
+attaches two handlers of its own to the bundle's engines: a clock (training seconds, validation excluded) with the
+Dice curve, and the plateau rule. Besides the quickstart's overrides
 (width, 32³ patch, lr 1e-2, no workers) and the dataset's recipe (:data:`RECIPES`: no random affine; class-balanced
 crops and class-weighted slabs on the CT) a run validates with a sliding-window
 overlap of 0.25 instead of 0.5 and without the bundle's per-validation PNG: on a CPU validation is a large share of
@@ -98,7 +99,8 @@ def build_segresnet(width: int) -> torch.nn.Module:
 def build_swinunetr(width: int) -> torch.nn.Module:
     from monai.networks.nets import SwinUNETR
 
-    # norm_name "batch": MONAI's default InstanceNorm cannot train on the 1³ bottleneck of a 32³ patch (it needs > 1 voxel)
+    # norm_name "batch": MONAI's default InstanceNorm cannot train on the 1³ bottleneck of a 32³ patch
+    # (it needs > 1 voxel)
     return SwinUNETR(in_channels=1, out_channels=NUM_CLASSES, feature_size=swin_width(width), norm_name="batch")
 
 
@@ -156,7 +158,8 @@ class StudySettings:
             )
         if self.max_iterations < 1 or self.val_interval < 1 or self.patience < 1:
             raise ValueError(
-                f"max_iterations, val_interval and patience must be >= 1, got {self.max_iterations}, {self.val_interval}, {self.patience}"
+                f"max_iterations, val_interval and patience must be >= 1, got {self.max_iterations}, "
+                f"{self.val_interval}, {self.patience}"
             )
         if any(s % 32 for s in self.roi_size):
             raise ValueError(f"roi_size must be multiples of 32 (SwinUNETR's downsampling), got {self.roi_size}")
@@ -229,8 +232,8 @@ def bundle_parser(settings: StudySettings, data: StudyData, run_dir: Path, model
 def attach_plateau_rule(
     trainer: Engine, evaluator: Engine, patience: int, min_delta: float, floor: float
 ) -> EarlyStopHandler:
-    """Stop ``trainer`` once ``patience`` validations in a row did not beat the reference Dice by more than ``min_delta``,
-    counted from the first validation whose Dice reaches ``floor`` (that one is the first reference)."""
+    """Stop ``trainer`` once ``patience`` validations in a row did not beat the reference Dice by more than
+    ``min_delta``, counted from the first validation whose Dice reaches ``floor`` (that one is the first reference)."""
     handler = EarlyStopHandler(
         patience=patience,
         score_function=lambda engine: engine.state.metrics[METRIC],
@@ -275,8 +278,8 @@ def attach_curve(trainer: Engine, evaluator: Engine, record: Dict, label: str) -
         record["train_seconds"].append(train_seconds)
         record["validation_seconds"] = clock["validation"]
         print(
-            f"[convergence] {label} iteration {record['iterations'][-1]}: Dice {record['dice'][-1]:.3f}, loss {record['loss'][-1]:.3f}, "
-            f"train {record['train_seconds'][-1]:.0f} s",
+            f"[convergence] {label} iteration {record['iterations'][-1]}: Dice {record['dice'][-1]:.3f}, loss "
+            f"{record['loss'][-1]:.3f}, train {record['train_seconds'][-1]:.0f} s",
             flush=True,
         )
 
@@ -291,7 +294,8 @@ def run_directory(output_dir: Path, dataset: str, model: str, seed: int) -> Path
 
 
 def train_run(settings: StudySettings, data: StudyData, model_name: str, seed: int, output_dir: Path) -> Dict:
-    """One bundle training of ``model_name`` with ``seed`` on ``data``; writes and returns its ``result.json`` record."""
+    """One bundle training of ``model_name`` with ``seed`` on ``data``; writes and returns its ``result.json``
+    record."""
     run_dir = run_directory(output_dir, data.name, model_name, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     model = MODELS[model_name][1](settings.width, seed)
@@ -438,7 +442,8 @@ def measure_timing(
 def plan_hours(
     timing: Dict[str, Dict[str, Dict[str, float]]], settings: StudySettings, workers: int, max_iterations: int
 ) -> float:
-    """Wall-clock hours of the study if every run reaches ``max_iterations`` and ``workers`` processes share the runs evenly."""
+    """Wall-clock hours of the study if every run reaches ``max_iterations`` and ``workers`` processes share the runs
+    evenly."""
     return time_plan(timing, replace(settings, max_iterations=max_iterations), workers)["hours"]
 
 
@@ -455,7 +460,8 @@ def fitting_cap(
         cap -= settings.val_interval
     if cap < settings.val_interval:
         raise ValueError(
-            f"not even {settings.val_interval} iterations per run fit in {budget_hours} h: use fewer models, seeds or datasets"
+            f"not even {settings.val_interval} iterations per run fit "
+            f"in {budget_hours} h: use fewer models, seeds or datasets"
         )
     return cap
 
@@ -464,7 +470,8 @@ def time_plan(timing: Dict[str, Dict[str, Dict[str, float]]], settings: StudySet
     """Expected study time from measured seconds per iteration and per validation (:func:`measure_timing`).
 
     Returns:
-        ``{"rows": [[dataset, model, runs, iterations, s/it, validations, s/validation, hours]], "worker_hours", "hours", "workers"}``.
+        ``{"rows": [[dataset, model, runs, iterations, s/it, validations, s/validation, hours]], "worker_hours",
+        "hours", "workers"}``.
     """
     rows, total = [], 0.0
     validations = settings.max_iterations // settings.val_interval

@@ -33,7 +33,8 @@ CT_SLABS, CT_SLAB_SLICES = 4, 28  # 4 x 28 slices tile the CT's 112 slices witho
 
 @dataclass(frozen=True)
 class StudyRecipe:
-    """How one dataset differs from the bundle's train.json (``None``: the bundle's value); ``why`` goes into the report."""
+    """How one dataset differs from the bundle's train.json (``None``: the bundle's value); ``why`` goes into the
+    report."""
 
     name: str
     pixdim: Optional[Tuple[float, float, float]]
@@ -52,8 +53,8 @@ RECIPES: Dict[str, StudyRecipe] = {
         0.0,
         False,
         False,
-        "the quickstart's phantom at the bundle's 1.5 × 1.5 × 2 mm; RandAffined off as in the quickstart (the phantom cases "
-        "vary enough); the bundle's pos/neg crop (every patch holds most of the 15 organs)",
+        "the quickstart's phantom at the bundle's 1.5 × 1.5 × 2 mm; RandAffined off as in the quickstart (the phantom "
+        "cases vary enough); the bundle's pos/neg crop (every patch holds most of the 15 organs)",
     ),
     "ct": StudyRecipe(
         "ct",
@@ -61,10 +62,11 @@ RECIPES: Dict[str, StudyRecipe] = {
         0.0,
         True,
         True,
-        "the shared CT at its own 3 mm (no resampling); as in the real-CT command (rep3d_networks.real_ct): crop centres "
-        "drawn class by class (RandCropByLabelClassesd: with the recipe's pos/neg crop no CNN passed Dice 0.02 in 350 "
-        "iterations), slabs drawn in proportion to the classes they hold (WeightedRandomSampler: the pelvic slab holds "
-        "two organs, the upper-abdomen slabs most) and RandAffined off (a 30° tilt turns much of a 28-slice slab out of the patch)",
+        "the shared CT at its own 3 mm (no resampling); as in the real-CT command (rep3d_networks.real_ct): crop "
+        "centres drawn class by class (RandCropByLabelClassesd: with the recipe's pos/neg crop no CNN passed Dice 0.02 "
+        "in 350 iterations), slabs drawn in proportion to the classes they hold (WeightedRandomSampler: the pelvic "
+        "slab holds two organs, the upper-abdomen slabs most) and RandAffined off (a 30° tilt turns much of a 28-slice "
+        "slab out of the patch)",
     ),
 }
 
@@ -113,7 +115,8 @@ def write_ct_data(output_dir: Path, shared_data: Path) -> StudyData:
     """
     if not (shared_data / SHARED_CT).is_file():
         raise FileNotFoundError(
-            f"{shared_data / SHARED_CT} not found: pass --shared_data (the shared/data folder) or leave out the ct dataset"
+            f"{shared_data / SHARED_CT} not found: pass --shared_data "
+            f"(the shared/data folder) or leave out the ct dataset"
         )
     folder = Path(
         totalseg(

@@ -1,4 +1,5 @@
-"""Files of the ``convergence`` study: ``convergence.json``, ``convergence.md`` (table + statement) and per-dataset figures.
+"""Files of the ``convergence`` study: ``convergence.json``, ``convergence.md`` (table + statement) and per-dataset
+figures.
 
 The statement of which model wins and whether Table 7's order holds is written from the numbers
 (:func:`statement`); :func:`fill_docs` puts the Markdown between :data:`DOCS_BEGIN` and :data:`DOCS_END` of a
@@ -34,7 +35,8 @@ def reach_point(run: Dict, fraction: float = 0.9) -> Tuple[int, float]:
 
 
 def dice_at(run: Dict, iteration: int) -> float:
-    """The run's Dice at the last validation ≤ ``iteration`` (a run stopped by the plateau rule keeps its last value)."""
+    """The run's Dice at the last validation ≤ ``iteration`` (a run stopped by the plateau rule keeps its last
+    value)."""
     values = [d for i, d in zip(run["iterations"], run["dice"]) if i <= iteration]
     return values[-1] if values else float("nan")
 
@@ -138,7 +140,8 @@ def mean_curve(runs: List[Dict]) -> Tuple[List[int], List[float]]:
 
 def flattening(winner: str, models: Dict[str, List[Dict]], patience: int, min_delta: float) -> Tuple[str, bool]:
     """How many runs the plateau rule stopped, and whether the winner's seed-mean curve flattened: its gain over its
-    last ``patience`` validations is at most ``min_delta`` (the plateau rule's own terms). Returns the text and the verdict."""
+    last ``patience`` validations is at most ``min_delta`` (the plateau rule's own terms). Returns the text and the
+    verdict."""
     runs = [r for model_runs in models.values() for r in model_runs]
     stopped = sum(r["stopped_by"] == "plateau" for r in runs)
     cap = max(r["iterations_run"] for r in runs)
@@ -151,9 +154,9 @@ def flattening(winner: str, models: Dict[str, List[Dict]], patience: int, min_de
     gain, before = mean[-1] - mean[-1 - patience], grid[-1 - patience]
     if gain > min_delta:
         lines.append(
-            f"{winner}'s mean curve still rose by {gain:.3f} over its last {patience} validations ({mean[-1 - patience]:.3f} at "
-            f"{before} it → {mean[-1]:.3f} at {grid[-1]} it): it has **not flattened**, so its Dice values are those "
-            f"at the cap, not at a plateau."
+            f"{winner}'s mean curve still rose by {gain:.3f} over its last {patience} validations "
+            f"({mean[-1 - patience]:.3f} at {before} it → {mean[-1]:.3f} at {grid[-1]} it): it has **not flattened**, "
+            f"so its Dice values are those at the cap, not at a plateau."
         )
     else:
         lines.append(
@@ -187,7 +190,8 @@ def statement(dataset: str, rows: List[Dict], models: Dict[str, List[Dict]], pat
     lines.append(text)
     fastest = min(rows, key=lambda r: np.mean(r["seconds_to_90"]))
     lines.append(
-        f"Fastest to 90 % of its own best Dice in training seconds: {fastest['model']} ({mean_std(fastest['seconds_to_90'], 0)} s)"
+        f"Fastest to 90 % of its own best Dice in training seconds: {fastest['model']} "
+        f"({mean_std(fastest['seconds_to_90'], 0)} s)"
         + ("." if flat else " — of a best cut by the cap, so this times the early rise, not convergence.")
     )
     rep3d = [r for r in ranked if r["model"] in REP3D_VARIANTS]
@@ -200,7 +204,8 @@ def statement(dataset: str, rows: List[Dict], models: Dict[str, List[Dict]], pat
 
 
 def plot_dataset(dataset: str, models: Dict[str, List[Dict]], path: Path) -> Path:
-    """Dice against iterations (left) and against training seconds (right): one thin line per seed, the seed mean bold."""
+    """Dice against iterations (left) and against training seconds (right): one thin line per seed, the seed mean
+    bold."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, runs in models.items():
         colour = COLOURS.get(name)
@@ -233,11 +238,12 @@ def study_markdown(results: Dict, figure_names: Dict[str, str]) -> str:
     """Settings, per-dataset tables, figures and the generated statements."""
     s = results["settings"]
     lines = [
-        f"Settings: models {', '.join(s['models'])}; seeds {', '.join(str(x) for x in s['seeds'])}; width {s['width']}; "
-        f"patch {'×'.join(str(c) for c in s['roi_size'])}; AdamW lr {s['learning_rate']:g} (the bundle's weight decay, "
-        f"DiceCELoss, ReduceLROnPlateau); validation every {s['val_interval']} iterations (sliding-window overlap "
-        f"{s['val_overlap']}); plateau rule: stop after {s['patience']} validations without a gain > {s['min_delta']} "
-        f"once a validation reached Dice {s['plateau_floor']}, at most {s['max_iterations']} iterations. {results['machine']}.",
+        f"Settings: models {', '.join(s['models'])}; seeds {', '.join(str(x) for x in s['seeds'])}; width "
+        f"{s['width']}; patch {'×'.join(str(c) for c in s['roi_size'])}; AdamW lr {s['learning_rate']:g} (the bundle's "
+        f"weight decay, DiceCELoss, ReduceLROnPlateau); validation every {s['val_interval']} iterations "
+        f"(sliding-window overlap {s['val_overlap']}); plateau rule: stop after {s['patience']} validations without a "
+        f"gain > {s['min_delta']} once a validation reached Dice {s['plateau_floor']}, at most {s['max_iterations']} "
+        f"iterations. {results['machine']}.",
         "",
     ]
     for dataset, rows in results["summary"].items():

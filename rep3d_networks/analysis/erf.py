@@ -87,8 +87,8 @@ def erf_summary(erf: np.ndarray, radii: Sequence[int] = SUMMARY_RADII) -> Dict:
 
     Returns:
         ``{"mass_within": {r: fraction of the ERF mass at distance <= r}, "uniform_within": {r: the same for a
-        flat map (the volume fraction)}, "r50", "r90": smallest integer radii ``r`` with 50 % / 90 % of the mass at ``d <= r``,
-        "peak_to_mean": max / mean, "centre_share": the centre voxel's share}``.
+        flat map (the volume fraction)}, "r50", "r90": smallest integer radii ``r`` with 50 % / 90 % of the mass at
+        ``d <= r``, "peak_to_mean": max / mean, "centre_share": the centre voxel's share}``.
     """
     distance = distance_from_centre(erf.shape)
     mass = erf / erf.sum()

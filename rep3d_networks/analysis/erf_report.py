@@ -58,7 +58,8 @@ def erf_markdown(description: Dict, summary: Dict, mask_stats: List[Dict]) -> st
 def write_erf_report(
     erf: np.ndarray, summary: Dict, masks: List[Dict], description: Dict, output_dir: Path
 ) -> Dict[str, Path]:
-    """Write the ERF map, its planes, the mask montage (when there are LRBM masks) and the summaries; returns the paths."""
+    """Write the ERF map, its planes, the mask montage (when there are LRBM masks) and the summaries; returns the
+    paths."""
     output_dir.mkdir(parents=True, exist_ok=True)
     mask_stats = [mask_statistics(m) for m in masks]
     if masks:

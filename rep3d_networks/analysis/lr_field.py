@@ -81,7 +81,8 @@ def uniform_kernel(task: RegressionTask, seed: int) -> torch.Tensor:
 
 
 def build_layer(variant: str, task: RegressionTask, generator_norm_affine: str = "channel") -> ReparamDepthwiseConv3d:
-    """The layer of ``variant`` with the shared initial large kernel (seeded; the CSLA branch keeps its default init)."""
+    """The layer of ``variant`` with the shared initial large kernel (seeded; the CSLA branch keeps its default
+    init)."""
     torch.manual_seed(task.seed)
     generator_config = GeneratorConfig(norm_affine=generator_norm_affine)  # read by the lrbm variant only
     layer = ReparamDepthwiseConv3d(
@@ -110,7 +111,8 @@ def target_kernel(layer: ReparamDepthwiseConv3d, task: RegressionTask) -> torch.
 def make_optimizer(
     name: str, layer: ReparamDepthwiseConv3d, lr_large: float, lr_small: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
-    """SGD or AdamW; CSLA layers get their small branch at ``lr_small`` (``csla_param_groups``), all else ``lr_large``."""
+    """SGD or AdamW; CSLA layers get their small branch at ``lr_small`` (``csla_param_groups``), all else
+    ``lr_large``."""
     if layer.small_weight is not None:
         groups = csla_param_groups(layer, lr_large, lr_small)
     else:

@@ -25,15 +25,17 @@ def lr_field_markdown(results: Dict) -> str:
             f"# lr-field: centre vs periphery update of a depthwise {config['kernel_size']}³ kernel",
             "",
             f"One depthwise layer ({config['channels']} channels), valid padding, MSE to a seeded target kernel "
-            f"(`target={config['target']}`), i.i.d. N(0, 1) inputs {config['input_size']}³ × batch {config['batch_size']}, "
-            f"{config['steps']} steps, seed {config['seed']}; AdamW weight decay {config['weight_decay']}, SGD momentum {config['sgd_momentum']}.",
+            f"(`target={config['target']}`), i.i.d. N(0, 1) inputs {config['input_size']}³ × batch "
+            f"{config['batch_size']}, {config['steps']} steps, seed {config['seed']}; AdamW weight decay "
+            f"{config['weight_decay']}, SGD momentum {config['sgd_momentum']}.",
             "",
-            "ratio = mean |ΔW_eff| over taps at distance ≤ 1 from the centre (7 taps) / mean over taps at distance ≥ 7, "
-            "with ΔW_eff = W_eff(step) − W_eff(0), averaged over channels. predicted: what eq. 11 (CSLA) and "
+            "ratio = mean |ΔW_eff| over taps at distance ≤ 1 from the centre (7 taps) / mean over taps at distance ≥ "
+            "7, with ΔW_eff = W_eff(step) − W_eff(0), averaged over channels. predicted: what eq. 11 (CSLA) and "
             "∂L/∂W = M ⊙ ∂L/∂W_eff (fixed prior, LRBM at init) give for the first step. remaining error = "
             "mean |W_eff − W*| / its initial value (1: not moved toward the target, 0: reached it). LRBM (one run per "
-            "generator norm option, in brackets): mask drift = mean |M − P₀| / mean P₀ (P₀: the mask at step 0, the prior "
-            "with β = 1), generator offset = mean |fθ(P)| / mean P (the part of M the generator adds to the current prior).",
+            "generator norm option, in brackets): mask drift = mean |M − P₀| / mean P₀ (P₀: the mask at step 0, the "
+            "prior with β = 1), generator offset = mean |fθ(P)| / mean P (the part of M the generator adds to the "
+            "current prior).",
             "",
             markdown_table(header, summary_rows(results)),
             "",

@@ -46,7 +46,8 @@ def change_from_init(values: np.ndarray) -> float:
 
 def mask_statistics(mask: Dict) -> Dict:
     """Centre value, centre/periphery ratio (same regions as ``lr-field``), range, radial profile and
-    ``change_from_init = mean |M − P₀| / mean P₀`` (``P₀``: the prior with β = 1, i.e. ``M`` at initialisation) of one mask."""
+    ``change_from_init = mean |M − P₀| / mean P₀`` (``P₀``: the prior with β = 1, i.e. ``M`` at initialisation) of one
+    mask."""
     values = mask["mask"]
     centre = tuple(n // 2 for n in values.shape)
     profile = radial_profile(values)

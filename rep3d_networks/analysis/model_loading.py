@@ -1,4 +1,5 @@
-"""Building the Rep3D model to analyse: hyper-parameters from a config and/or the command line, weights from a checkpoint."""
+"""Building the Rep3D model to analyse: hyper-parameters from a config and/or the command line, weights from a
+checkpoint."""
 
 import json
 from pathlib import Path
@@ -58,7 +59,8 @@ def read_model_config(path: Path) -> Dict:
 
 
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """A model state dict from a checkpoint file; unwraps ``{"model": ...}``/``{"network": ...}``/``{"state_dict": ...}``."""
+    """A model state dict from a checkpoint file; unwraps
+    ``{"model": ...}``/``{"network": ...}``/``{"state_dict": ...}``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("model", "network", "state_dict"):
         if isinstance(state, dict) and set(state) == {key} and isinstance(state[key], dict):
@@ -102,7 +104,8 @@ def paired_fresh_model(kwargs: Dict, seed: int) -> Rep3D:
 
 
 def build_model(kwargs: Dict, checkpoint: Optional[str] = None, folded: bool = False, seed: int = 0) -> Rep3D:
-    """Rep3D from ``kwargs``, freshly initialised with ``seed`` (:func:`paired_fresh_model`) or loaded (strictly) from ``checkpoint``.
+    """Rep3D from ``kwargs``, freshly initialised with ``seed`` (:func:`paired_fresh_model`) or loaded (strictly) from
+    ``checkpoint``.
 
     Training checkpoints (unfolded, as bundle training saves them) load into the training form, so the LRBM
     masks can be inspected. A folded checkpoint loads into the folded form, detected from its ``reparam_state``

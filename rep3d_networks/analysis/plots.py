@@ -71,8 +71,8 @@ def plot_radial_profiles(results: Dict, path: Path) -> Path:
 
 
 def plot_mask_drift(results: Dict, path: Path) -> Path:
-    """``lr-field``: LRBM mask drift ``mean |M − P₀| / mean P₀`` vs step (left) and the radial profile of the final ``M``
-    against ``P₀`` (right), one curve per generator norm option and optimizer."""
+    """``lr-field``: LRBM mask drift ``mean |M − P₀| / mean P₀`` vs step (left) and the radial profile of the final
+    ``M`` against ``P₀`` (right), one curve per generator norm option and optimizer."""
     runs = [run for run in results["runs"] if "mask_drift" in run]
     fig, (drift_ax, profile_ax) = plt.subplots(1, 2, figsize=(10.5, 3.8))
     for run in runs:
@@ -114,7 +114,8 @@ def plot_erf_planes(erf: np.ndarray, path: Path, title: str) -> Path:
 
 
 def plot_mask_montage(masks: List[Dict], path: Path) -> Path:
-    """``erf``: every LRBM mask ``M`` (channel mean for depthwise generators), one column per block, one row per central plane."""
+    """``erf``: every LRBM mask ``M`` (channel mean for depthwise generators), one column per block, one row per central
+    plane."""
     if not masks:
         raise ValueError("no masks to plot")
     fig, axes = plt.subplots(3, len(masks), figsize=(1.6 * len(masks) + 1.2, 5.0), squeeze=False)

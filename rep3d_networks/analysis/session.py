@@ -372,9 +372,9 @@ def run_session(
             rounds.append(record)
             answered = sum(p["answered"] for p in train["probes"])
             print(
-                f"{log_prefix} round {index} ({record['labels']} labels: {', '.join(s['image'] for s in submitted) or '-'}): "
-                f"trained {train['client_s']:.0f} s, /infer answered {answered}/{len(train['probes'])} during training, "
-                f"mean Dice {measured['mean']:.3f}",
+                f"{log_prefix} round {index} ({record['labels']} labels: "
+                f"{', '.join(s['image'] for s in submitted) or '-'}): trained {train['client_s']:.0f} s, /infer "
+                f"answered {answered}/{len(train['probes'])} during training, mean Dice {measured['mean']:.3f}",
                 flush=True,
             )
     return {

@@ -154,23 +154,27 @@ def report_markdown(sessions: Sequence[dict], summary: dict, figure: str, title:
         f"# {title}",
         "",
         *preamble,
-        f"Model `{settings['model']}`; {settings['rounds']} rounds of {settings['labels_per_round']} labels, each followed by "
-        f"a fine-tuning of {settings['train_iterations']} iterations from the current weights on every final label of the "
-        f"datastore; held-out images: {', '.join(first['heldout'])}; labelled before the session: "
+        f"Model `{settings['model']}`; {settings['rounds']} rounds of {settings['labels_per_round']} labels, each "
+        f"followed by a fine-tuning of {settings['train_iterations']} iterations from the current weights on every "
+        f"final label of the datastore; held-out images: {', '.join(first['heldout'])}; labelled before the session: "
         f"{len(first['initially_labelled'])} image(s).",
         "",
-        "Round 0 is the served model before any label is submitted. Each round asks `/activelearning/<strategy>` for the next "
-        "image and submits its reference label (`final`), as many times as labels per round, then runs `/train/<model>` "
-        "(`pretrained` true, `val_split` 0: the one validation at the end, on the training images, writes the served model) "
-        f"and, while it runs, asks `/infer/<model>` for a held-out image every {first['probe_pause_s']:.0f} s after the last "
-        "answer; once it is done the served model's Dice per organ is measured on every held-out image (uploaded with the "
-        "request: held-out images are not in the datastore). Dice: MONAI's `compute_dice` per organ present in the "
+        "Round 0 is the served model before any label is submitted. Each round asks `/activelearning/<strategy>` for "
+        "the next image and submits its reference label (`final`), as many times as labels per round, then runs "
+        "`/train/<model>` (`pretrained` true, `val_split` 0: the one validation at the end, on the training images, "
+        "writes the served model) "
+        f"and, while it runs, asks `/infer/<model>` for a held-out image every {first['probe_pause_s']:.0f} s after "
+        f"the last "
+        "answer; once it is done the served model's Dice per organ is measured on every held-out image (uploaded with "
+        "the request: held-out images are not in the datastore). Dice: MONAI's `compute_dice` per organ present in the "
         "reference; the mean is over all (image, organ) pairs; ± is the sample standard deviation over seeds.",
         *(
             [
                 "",
-                f"The strategy `{CONTROL}` is the control: the same rounds of fine-tuning with no label submitted (its column "
-                '"k labels" is the round after which the others have k labels), so that what the labels add can be told from '
+                f"The strategy `{CONTROL}` is the control: the same rounds of fine-tuning with no label submitted (its "
+                f"column "
+                '"k labels" is the round after which the others have k labels), so that what the labels add can be '
+                "told from "
                 "what the further training adds.",
             ]
             if CONTROL in strategies
@@ -182,8 +186,9 @@ def report_markdown(sessions: Sequence[dict], summary: dict, figure: str, title:
         *(
             [f"- **FLAG** {m}" for m in all_flags]
             or [
-                "- no flags: every labelling strategy's mean Dice and every labelling session's Dice rise from 0 labels to the "
-                "last round (and more than the control's, if run), and the server answered every `/infer` during training"
+                "- no flags: every labelling strategy's mean Dice and every labelling session's Dice rise from 0 "
+                "labels to the last round (and more than the control's, if run), and the server answered every "
+                "`/infer` during training"
             ]
         ),
         "",

@@ -115,7 +115,8 @@ def train_initial_model(bundle: Path, cases: Path, datalist: Dict, iterations: i
     train = {**train_overrides("phantom", cases, datalist, iterations, seed), **NETWORK}
     differences = recipe_differences(bundle, train)
     print(
-        f"[session_study] initial model: {len(datalist['training'])} labelled cases, {iterations} iterations; settings that "
+        f"[session_study] initial model: {len(datalist['training'])} labelled cases, {iterations} iterations; settings "
+        f"that "
         "differ from the paper recipe (bundles/amos_ct/configs/train.json):",
         flush=True,
     )
