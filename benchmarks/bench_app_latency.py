@@ -84,7 +84,9 @@ def machine_info(device: str) -> dict:
         "cores usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch threads (server default)": torch.get_num_threads(),
         "load average at start (1/5/15 min)": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
-        "python / torch / monai": f"{platform.python_version()} / {torch.__version__} / {__import__('monai').__version__}",
+        "python / torch / monai": (
+            f"{platform.python_version()} / {torch.__version__} / {__import__('monai').__version__}"
+        ),
         "monailabel": __import__("monailabel").__version__,
     }
     if device.startswith("cuda"):
@@ -151,8 +153,10 @@ def run(args) -> str:
     if overrides and not any(k.startswith("network_def#") for k in overrides):  # same network, fewer windows
         per_window = min(row[2]["infer"] for row in rows) / windows
         lines.append(
-            f"* Estimate for the default settings ({'x'.join(map(str, default_shape))} voxels, {default_windows} windows): "
-            f"about {default_windows} x {per_window:.0f} s = {default_windows * per_window / 60:.0f} min of network time per call "
+            f"* Estimate for the default settings ({'x'.join(map(str, default_shape))} voxels, "
+            f"{default_windows} windows): "
+            f"about {default_windows} x {per_window:.0f} s = {default_windows * per_window / 60:.0f} min "
+            "of network time per call "
             "(fastest call's infer time per window; the network cost grows linearly with the number of windows)"
         )
     lines += [

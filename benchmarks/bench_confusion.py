@@ -1,12 +1,13 @@
-"""What a trained bundle labels each reference organ as: per organ, the share of its voxels given each label (not a test).
+"""What a trained bundle labels each reference organ as: per organ, the share of its voxels given each label (not a
+test).
 
 Runs the bundle's ``configs/inference.json`` (as ``bench_precision.py`` does: preprocessing, sliding window, output
 stage without ``SaveImaged``) on the cases of a datalist and counts, over all cases, reference label × predicted label.
 An organ with Dice 0 can be missed (labelled background) or mistaken for another (e.g. left kidney labelled right
 kidney); the table tells which::
 
-    python benchmarks/bench_confusion.py --bundle real_ct_output/bundles/amos_ct --dataset_dir real_ct_output/data/amos22 \\
-        --splits training
+    python benchmarks/bench_confusion.py --bundle real_ct_output/bundles/amos_ct \\
+        --dataset_dir real_ct_output/data/amos22 --splits training
 """
 
 import sys

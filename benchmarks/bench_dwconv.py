@@ -203,14 +203,16 @@ def main():
             "Times are the minimum over >= 3 runs (up to 100 for calls under ~0.3 s; native fwd+bwd at n >= 24:",
             "a single run). 'C measured' < C means",
             f"the stage was run with fewer channels (--channels_cap {args.channels_cap}) because native backward",
-            "would take minutes; both methods cost linearly in C, so speed-ups carry over. Ours = dwconv3d(method='auto')",
+            "would take minutes; both methods cost linearly in C, so speed-ups carry over. "
+            "Ours = dwconv3d(method='auto')",
             "(kernel cropped to at most 2n-1 taps per axis, then FFT or direct). Relative errors are",
             "||ours - native|| / ||native|| in float32 (fwd+bwd = forward plus gradients for x and w). The machine",
             "is shared with other jobs (see load average), so timings are noisy; 'auto picks' is the method used.",
             *(
                 [
                     f"torch threads were pinned to {args.threads} (--threads): on a busy machine, idle-waiting for a",
-                    "descheduled worker thread costs more than the parallel speed-up, and min-of-runs timings get steadier.",
+                    "descheduled worker thread costs more than the parallel speed-up, "
+                    "and min-of-runs timings get steadier.",
                 ]
                 if args.threads
                 else []

@@ -1,4 +1,5 @@
-"""Whole-volume CPU inference through the bundle and through the MONAI Label server, beside its compute floor (not a test).
+"""Whole-volume CPU inference through the bundle and through the MONAI Label server, beside its compute floor (not a
+test).
 
 Images: the shared CTs ``example_ct_sm`` (122×101×30 at 3 mm) and ``example_ct`` (122×101×112), and a synthetic
 clinical-size CT (default 512×512×400 at 0.8 mm, the ellipsoid "body" of ``bench_output_stage.py``). Settings:
@@ -262,9 +263,12 @@ def table(rows, images: dict, overrides: dict, command: str, load_start: str) ->
         "window, output stage, writing; `process` adds Python's and MONAI's imports), `num_workers` 0; `server`: "
         "`MONAILabelClient.infer` wall time (the server's own total beside it). `floor` = windows × one window's "
         "forward at the inferer's batch size (`bundle`: measured in the same process after the run; `server` and "
-        "`floor only`: the fastest `bundle` row of this run, else measured in this process, or `--window-s`). `network` = seconds "
-        "inside the network during the run (server: its `infer` latency, the whole sliding window). `floor only`: windows "
-        "counted on the preprocessed image, not run (a lower bound of any run's time). The machine is shared: times are perturbed (load below), memory is not.",
+        "`floor only`: the fastest `bundle` row of this run, else measured in this process, or `--window-s`). "
+        "`network` = seconds "
+        "inside the network during the run (server: its `infer` latency, the whole sliding window). "
+        "`floor only`: windows "
+        "counted on the preprocessed image, not run (a lower bound of any run's time). "
+        "The machine is shared: times are perturbed (load below), memory is not.",
         "",
         "Images: "
         + "; ".join(
@@ -273,7 +277,8 @@ def table(rows, images: dict, overrides: dict, command: str, load_start: str) ->
             for n, p in images.items()
         ),
         "",
-        "| path | image | setting | windows | one window (s) | floor (s) | network (s) | seconds | ratio to floor | process / server total (s) | peak memory (GB) |",
+        "| path | image | setting | windows | one window (s) | floor (s) | network (s) | seconds | ratio to floor "
+        "| process / server total (s) | peak memory (GB) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for path, name, setting, r in rows:
@@ -283,7 +288,8 @@ def table(rows, images: dict, overrides: dict, command: str, load_start: str) ->
         floor = r["windows"] * r["window_s"]
         if "seconds" not in r:
             lines.append(
-                f"| {path} | {name} | {setting} | {r['windows']} | {r['window_s']:.2f} | {floor:.1f} | not run | | | | |"
+                f"| {path} | {name} | {setting} | {r['windows']} | {r['window_s']:.2f} | {floor:.1f} "
+                "| not run | | | | |"
             )
             continue
         other = r.get("process_s", r.get("server_s"))

@@ -1,6 +1,7 @@
 """Whole-model benchmark: Rep3D (LRBM, folded) vs MONAI SwinUNETR, training step native vs fast conv (not a test).
 
-Prints, from one run with every configuration measured side by side, and writes ``benchmarks/results/model_<device>.md``:
+Prints, from one run with every configuration measured side by side, and writes
+``benchmarks/results/model_<device>.md``:
 
 * eval forward of one ``size³`` patch (no grad): folded Rep3D vs ``SwinUNETR(feature_size=48)``, split into encoder
   (Rep3D's large-kernel stages / SwinUNETR's ``swinViT``) and the rest (the UNETR-style convolutional decoder);
@@ -282,10 +283,13 @@ def precision_main(args) -> None:
         f"Command: `python benchmarks/bench_model.py --precision --repeats {args.repeats} --threads {args.threads}`",
         "",
         f"Machine: {machine_info('cpu')}; CPU flags: {cpu_flags()}; bfloat16 `auto` would pick: "
-        f"{'bfloat16' if cpu_has_bf16() else 'float32'}; {args.threads} thread(s); whole run {time.perf_counter() - started:.0f} s.",
-        f"Folded `Rep3D(1, {args.out_channels}, feature_size={args.feature_size})` (random weights, seed 0), one {args.size}³ patch, "
+        f"{'bfloat16' if cpu_has_bf16() else 'float32'}; {args.threads} thread(s); "
+        f"whole run {time.perf_counter() - started:.0f} s.",
+        f"Folded `Rep3D(1, {args.out_channels}, feature_size={args.feature_size})` (random weights, seed 0), "
+        f"one {args.size}³ patch, "
         f"batch 1, no grad; minimum over {args.repeats} runs after one warm-up, each configuration in its own process "
-        "(peak memory: peak RSS of the process). Agreement: with the eager float32 output (random weights: many near ties).",
+        "(peak memory: peak RSS of the process). "
+        "Agreement: with the eager float32 output (random weights: many near ties).",
         "",
         "| run | time (s) | vs eager float32 | argmax agreement | max relative logit difference | peak memory (GiB) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -294,7 +298,8 @@ def precision_main(args) -> None:
         agreement = f"{100 * r['argmax_agreement']:.2f} %" if "argmax_agreement" in r else "reference"
         diff = f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else ""
         lines.append(
-            f"| {names[mode]} | {r['seconds']:.2f} | {r['seconds'] / base:.2f}x | {agreement} | {diff} | {r['peak_gib']:.2f} |"
+            f"| {names[mode]} | {r['seconds']:.2f} | {r['seconds'] / base:.2f}x | {agreement} | {diff} "
+            f"| {r['peak_gib']:.2f} |"
         )
     if "onnx" not in rows:
         lines += ["", "onnxruntime is not installed: no ONNX row."]
@@ -367,7 +372,8 @@ def main() -> None:
     lines = [
         f"# Rep3D model benchmark ({args.device})",
         "",
-        f"Machine: {machine_info(args.device)}; {args.threads} thread(s); feature size {args.feature_size}, {args.out_channels} classes, batch 1; "
+        f"Machine: {machine_info(args.device)}; {args.threads} thread(s); feature size {args.feature_size}, "
+        f"{args.out_channels} classes, batch 1; "
         f"whole run {time.perf_counter() - started:.0f} s.",
         f"Minimum over {args.repeats} repeats after one warm-up"
         + (" (native training step: a single run, no warm-up)" if native else "")
@@ -393,14 +399,16 @@ def main() -> None:
     train_ratio = seconds[("training step", "rep3d_lrbm_direct")] / seconds[("training step", "rep3d_lrbm_auto")]
     lines += [
         "",
-        f"LRBM vs vanilla ({lrbm['pairs']} interleaved training steps each, {args.train_size}³, fast conv): median step "
+        f"LRBM vs vanilla ({lrbm['pairs']} interleaved training steps each, {args.train_size}³, fast conv): "
+        "median step "
         f"{lrbm['vanilla_seconds']:.3f} s vanilla, {lrbm['lrbm_seconds']:.3f} s LRBM; the {lrbm['blocks']} masks alone "
         f"(forward + backward) take {lrbm['mask_seconds']:.4f} s.",
         "",
         f"- Folded Rep3D eval forward vs SwinUNETR: SwinUNETR takes {eval_ratio:.2f}x the Rep3D time (goal: > 1); "
         f"encoders alone: SwinUNETR's swinViT takes {encoder_ratio:.2f}x Rep3D's large-kernel encoder.",
         f"- Training step, native F.conv3d vs rep3d_networks.ops: {train_ratio:.1f}x faster (goal: >= 10x).",
-        f"- LRBM training-step overhead vs vanilla: {100 * lrbm['overhead']:+.1f}% (median of paired ratios; goal: <= 3%); "
+        f"- LRBM training-step overhead vs vanilla: {100 * lrbm['overhead']:+.1f}% "
+        "(median of paired ratios; goal: <= 3%); "
         f"mask computation alone: {100 * lrbm['mask_seconds'] / lrbm['vanilla_seconds']:.1f}% of a vanilla step.",
     ]
     text = "\n".join(lines) + "\n"

@@ -115,9 +115,12 @@ def table(rows, shape, spacing, command) -> str:
     lines = [
         "# Inference output stage: peak memory, previous vs current (cpu)",
         "",
-        f"Made by `{command}`. Synthetic CT {'x'.join(map(str, shape))} voxels at {spacing} mm, `amos_ct` preprocessing "
-        "(1.5x1.5x2 mm), smallest Rep3D with random weights, 96³ windows without overlap; each stage in its own process.",
-        "`peak before output` is the process's peak RSS after loading, preprocessing and the sliding window (the same for "
+        f"Made by `{command}`. Synthetic CT {'x'.join(map(str, shape))} voxels at {spacing} mm, "
+        "`amos_ct` preprocessing "
+        "(1.5x1.5x2 mm), smallest Rep3D with random weights, 96³ windows without overlap; "
+        "each stage in its own process.",
+        "`peak before output` is the process's peak RSS after loading, preprocessing and the sliding window "
+        "(the same for "
         "both stages); `peak` includes the output stage (`/usr/bin/time -v` maximum resident set size). The machine is "
         "shared with other jobs: times are perturbed, memory is not.",
         "",

@@ -9,12 +9,13 @@ bundle's own precision. Organs absent from a case's reference are left out of th
 ``DiceMetric(ignore_empty=True)``). Writes Markdown::
 
     # the quickstart's phantom model (its inference.json lacks the training overrides: give them)
-    python benchmarks/bench_precision.py --bundle quickstart_output/bundle --dataset_dir quickstart_output/data/amos22 \\
-        --set network_def#feature_size=8 --set network_def#hidden_size=32 --set "inferer#roi_size=[32,32,32]"
+    python benchmarks/bench_precision.py --bundle quickstart_output/bundle \\
+        --dataset_dir quickstart_output/data/amos22 --set network_def#feature_size=8 --set network_def#hidden_size=32 \\
+        --set "inferer#roi_size=[32,32,32]"
     # the small real-CT model (its inference.json already holds the overrides), on every slab: two settings of one
     # model are compared (the Dice levels of the training slabs themselves are optimistic)
-    python benchmarks/bench_precision.py --bundle real_ct_output/bundles/amos_ct --dataset_dir real_ct_output/data/amos22 \\
-        --splits training,validation,test
+    python benchmarks/bench_precision.py --bundle real_ct_output/bundles/amos_ct \\
+        --dataset_dir real_ct_output/data/amos22 --splits training,validation,test
     # the fast preset instead of bfloat16
     python benchmarks/bench_precision.py --compare fast --bundle real_ct_output/bundles/amos_ct ...
 
@@ -75,11 +76,15 @@ def machine_info(threads: int) -> str:
     )
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu_flags().items())
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{cpu} ({flags}); torch {torch.__version__}; {threads} thread(s); {datetime.date.today()}; load average at start {load}"
+    return (
+        f"{cpu} ({flags}); torch {torch.__version__}; {threads} thread(s); {datetime.date.today()}; "
+        f"load average at start {load}"
+    )
 
 
 def load_parser(bundle: Path, overrides: Dict[str, object]):
-    """The bundle's ``inference.json`` on the CPU with ``overrides``, its inferer a ``PrecisionSlidingWindowInferer``."""
+    """The bundle's ``inference.json`` on the CPU with ``overrides``, its inferer a
+    ``PrecisionSlidingWindowInferer``."""
     from monai.bundle import ConfigParser
 
     config = bundle / "configs" / "inference.json"
@@ -133,7 +138,8 @@ def dice_per_class(pred: np.ndarray, reference: np.ndarray, num_classes: int) ->
 
 
 def label_stage(parser):
-    """The bundle's output stage without ``SaveImaged``: ``(preprocessed data, network output) -> labels`` on the input's grid."""
+    """The bundle's output stage without ``SaveImaged``: ``(preprocessed data, network output) -> labels`` on the
+    input's grid."""
     from monai.transforms import Compose
 
     stage = Compose(
@@ -317,8 +323,10 @@ def main() -> None:
         "",
         f"Checkpoint {checkpoint} (SHA-256 {digest}...); {len(cases)} case(s), splits {args.splits} of {datalist}; "
         f"overrides {overrides or 'none'}; the two settings: {dict(settings)}, otherwise the bundle's"
-        f"{'' if args.compare == 'precision' else ' (precision ' + str(config.get('precision', 'float32')) + ')'}. Machine: {machine_info(args.threads)}.",
-        "Labels are the bundle's output stage on each input's grid, compared with the reference label; Dice per organ is "
+        f"{'' if args.compare == 'precision' else ' (precision ' + str(config.get('precision', 'float32')) + ')'}. "
+        f"Machine: {machine_info(args.threads)}.",
+        "Labels are the bundle's output stage on each input's grid, compared with the reference label; "
+        "Dice per organ is "
         "the mean over the cases whose reference contains it.",
     ]
     started = time.perf_counter()

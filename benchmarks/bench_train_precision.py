@@ -145,11 +145,14 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/bench_train_precision.py {shlex.join(sys.argv[1:])}`",
         "",
-        f"Machine: {cpu} (native bfloat16: {'yes' if cpu_has_bf16() else 'no'}); torch {torch.__version__}; {args.threads} thread(s); "
+        f"Machine: {cpu} (native bfloat16: {'yes' if cpu_has_bf16() else 'no'}); torch {torch.__version__}; "
+        f"{args.threads} thread(s); "
         f"{datetime.date.today()}; load average at the end {load} (shared machine: times are perturbed); whole run "
         f"{time.perf_counter() - started:.0f} s.",
-        f"`Rep3D(1, 16, feature_size={args.feature_size}, hidden_size={hidden})` (LRBM, training form), {args.size}³ patches of "
-        f"`bundles/amos_ct`'s training pipeline on a seeded {args.phantom_size}³ phantom, DiceCE loss, AdamW lr {args.learning_rate}, "
+        f"`Rep3D(1, 16, feature_size={args.feature_size}, hidden_size={hidden})` (LRBM, training form), "
+        f"{args.size}³ patches of "
+        f"`bundles/amos_ct`'s training pipeline on a seeded {args.phantom_size}³ phantom, DiceCE loss, "
+        f"AdamW lr {args.learning_rate}, "
         f"batch 1; both runs from the same initial weights on the same {n} batches, steps interleaved.",
         "",
         "| | float32 | bfloat16 autocast |",
@@ -160,7 +163,8 @@ def main() -> None:
         "",
         f"- bfloat16 step time: {median_time['float32'] / median_time['bfloat16']:.2f}x faster than float32 (median).",
         f"- Loss difference between the runs at the same iteration: mean {statistics.mean(step_diffs):.4f}, largest "
-        f"{max(step_diffs):.4f}; last-window mean difference {last_window['bfloat16'] - last_window['float32']:+.4f}, against a "
+        f"{max(step_diffs):.4f}; last-window mean difference "
+        f"{last_window['bfloat16'] - last_window['float32']:+.4f}, against a "
         f"batch-to-batch standard deviation of the float32 loss of {noise:.4f} in that window.",
         "",
         "Loss per iteration (float32 / bfloat16):",

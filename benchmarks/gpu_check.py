@@ -123,7 +123,8 @@ def launch_part(name: str, schedule: Schedule, dry_run: bool, work_dir: Path) ->
 
 
 def run_with_limit(command: list, limit_s: float, log, env) -> str:
-    """Runs ``command`` in a new process group; at ``limit_s`` the group gets SIGTERM, then SIGKILL. Returns a status."""
+    """Runs ``command`` in a new process group; at ``limit_s`` the group gets SIGTERM, then SIGKILL. Returns a
+    status."""
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT, env=env
     )

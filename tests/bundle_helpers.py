@@ -140,8 +140,8 @@ def check_label_matches_image(label_path: Path, image_path: Path, classes: int) 
 
 # Runs ``python -m <module> <args>`` where this repository's package cannot be imported: a finder placed first on
 # sys.meta_path refuses every module located under the repository root (except the Python environment's own
-# packages, for a virtual environment inside the repository, as ``make`` creates it), and any ``rep3d_networks`` that is not the
-# copy inside the allowed folder (the unpacked bundle), e.g. an editable install elsewhere.
+# packages, for a virtual environment inside the repository, as ``make`` creates it), and any ``rep3d_networks`` that
+# is not the copy inside the allowed folder (the unpacked bundle), e.g. an editable install elsewhere.
 # Usage: python -c BLOCKED <repository root> <allowed folder> <module or script.py> <args...>
 BLOCKED = """
 import importlib.abc, runpy, sys
@@ -167,7 +167,9 @@ class RefuseRepository(importlib.abc.MetaPathFinder):
             where = locations(spec)
             ours = name.split(".")[0] == "rep3d_networks" and not all(p.is_relative_to(ALLOWED) for p in where)
             if ours or any(p.is_relative_to(REPO) and not p.is_relative_to(ENVIRONMENT) for p in where):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked: {where[0] if where else name})", name=name)
+                raise ModuleNotFoundError(
+                    f"No module named {name!r} (blocked: {where[0] if where else name})", name=name
+                )
             return spec
         return None
 

@@ -10,7 +10,8 @@ from typing import Dict
 import torch
 
 BACKGROUND_LOGIT = 0.5
-"""Background wins where no label's guidance exceeds this: within about 1.2 sigma of a click (the Gaussian peaks at 1)."""
+"""Background wins where no label's guidance exceeds this: within about 1.2 sigma of a click (the Gaussian peaks at
+1)."""
 
 
 class ClickEcho(torch.nn.Module):

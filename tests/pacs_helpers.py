@@ -135,7 +135,8 @@ class Orthanc:
             response.raise_for_status()
 
     def series(self, modality: str = "") -> List[dict]:
-        """``[{SeriesInstanceUID, Modality, SeriesDescription, ...}]`` of the stored series (optionally one modality)."""
+        """``[{SeriesInstanceUID, Modality, SeriesDescription, ...}]`` of the stored series (optionally one
+        modality)."""
         found = requests.post(
             f"{self.url}/tools/find",
             json={"Level": "Series", "Query": {"Modality": modality or "*"}, "Expand": True},

@@ -295,7 +295,8 @@ def test_statement_is_written_from_the_numbers(curves, winner, table7):
         (
             [0.1, 0.2, 0.3, 0.4],
             "max_iterations",
-            "still rose by 0.200 over its last 2 validations (0.200 at 100 it → 0.400 at 200 it): it has **not flattened**",
+            "still rose by 0.200 over its last 2 validations (0.200 at 100 it → 0.400 at 200 it): "
+            "it has **not flattened**",
         ),
         (
             [0.1, 0.4, 0.402, 0.404],
@@ -316,8 +317,8 @@ def test_statement_says_whether_the_winner_flattened(winner_curve, stopped_by, e
         ("times the early rise" in text) == ("not flattened" in expected or "too short" in expected)
     )
     assert (
-        f"{1 + (stopped_by == 'plateau')} of 2 runs stopped by the plateau rule, the others at the cap of {50 * len(winner_curve)} iterations"
-        in text
+        f"{1 + (stopped_by == 'plateau')} of 2 runs stopped by the plateau rule, "
+        f"the others at the cap of {50 * len(winner_curve)} iterations" in text
     )
 
 

@@ -59,7 +59,8 @@ def box(shape, *corners) -> np.ndarray:
 
 
 # One region: a 7-voxel cube joined by a one-voxel rod to a plate 5 voxels thick along axis 0 and 21 wide. With
-# isotropic voxels the cube's centre is deepest (4 voxels in, the plate's 3); with 4 mm along axis 0 the plate's (11 mm).
+# isotropic voxels the cube's centre is deepest (4 voxels in, the plate's 3); with 4 mm along axis 0 the plate's
+# (11 mm).
 CUBE = ((1, 1, 1), (8, 8, 8))
 ROD = ((8, 1, 1), (10, 2, 2))
 PLATE = ((10, 0, 0), (15, 21, 21))

@@ -82,7 +82,8 @@ def test_submitted_labels_reach_the_datastore(study):
 
 
 def test_each_round_trains_and_the_server_answers_meanwhile(study):
-    """The round's /train fine-tuned the served copy on all 4 labels and wrote new weights; /infer answered while it ran."""
+    """The round's /train fine-tuned the served copy on all 4 labels and wrote new weights; /infer answered while it
+    ran."""
     out, _ = study
     train = session_of(out)["rounds"][1]["train"]
     assert train["params"] == {"max_iterations": 2, "val_interval": 2, "pretrained": True, "val_split": 0.0}

@@ -1,14 +1,15 @@
 """OHIF, the viewer inside the monailabel package, in a real browser against the app and a real PACS (issue #27).
 
-Orthanc holds the shared JPEG 2000 CT; the app serves it on http://127.0.0.1:8000 (the address OHIF's MONAI Label
-panel starts with), both in a loopback-only network namespace (``tests/pacs_helpers.py``); headless Chromium runs in
-the same namespace (``tests/browser_helpers.py``). The test walks what an annotator does: the study list shows the
-study; the MONAI Label mode opens it and draws the CT (its frames come through the app's DICOMweb proxy as stored,
+Orthanc holds the shared JPEG 2000 CT; the app serves it on http://127.0.0.1:8000 (the address OHIF's MONAI Label panel
+starts with), both in a loopback-only network namespace (``tests/pacs_helpers.py``); headless Chromium runs in the same
+namespace (``tests/browser_helpers.py``). The test walks what an annotator does: the study list shows the study; the
+MONAI Label mode opens it and draws the CT (its frames come through the app's DICOMweb proxy as stored,
 ``apps/rep3d/lib/viewer_proxy.py``); the panel, once connected, lists the app's models; **Run** on auto-segmentation
 overlays a segmentation; a label submitted to the app (``MONAILabelClient.save_label``, what Slicer's *Submit Label*
 sends: OHIF's MONAI Label panel in monailabel 0.8.5 has no save action) is a SEG in Orthanc that OHIF's Segmentation
-mode lists with the study and overlays on the CT, its segments named as the SEG names them. A screenshot of each step is kept in ``$REP3D_TEST_ARTIFACTS/ohif`` (default
-``test_artifacts/ohif``); an error in the browser console from this machine fails the test.
+mode lists with the study and overlays on the CT, its segments named as the SEG names them. A screenshot of each step is
+kept in ``$REP3D_TEST_ARTIFACTS/ohif`` (default ``test_artifacts/ohif``); an error in the browser console from this
+machine fails the test.
 
 Needs root, Orthanc (as the PACS tests) and ``apt-get install chromium chromium-driver``; ``.ci/run`` installs them
 and sets ``REP3D_REQUIRE_BROWSER=1``, which turns the skip into a failure.

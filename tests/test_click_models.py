@@ -55,7 +55,8 @@ def phantom_run(tmp_path_factory):
 
 
 def test_click_models_phantom_copies(phantom_run):
-    """Three trained copies, each network as named, the same settings in train and inference, references beside studies."""
+    """Three trained copies, each network as named, the same settings in train and inference, references beside
+    studies."""
     out, result = phantom_run
     for name, target in COPIES.items():
         bundle = out / "bundles" / name

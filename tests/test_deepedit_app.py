@@ -7,12 +7,12 @@ one window); the study is the real CT ``totalseg_ct_abdomen_3mm/example_ct_sm.ni
 per label name of the app (``/info/`` ``labels``), each a list of ``[i, j, k]`` voxel indices of the image, plus
 ``label`` (the segment being edited).
 
-What is checked about clicks: **that the guidance reaches the network**, not that a trained model obeys it.
-Training a model until its clicks are obeyed takes longer than this test may run on 2 CPU cores (see
-``docs/interactive.md``), so the checks are fixed, deterministic ones on random weights: the same clicks give the
-same label; a click changes the label, more often within 30 mm of the click than farther away; the same point clicked as another label gives
-another result (the click goes to that label's guidance channel); a label name the model does not have (another
-model's, as Slicer sends all of them) changes nothing. The DeepEdit training loop itself (simulated clicks,
+What is checked about clicks: **that the guidance reaches the network**, not that a trained model obeys it. Training a
+model until its clicks are obeyed takes longer than this test may run on 2 CPU cores (see ``docs/interactive.md``), so
+the checks are fixed, deterministic ones on random weights: the same clicks give the same label; a click changes the
+label, more often within 30 mm of the click than farther away; the same point clicked as another label gives another
+result (the click goes to that label's guidance channel); a label name the model does not have (another model's, as
+Slicer sends all of them) changes nothing. The DeepEdit training loop itself (simulated clicks,
 ``monai.apps.deepedit.interaction.Interaction``) runs through ``/train`` for 2 iterations.
 """
 

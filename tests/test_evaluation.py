@@ -1,4 +1,5 @@
-"""Evaluation as in the paper (issue #6): summary tables, the Wilcoxon comparison CLI, training curves, 5-fold ensembling."""
+"""Evaluation as in the paper (issue #6): summary tables, the Wilcoxon comparison CLI, training curves, 5-fold
+ensembling."""
 
 import itertools
 import json

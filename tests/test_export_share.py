@@ -1,4 +1,5 @@
-"""Export and share the bundles (issue #6): TorchScript and ONNX of the folded network, reproducible zip, download, load."""
+"""Export and share the bundles (issue #6): TorchScript and ONNX of the folded network, reproducible zip, download,
+load."""
 
 import hashlib
 import json
@@ -314,7 +315,8 @@ def test_downloaded_zip_runs_where_the_package_cannot_be_imported(tmp_path):
     assert result.returncode != 0 and any(m in result.stderr for m in missing), result.stderr[-3000:]
 
 
-ZIP_RUNS = [  # bundle, the config files run in turn from its downloaded zip, whether the last one evaluates the test split
+# bundle, the config files run in turn from its downloaded zip, whether the last one evaluates the test split
+ZIP_RUNS = [
     ("amos_ct", ["configs/train.json", "['configs/train.json','configs/evaluate.json']"], True),
     ("amos_ct_deepedit", ["configs/train.json"], False),  # no evaluate.json: train.json validates with simulated clicks
 ]

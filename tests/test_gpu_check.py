@@ -41,7 +41,10 @@ def table_rows(report):
 def test_dry_run_runs_every_part_and_every_check_passes(tmp_path, shared_data):
     result, report = run_check(tmp_path, shared_data, "--dry-run", "--jobs", "2")
     log = report.with_suffix(".log")
-    details = f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}\n--- log ---\n{log.read_text()[-6000:] if log.exists() else ''}"
+    details = (
+        f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}\n--- log ---\n"
+        f"{log.read_text()[-6000:] if log.exists() else ''}"
+    )
     assert result.returncode == 0, details
     rows = table_rows(report)
     wholes = {part: status for part, check, _, status in rows if check == "whole part"}

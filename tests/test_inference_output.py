@@ -208,8 +208,8 @@ def test_fast_preset_sets_the_sliding_window_overlap(options, overlap):
 
 
 def test_fast_preset_on_the_command_line(tmp_path, shared_data):
-    """``monai.bundle run inference.json --fast true``: the sliding window runs as many windows as MONAI's sliding window
-    at overlap 0.25 (its progress bar on stderr), fewer than the default 0.5, and writes the labels."""
+    """``monai.bundle run inference.json --fast true``: the sliding window runs as many windows as MONAI's sliding
+    window at overlap 0.25 (its progress bar on stderr), fewer than the default 0.5, and writes the labels."""
     bundle = copy_bundle("amos_ct", tmp_path)
     image = str(shared_data / CT)
     window = {"inferer#roi_size": [48, 48, 32], "pixdim": [3.0, 3.0, 3.0], "displayable_configs#sw_batch_size": 1}

@@ -419,7 +419,8 @@ def test_fft_and_direct_conv_give_same_loss_and_gradients():
 def test_bfloat16_cpu_training_gradients_at_a_two_voxel_deep_bottleneck(net_class, kwargs, one_thread):
     """A 32³ patch has a 2³ bottleneck, where oneDNN's bfloat16 3³ convolution backward gives wrong weight gradients
     (often ~1e35; issue 25). Under bfloat16 autocast the bottleneck block's gradients stay finite and near the float64
-    ones: measured relative error 0.19–0.23 (bfloat16 elsewhere in the network), 0.8 to inf without the float32 guard."""
+    ones: measured relative error 0.19–0.23 (bfloat16 elsewhere in the network), 0.8 to inf without the float32
+    guard."""
     for seed in range(3):
         torch.manual_seed(seed)
         net = net_class(1, 3, feature_size=4, depths=(1, 1, 1, 1), hidden_size=32, **kwargs)

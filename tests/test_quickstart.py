@@ -17,7 +17,8 @@ from rep3d_networks.data.specs import get_dataset_spec
 from rep3d_networks.package import sha256
 
 # A reduced quickstart that still learns: 150 iterations on 6 phantom cases of 40³ (4 training, 1 validation, 1 test),
-# about 75 CPU-seconds. Held-out mean Dice at this size, seeds 0 / 1 / 2: 0.447 / 0.426 / 0.290; the untrained network 0.010.
+# about 75 CPU-seconds. Held-out mean Dice at this size, seeds 0 / 1 / 2: 0.447 / 0.426 / 0.290; the untrained
+# network 0.010.
 REDUCED = {"iterations": 150, "num_cases": 6, "size": 40}
 MIN_MEAN_DICE = 0.2
 
@@ -90,7 +91,8 @@ def real_ct_runs(tmp_path_factory, shared_data):
 
 
 def test_real_ct_model_command(real_ct_runs, shared_data, repo_root, monkeypatch):
-    """``python -m rep3d_networks.real_ct`` on a tiny setting: results table, checkpoint, inference, MONAI Label app load."""
+    """``python -m rep3d_networks.real_ct`` on a tiny setting: results table, checkpoint, inference, MONAI Label app
+    load."""
     out, stdout = real_ct_runs[0]
     assert "pixdim: [1.5, 1.5, 2.0] in the paper recipe, [3.0, 3.0, 3.0] here" in stdout
     assert "optimizer#weight_decay: 0.08 in the paper recipe, 0.01 here" in stdout
@@ -147,7 +149,8 @@ def test_real_ct_model_is_reproducible(real_ct_runs):
 
 
 def test_real_ct_crop_centres_every_present_class_alike():
-    """The real-CT command's crop, parsed as train.json parses it, centres crops on a tiny organ as often as on a large one."""
+    """The real-CT command's crop, parsed as train.json parses it, centres crops on a tiny organ as often as on a large
+    one."""
     from monai.bundle import ConfigParser
 
     from rep3d_networks.bundles.recipe import class_balanced_crop
@@ -171,8 +174,9 @@ def test_real_ct_crop_centres_every_present_class_alike():
 
 
 def test_real_ct_sampler_draws_slabs_by_their_classes(tmp_path):
-    """The real-CT command's sampler, weighted by :func:`class_counts` of the labels and parsed as train.json's dataloader
-    parses it, draws a slab with 13 classes 13 times as often as one of air; no weights, or a zero one, is an error."""
+    """The real-CT command's sampler, weighted by :func:`class_counts` of the labels and parsed as train.json's
+    dataloader parses it, draws a slab with 13 classes 13 times as often as one of air; no weights, or a zero one, is an
+    error."""
     import nibabel as nib
     from monai.bundle import ConfigParser
 

@@ -40,7 +40,8 @@ def header(dry_run: bool, command: str, seconds: float) -> List[str]:
     return [
         f"# {title}",
         "",
-        f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; command: `{command}`; whole run {seconds:.0f} s",
+        f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; command: `{command}`; "
+        f"whole run {seconds:.0f} s",
         f"- GPU: {gpu_description()}",
         f"- CPU: {cpu}; python {platform.python_version()}",
         f"- torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}",

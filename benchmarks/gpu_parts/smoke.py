@@ -62,7 +62,8 @@ def train(ctx, sizes, bundle, data_dir):
     trainer = workflow.parser.get_parsed_content("train#trainer")
     loss = from_engine(["loss"], first=True)(trainer.state.output)
     result = (
-        f"{trainer.state.iteration} iterations in {time.perf_counter() - start:.1f} s (whole run, validation included), "
+        f"{trainer.state.iteration} iterations in {time.perf_counter() - start:.1f} s "
+        "(whole run, validation included), "
         f"amp={trainer.amp}, last loss {float(loss):.4f}"
     )
     if not (bundle / "models" / "model.pt").is_file():

@@ -188,7 +188,8 @@ class MaskGenerator(nn.Module):
         layers = []
         for i in range(config.layers):
             if config.kernel_size > 1:
-                # nn.Conv3d(groups=G) computed by the fast dwconv3d (the CPU backward of nn.Conv3d costs ~40 ms per call here)
+                # nn.Conv3d(groups=G) computed by the fast dwconv3d (the CPU backward of nn.Conv3d costs ~40 ms per
+                # call here)
                 layers.append(DepthwiseConv3d(groups, config.kernel_size, bias=False))
             layers.append(generator_norm(config.norm_affine, kernel_size, groups))
             if i < config.layers - 1:

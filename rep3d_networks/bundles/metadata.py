@@ -53,7 +53,8 @@ def texts(spec: BundleSpec) -> Dict[str, str]:
         return {
             "name": spec.title,
             "task": f"Segmentation of {spec.target} with Rep3D",
-            "description": "Rep3D (21x21x21 depthwise kernels re-weighted during training by a learnable receptive-field "
+            "description": "Rep3D (21x21x21 depthwise kernels re-weighted during training by a learnable "
+            "receptive-field "
             f"mask, folded away for inference) for segmentation of {spec.target}. Trained from scratch with "
             "the recipe of the Rep3D paper (appendix A.2). No trained weights are published yet.",
             "changelog": "initial release: Rep3D (LRBM) network with the paper's training recipe; no trained weights "
@@ -63,7 +64,8 @@ def texts(spec: BundleSpec) -> Dict[str, str]:
     return {
         "name": f"{spec.title} with clicks (DeepEdit)",
         "task": f"Interactive (click-guided) and automatic segmentation of {spec.target} with Rep3D (DeepEdit)",
-        "description": "Interactive, click-guided Rep3D (DeepEdit): the network gets the CT plus one guidance channel per "
+        "description": "Interactive, click-guided Rep3D (DeepEdit): the network gets the CT plus one guidance "
+        "channel per "
         f"label (Gaussian-smoothed user clicks), {channels} input channels, and predicts the same classes as "
         f"the '{spec.base}' bundle. Trained as DeepEdit: a share of iterations without clicks (automatic "
         "mode) and the rest with clicks simulated from the prediction's errors (monai.apps.deepedit). Serve "

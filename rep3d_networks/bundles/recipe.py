@@ -137,7 +137,8 @@ def class_balanced_crop(num_classes: int) -> Config:
     """Not the paper's: a replacement for :data:`CROP` for small CPU runs on real CT (``rep3d_networks.real_ct``, the
     ``convergence`` study's ``ct``). MONAI's RandCropByLabelClassesd with equal ratios centres each crop on a voxel of a
     class drawn uniformly from the classes present (MONAI drops absent ones), so a 300-voxel adrenal gland is a crop
-    centre as often as the liver; the recipe's pos/neg crop centres half its crops on a random foreground voxel, mostly liver."""
+    centre as often as the liver; the recipe's pos/neg crop centres half its crops on a random foreground voxel, mostly
+    liver."""
     return target(
         "RandCropByLabelClassesd",
         keys=KEYS,
@@ -157,10 +158,10 @@ SAMPLER = "train#dataloader#sampler"  # not set in train.json: the dataloader sh
 def class_weighted_sampling(class_counts: List[int]) -> Config:
     """Not the paper's: train.json overrides for the real-CT slabs (``rep3d_networks.real_ct``, the ``convergence``
     study's ``ct``), with :func:`class_balanced_crop`. torch's ``WeightedRandomSampler`` as :data:`SAMPLER` (and
-    ``shuffle`` off, which a sampler requires) draws training case ``i`` in proportion to ``class_counts[i]``, the number
-    of classes it holds (background included); with the crop's uniform class draw every (case, class) pair is then
-    equally likely, so an organ is a crop centre in proportion to the cases that hold it. With uniform shuffling, one
-    organ-rich slab among five of pelvis and air gets a sixth of the iterations."""
+    ``shuffle`` off, which a sampler requires) draws training case ``i`` in proportion to ``class_counts[i]``, the
+    number of classes it holds (background included); with the crop's uniform class draw every (case, class) pair is
+    then equally likely, so an organ is a crop centre in proportion to the cases that hold it. With uniform shuffling,
+    one organ-rich slab among five of pelvis and air gets a sixth of the iterations."""
     if not class_counts or min(class_counts) < 1:
         raise ValueError(f"class_counts must be positive, one per training case, got {class_counts}")
     sampler = target(
@@ -587,7 +588,10 @@ def distributed_steps() -> Config:
     return {
         "initialize": [
             "$import torch.distributed as dist",
-            "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
+            (
+                "$dist.is_initialized() or "
+                "dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')"
+            ),
             "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
             "$monai.utils.set_determinism(seed=0)",
         ],

@@ -86,7 +86,8 @@ def render(bundles_dir: str = "bundles", check: bool = False) -> List[str]:
     """Renders the seven bundles into ``bundles_dir``, or with ``check`` only compares.
 
     Returns:
-        The files (relative to ``bundles_dir``) that differed from their rendering (and were rewritten unless ``check``).
+        The files (relative to ``bundles_dir``) that differed from their rendering (and were rewritten unless
+        ``check``).
 
     Raises:
         FileNotFoundError: ``bundles_dir`` lacks a bundle's model card.

@@ -23,12 +23,18 @@ DEEPEDIT_REFERENCES = (
     "Diaz-Pinto A, et al. MONAI Label: A framework for AI-assisted interactive labeling of 3D medical images. "
     "Medical Image Analysis 2024. https://arxiv.org/abs/2203.12362",
 )
-AMOS_SOURCE = "AMOS22 (MICCAI 2022 Abdominal Multi-organ Segmentation Challenge), {} cases: https://amos22.grand-challenge.org/ , download https://zenodo.org/record/7262581"
+AMOS_SOURCE = (
+    "AMOS22 (MICCAI 2022 Abdominal Multi-organ Segmentation Challenge), {} cases: "
+    "https://amos22.grand-challenge.org/ , download https://zenodo.org/record/7262581"
+)
 AMOS_REFERENCE = (
     "Ji Y, et al. AMOS: A Large-Scale Abdominal Multi-Organ Benchmark for Versatile Medical Image Segmentation. "
     "NeurIPS 2022 Datasets and Benchmarks. https://arxiv.org/abs/2206.08023"
 )
-KITS_SOURCE = "KiTS21 (MICCAI 2021 Kidney and Kidney Tumor Segmentation Challenge): https://kits-challenge.org/kits21/ , data via https://github.com/neheller/kits21"
+KITS_SOURCE = (
+    "KiTS21 (MICCAI 2021 Kidney and Kidney Tumor Segmentation Challenge): https://kits-challenge.org/kits21/ , "
+    "data via https://github.com/neheller/kits21"
+)
 KITS_REFERENCE = (
     "Heller N, et al. The KiTS19 challenge data: 300 kidney tumor cases with clinical context, CT semantic "
     "segmentations, and surgical outcomes. arXiv:1904.00445 (2019); KiTS21 challenge: https://kits-challenge.org/kits21/"

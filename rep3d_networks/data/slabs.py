@@ -1,4 +1,5 @@
-"""Disjoint z-slabs of one volume (``totalseg``) and their class-aware datalist (the real-CT model, the convergence study)."""
+"""Disjoint z-slabs of one volume (``totalseg``) and their class-aware datalist (the real-CT model, the convergence
+study)."""
 
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -34,14 +35,18 @@ def slab_classes(dataset: str, dataset_dir: Path) -> Tuple[Dict[str, Tuple[int, 
 
 
 def class_aware_datalist(dataset: str, dataset_dir: Path) -> dict:
-    """The datalist of the slabs under ``dataset_dir`` split by :func:`class_aware_split` (slab z-ranges in its metadata)."""
+    """The datalist of the slabs under ``dataset_dir`` split by :func:`class_aware_split` (slab z-ranges in its
+    metadata)."""
     spec = get_dataset_spec(dataset)
     ranges, classes = slab_classes(dataset, dataset_dir)
     metadata = {
         "dataset": dataset,
         "fold": 0,
         "class_names": list(spec.class_names),
-        "split": "class-aware (rep3d_networks.data.splits.class_aware_split): held-out slabs hold only organs of training slabs",
+        "split": (
+            "class-aware (rep3d_networks.data.splits.class_aware_split): "
+            "held-out slabs hold only organs of training slabs"
+        ),
         "slab_slices": {case: list(r) for case, r in ranges.items()},
     }
     return build_datalist(

@@ -258,7 +258,8 @@ def write_totalseg_dataset(
     pair = source_pair(spec, ct_source)
     description = (
         f"Built by rep3d_networks.data totalseg from the TotalSegmentator example volumes {pair.image} / {pair.label} "
-        f"(Apache-2.0): {num_cases} z-slabs (possibly overlapping) of ONE subject; labels are TotalSegmentator predictions mapped "
+        f"(Apache-2.0): {num_cases} z-slabs (possibly overlapping) of ONE subject; "
+        "labels are TotalSegmentator predictions mapped "
         f"to {spec.name} classes"
         + ("; tumour/cyst labels are SYNTHETIC blobs painted into label and image." if with_lesions else ".")
     )

@@ -108,14 +108,15 @@ class LabelNamesd(MapTransform):
 class GuidanceListsd(MapTransform):
     """Keeps every label's click list through the collation between two of DeepEdit's simulated interactions.
 
-    MONAI's ``Interaction`` collates and decollates the data between its click rounds. A label whose click list is
-    empty comes back as ``None``, and when every label's list is empty the batch of one comes back as one item per
-    label, each holding a label name as its clicks and all but the first without the network's prediction. ``AddRandomGuidanceDeepEditd`` and ``Activationsd`` then fail (``'NoneType'
-    object is not iterable``, ``'str' object has no attribute 'items'``, ``softmax(): argument 'input' ... must be
-    Tensor, not NoneType``), so ``max_interactions > 1`` fails in a later round (MONAI 1.5 and 1.6). This transform,
-    last in the click transforms, stores each label's clicks as JSON text, the form MONAI's own
-    ``AddInitialSeedPointMissingLabelsd`` gives them and that its click transforms read, which collation keeps as
-    is; it also mends a list or dict already lost (``None``, or the dict collapsed to a key).
+    MONAI's ``Interaction`` collates and decollates the data between its click rounds. A label whose click list is empty
+    comes back as ``None``, and when every label's list is empty the batch of one comes back as one item per label, each
+    holding a label name as its clicks and all but the first without the network's prediction.
+    ``AddRandomGuidanceDeepEditd`` and ``Activationsd`` then fail (``'NoneType' object is not iterable``, ``'str' object
+    has no attribute 'items'``, ``softmax(): argument 'input' ... must be Tensor, not NoneType``), so
+    ``max_interactions > 1`` fails in a later round (MONAI 1.5 and 1.6). This transform, last in the click transforms,
+    stores each label's clicks as JSON text, the form MONAI's own ``AddInitialSeedPointMissingLabelsd`` gives them and
+    that its click transforms read, which collation keeps as is; it also mends a list or dict already lost (``None``, or
+    the dict collapsed to a key).
 
     Args:
         keys: the guidance key(s), e.g. ``"guidance"`` (a dict label name -> clicks).

@@ -274,10 +274,10 @@ def _run_block(block: nn.Module, depth: int, *inputs: torch.Tensor) -> torch.Ten
     """``block(*inputs)``; in float32 when the CPU's bfloat16 convolution would give it wrong weight gradients.
 
     torch's CPU (oneDNN) backward of a dense bfloat16 ``conv3d`` returns wrong weight gradients (off by 100 % or more,
-    often ~1e35, from uninitialised memory) when the input's first spatial size is above 1 and below the kernel size
-    and there are ≥ 16 channels; float32, float16 and depthwise convolutions are right, and so is the forward pass
-    (measured with torch 2.14.1 and 2.15.0, tests/test_network.py). The decoder's convolutions are 3³, so a block whose feature map
-    is 2 voxels deep — the bottleneck of a 32-voxel-deep patch — leaves bfloat16 autocast while gradients are
+    often ~1e35, from uninitialised memory) when the input's first spatial size is above 1 and below the kernel size and
+    there are ≥ 16 channels; float32, float16 and depthwise convolutions are right, and so is the forward pass (measured
+    with torch 2.14.1 and 2.15.0, tests/test_network.py). The decoder's convolutions are 3³, so a block whose feature
+    map is 2 voxels deep — the bottleneck of a 32-voxel-deep patch — leaves bfloat16 autocast while gradients are
     recorded: it is a few voxels, so float32 costs nothing. Without this, bfloat16 CPU training diverged (issue 25).
 
     Args:

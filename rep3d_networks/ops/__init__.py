@@ -1,4 +1,5 @@
-"""Large-kernel depthwise 3D convolution: :func:`dwconv3d` and its method choice (``dwconv``), the FFT path (``fft``)."""
+"""Large-kernel depthwise 3D convolution: :func:`dwconv3d` and its method choice (``dwconv``), the FFT path
+(``fft``)."""
 
 from rep3d_networks.ops.dwconv import _choose_method, dwconv3d
 from rep3d_networks.ops.fft import _fast_len

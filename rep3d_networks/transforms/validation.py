@@ -28,7 +28,8 @@ class ValidateVolumed(MapTransform):
     finite values; ``label_key`` must hold integer class ids in ``0 .. num_classes - 1`` (an empty label is
     allowed and logged) and lie on the grid of every other key (same shape and affine up to the storage axis
     order, within ``tolerance`` voxel). Every key must have a plausible voxel spacing and at most ``max_voxels``
-    voxels (:func:`check_geometry`; also checked by :class:`LoadVolumed` from NIfTI headers). Errors are :class:`VolumeError` naming the file(s) and the problem.
+    voxels (:func:`check_geometry`; also checked by :class:`LoadVolumed` from NIfTI headers). Errors are
+    :class:`VolumeError` naming the file(s) and the problem.
 
     Args:
         keys: keys of the volumes to check (e.g. ``["image", "label"]``).

@@ -358,7 +358,8 @@ class Rep3DDICOMwebDatastore(DICOMWebDatastore):
 
 
 def display_colour(name: str, value: int) -> List[int]:
-    """The colour viewers draw a segment in: upstream's anatomy colour table (Slicer's), else a tab20 colour by value."""
+    """The colour viewers draw a segment in: upstream's anatomy colour table (Slicer's), else a tab20 colour by
+    value."""
     if name in GENERIC_ANATOMY_COLORS:
         return list(GENERIC_ANATOMY_COLORS[name])[:3]
     return [round(255 * c) for c in matplotlib.colormaps["tab20"](value % 20)[:3]]
@@ -377,8 +378,10 @@ def check_transfer_syntaxes(series_id: str, instances: List[Dataset]) -> None:
                 status_code=400,
                 detail=(
                     f"Series {series_id!r}: instance {instance.get('SOPInstanceUID', '?')} is stored as "
-                    f"{UID(syntax).name if syntax else 'an unknown transfer syntax'} ({syntax}), which the app cannot decode; "
-                    f"it reads {', '.join(sorted(set(DECODABLE.values())))}. Have the PACS store or send it in one of those."
+                    f"{UID(syntax).name if syntax else 'an unknown transfer syntax'} ({syntax}), "
+                    "which the app cannot decode; "
+                    f"it reads {', '.join(sorted(set(DECODABLE.values())))}. "
+                    "Have the PACS store or send it in one of those."
                 ),
             )
 
