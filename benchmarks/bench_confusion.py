@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_precision import case_arguments, class_names, label_stage, load_network, load_parser, reference_labels  # noqa: E402
+from bench_precision import case_arguments, class_names, label_stage, load_network, load_parser, reference_labels
 
 
 def confusion(parser, network, cases, num_classes: int) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rep3d_networks.ops import _choose_method, dwconv3d  # noqa: E402
+from rep3d_networks.ops import _choose_method, dwconv3d
 
 STAGES = [(48, 48), (96, 24), (192, 12), (384, 6)]  # (channels, spatial size) for a 96^3 input, feature size 48
 

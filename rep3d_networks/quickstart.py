@@ -24,14 +24,14 @@ import fire
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from monai.bundle import ConfigParser, run  # noqa: E402
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigParser, run
 
-from rep3d_networks.bundles.recipe import AFFINE, CROP, SAMPLER  # noqa: E402
-from rep3d_networks.data.cli import phantom, prepare  # noqa: E402
+from rep3d_networks.bundles.recipe import AFFINE, CROP, SAMPLER
+from rep3d_networks.data.cli import phantom, prepare
 
 BUNDLE = "amos_ct"
 SMALL_NETWORK = {"network_def#feature_size": 8, "network_def#hidden_size": 32}

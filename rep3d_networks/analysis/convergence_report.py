@@ -13,12 +13,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from rep3d_networks.analysis.convergence import MODELS, REP3D_VARIANTS  # noqa: E402
-from rep3d_networks.analysis.plots import VARIANT_COLOURS  # noqa: E402
-from rep3d_networks.analysis.reports import markdown_table, mean_std, write_json  # noqa: E402
+from rep3d_networks.analysis.convergence import MODELS, REP3D_VARIANTS
+from rep3d_networks.analysis.plots import VARIANT_COLOURS
+from rep3d_networks.analysis.reports import markdown_table, mean_std, write_json
 
 DOCS_BEGIN = "<!-- convergence-study:begin (written by python -m rep3d_networks.analysis convergence --docs_file) -->"
 DOCS_END = "<!-- convergence-study:end -->"

@@ -6,12 +6,12 @@ from typing import Dict, List
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from rep3d_networks.analysis.kernel_geometry import CENTRE_MAX_DISTANCE, PERIPHERY_MIN_DISTANCE, radial_profile  # noqa: E402
-from rep3d_networks.analysis.lr_field import run_label  # noqa: E402
-from rep3d_networks.analysis.masks import initial_mask  # noqa: E402
+from rep3d_networks.analysis.kernel_geometry import CENTRE_MAX_DISTANCE, PERIPHERY_MIN_DISTANCE, radial_profile
+from rep3d_networks.analysis.lr_field import run_label
+from rep3d_networks.analysis.masks import initial_mask
 
 PLANE_NAMES = ("axis 0 (z) = centre", "axis 1 (y) = centre", "axis 2 (x) = centre")
 VARIANT_COLOURS = {"vanilla": "tab:gray", "csla": "tab:orange", "fixed": "tab:blue", "lrbm": "tab:red"}
