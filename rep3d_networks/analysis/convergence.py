@@ -401,7 +401,7 @@ def run_study(
     for name, model, seed, future in futures:
         try:
             records.append(future.result())
-        except Exception:
+        except Exception:  # any failure of one run: reported below with the run's name
             failures.append(f"{name} {model} seed {seed}:\n{traceback.format_exc()}")
     if failures:
         raise RuntimeError("convergence runs failed:\n" + "\n".join(failures))
