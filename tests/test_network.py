@@ -340,6 +340,20 @@ def test_folded_model_is_scriptable():
     assert (y_script - y).abs().max() <= 1e-5 * y.abs().max()
 
 
+def test_folded_model_answers_with_the_weights_it_holds_now():
+    """A folded model caches its kernels' FFTs (``KernelSpectrumCache``); weights loaded into it afterwards are the
+    ones used (the checkpoint a server reloads after a training)."""
+    torch.manual_seed(0)
+    first, second = (Rep3D(1, 2, deploy=True, conv_method="fft", **TINY).eval() for _ in range(2))
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        before, expected = first(x), second(x)
+        first.load_state_dict(second.state_dict())
+        after = first(x)
+    assert not torch.allclose(before, expected)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+
+
 def test_fold_method_and_idempotence():
     """``fold()`` returns the model; a second ``fold()`` changes no weight and no output."""
     torch.manual_seed(0)

@@ -196,3 +196,25 @@ def test_cuda_fft_matches_direct():
     got = _run(lambda x, w, b: dwconv3d(x, w, b, method="fft"), x, w, b, grad_out)
     for g, r in zip(got, ref):
         assert _rel_err(g, r) < 1e-3  # cuDNN may use TF32
+
+
+def test_kernel_spectrum_cache_reuses_and_follows_the_kernel():
+    """The cached kernel transform gives the uncached result, is reused while the kernel is the same tensor with the
+    same contents, and is recomputed after an in-place change (as ``load_state_dict`` makes) or for another size."""
+    from rep3d_networks.ops.fft import KernelSpectrumCache
+
+    gen = torch.Generator().manual_seed(3)
+    x, w = torch.randn(1, 3, 9, 8, 7, generator=gen), torch.randn(3, 1, 7, 7, 7, generator=gen)
+    cache = KernelSpectrumCache()
+    first = dwconv3d(x, w, method="fft", kernel_spectra=cache)
+    spectrum = cache._spectrum
+    assert _rel_err(first, F.conv3d(x, w, padding=3, groups=3)) < TOL
+    assert torch.equal(dwconv3d(x, w, method="fft", kernel_spectra=cache), first) and cache._spectrum is spectrum
+    with torch.no_grad():
+        w.mul_(-2)
+    changed = dwconv3d(x, w, method="fft", kernel_spectra=cache)
+    assert cache._spectrum is not spectrum and _rel_err(changed, -2 * first) < TOL
+    other = x[..., :5]
+    assert (
+        _rel_err(dwconv3d(other, w, method="fft", kernel_spectra=cache), F.conv3d(other, w, padding=3, groups=3)) < TOL
+    )

@@ -49,6 +49,7 @@ from rep3d_networks.blocks.reparam_state import (
     module_form,
 )
 from rep3d_networks.ops import dwconv3d
+from rep3d_networks.ops.fft import KernelSpectrumCache
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,7 @@ class ReparamDepthwiseConv3d(nn.Module):
         self.reparam = reparam
         self.conv_method = conv_method
         self.folded = deploy
+        self.kernel_spectra = KernelSpectrumCache()
         # what a training-form twin needs, to fold an unfolded state dict while loading (see reparam_state)
         self.training_form = dict(
             channels=channels,
@@ -337,7 +339,8 @@ class ReparamDepthwiseConv3d(nn.Module):
         weight = self.effective_weight()
         if torch.jit.is_scripting() or torch.jit.is_tracing():  # exporters see a plain depthwise conv
             return F.conv3d(x, weight, self.bias, padding=self.kernel_size // 2, groups=self.channels)
-        return dwconv3d(x, weight, self.bias, method=self.conv_method)
+        spectra = self.kernel_spectra if self.folded else None  # a folded kernel is the same from call to call
+        return dwconv3d(x, weight, self.bias, method=self.conv_method, kernel_spectra=spectra)
 
     @torch.no_grad()
     def fold(self) -> None:

@@ -56,6 +56,12 @@ Method choice ("auto"):
     ``k >= 11`` (``n >= 24``).  Both methods scale linearly in batch x channels, so these
     crossovers do not depend much on them (fft amortises the kernel transform over the batch).
 
+    Re-measured for channels-last inference (issue 29; 2026-12-06, Intel Xeon with AVX512-BF16/AMX, 2 threads,
+    forward only, 192 channels as Rep3D's 12³ stage, ``--crossover --crossover_n 8 12 16 --crossover_k 11 13 15 17
+    21 --crossover_channels 192``): n=12 k=17 1.06, k=21 1.08 (a tie: direct is not faster here); n=16 k=17 2.52,
+    k=21 2.24; n=8 0.38-0.83. The rule stands. A channels-last input costs fft a copy to NCDHW (its transform of a
+    channels-last tensor was ~2x slower) and both methods return the input's memory format.
+
     CUDA, measured on an NVIDIA H200 (torch 2.11.0+cu130, cuDNN 9.19; ``benchmarks/gpu_check.sh`` part
     dwconv_speed, 2026-12-04, ``../shared/gpu/2026-12-04/gpu_check_report.md``; float32, batch 2, the channel
     count of Rep3D's stage at that size, "same" padding; ratio direct (cuDNN) / fft, > 1: fft faster; at n=6 the
@@ -82,7 +88,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from rep3d_networks.ops.fft import FFTDepthwiseConv3d
+from rep3d_networks.ops.fft import FFTDepthwiseConv3d, KernelSpectrumCache
 
 __all__ = ["dwconv3d"]
 
@@ -95,6 +101,7 @@ def dwconv3d(
     bias: torch.Tensor | None = None,
     padding: int | Sequence[int] | str | None = None,
     method: str = "auto",
+    kernel_spectra: KernelSpectrumCache | None = None,
 ) -> torch.Tensor:
     """Depthwise 3D cross-correlation, same result as ``F.conv3d(x, weight, bias, padding=padding, groups=C)``.
 
@@ -106,6 +113,7 @@ def dwconv3d(
             input's spatial size); ``"valid"``: 0; an int or a 3-tuple of ints ``>= 0``.
         method: ``"direct"`` (``F.conv3d``), ``"fft"`` (FFT with hand-written backward) or
             ``"auto"`` (picks the faster one from shape, kernel, device and whether grad is needed).
+        kernel_spectra: for a kernel that rarely changes (a folded network's), a cache of its FFT (the "fft" method).
 
     Returns:
         ``[B, C, D', H', W']`` in the dtype of ``x`` (computed in float32, or float64).
@@ -126,7 +134,7 @@ def dwconv3d(
         if method == "direct":
             out = _direct(xc, wc, bc, pads)
         else:
-            out = FFTDepthwiseConv3d.apply(xc, wc, bc, pads)
+            out = FFTDepthwiseConv3d.apply(xc, wc, bc, pads, kernel_spectra)
     return out.to(x.dtype)
 
 
