@@ -5,6 +5,9 @@
 * ``auto``: on CUDA the float16 autocast that MONAI's ``amp=True`` used before; on a CPU with native bfloat16
   (AVX512-BF16 or AMX, see :func:`cpu_has_bf16`) bfloat16 autocast; float32 elsewhere.
 
+On a CPU the network also runs channels-last (:func:`rep3d_networks.nets.layout.channels_last_inference`: the same
+maths, ~1.5x faster convolutions; ``cpu_channels_last=False`` turns it off). GPUs keep NCDHW (unmeasured there).
+
 Only the network's forward runs under autocast; its output is cast back to float32, so the sliding-window blending,
 the softmax and the label output are computed as in float32. The large-kernel convolution
 (:func:`rep3d_networks.ops.dwconv3d`) leaves autocast and computes in float32 whatever the precision.
@@ -13,11 +16,15 @@ Why this is hand-written: MONAI 1.5's evaluators enter ``torch.autocast("cuda")`
 bfloat16 on a CPU, and MONAI Label's infer tasks call the bundle's inferer without any autocast.
 """
 
+import contextlib
 import logging
 from typing import Any, Callable, Optional
 
 import torch
 from monai.inferers import SlidingWindowInferer
+from torch import nn
+
+from rep3d_networks.nets.layout import channels_last_inference
 
 __all__ = ["PRECISIONS", "PrecisionSlidingWindowInferer", "autocast_dtype", "check_precision", "cpu_has_bf16"]
 
@@ -85,15 +92,17 @@ class PrecisionSlidingWindowInferer(SlidingWindowInferer):
 
     Args:
         precision: ``"auto"``, ``"float32"`` or ``"bfloat16"`` (module docstring).
+        cpu_channels_last: run an ``nn.Module`` network channels-last on a CPU (module docstring).
         args, kwargs: those of :class:`~monai.inferers.SlidingWindowInferer`.
 
     Raises:
         ValueError: an unknown ``precision`` (at construction, before any data is read).
     """
 
-    def __init__(self, *args: Any, precision: str = "auto", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, precision: str = "auto", cpu_channels_last: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.precision = check_precision(precision)
+        self.cpu_channels_last = cpu_channels_last
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> Any:
         device_type = torch.device(self.sw_device or inputs.device).type
@@ -101,6 +110,10 @@ class PrecisionSlidingWindowInferer(SlidingWindowInferer):
         logger.info(
             f"precision {self.precision} on {device_type}: {'float32' if dtype is None else f'{dtype} autocast'}"
         )
-        if dtype is not None:
-            network = autocast_network(network, device_type, dtype)
-        return super().__call__(inputs, network, *args, **kwargs)
+        layout = contextlib.nullcontext()
+        if self.cpu_channels_last and device_type == "cpu" and isinstance(network, nn.Module):
+            layout = channels_last_inference(network)
+        with layout:
+            if dtype is not None:
+                network = autocast_network(network, device_type, dtype)
+            return super().__call__(inputs, network, *args, **kwargs)
