@@ -18,6 +18,7 @@ this process right after the requests (server). ``ratio`` = seconds / floor::
 
     nice -n 10 python benchmarks/bench_inference.py                      # -> benchmarks/results/inference_cpu.md
     python benchmarks/bench_inference.py --images example_ct_sm --paths bundle --settings fast
+    python benchmarks/bench_inference.py --images example_ct_sm --paths bundle --settings default --ncdhw
     python benchmarks/bench_inference.py --override network_def#feature_size=8 --synthetic-shape 96 96 48
 """
 
@@ -70,19 +71,19 @@ class WindowCounter:
         self.seconds += time.perf_counter() - self.begin
 
 
-def one_window_s(network, in_channels: int, roi, batch: int, repeats: int = 1) -> float:
-    """Seconds per window of the fastest of ``repeats`` forward passes of ``batch`` windows of size ``roi`` (the
-    sliding window's ``sw_batch_size``), eval mode, no gradients."""
+def one_window_s(network, in_channels: int, inferer, repeats: int = 1) -> float:
+    """Seconds per window of the fastest of ``repeats`` calls of the bundle's ``inferer`` on ``sw_batch_size`` windows
+    of its ``roi_size`` (one window each: the network at the inferer's precision and layout), no gradients."""
     import torch
 
-    x = torch.zeros(batch, in_channels, *roi)
+    x = torch.zeros(inferer.sw_batch_size, in_channels, *inferer.roi_size)
     times = []
     with torch.no_grad():
         for _ in range(repeats):
             begin = time.perf_counter()
-            network(x)
+            inferer(x, network)
             times.append(time.perf_counter() - begin)
-    return min(times) / batch
+    return min(times) / inferer.sw_batch_size
 
 
 def measure_bundle(bundle: str, image: str, fast: bool, output_dir: str) -> dict:
@@ -110,9 +111,7 @@ def measure_bundle(bundle: str, image: str, fast: bool, output_dir: str) -> dict
     inferer = workflow.parser.get_parsed_content("inferer")
     windows, network_s = counter.windows, counter.seconds
     measure_begin = time.perf_counter()
-    window_s = one_window_s(
-        network, workflow.parser.get_parsed_content("network_def#in_channels"), inferer.roi_size, inferer.sw_batch_size
-    )
+    window_s = one_window_s(network, workflow.parser.get_parsed_content("network_def#in_channels"), inferer)
     return {
         "seconds": seconds,
         "peak_gb": peak,
@@ -194,7 +193,7 @@ def parent_window_s(bundle: Path) -> float:
     parser.update({"bundle_root": str(bundle), "device": "$torch.device('cpu')"})
     network = parser.get_parsed_content("network").eval()
     inferer = parser.get_parsed_content("inferer")
-    return one_window_s(network, parser["network_def"]["in_channels"], inferer.roi_size, inferer.sw_batch_size)
+    return one_window_s(network, parser["network_def"]["in_channels"], inferer)
 
 
 def floor_rows(bundle: Path, images: dict, settings, window_s: float) -> list:
@@ -262,7 +261,8 @@ def table(rows, images: dict, overrides: dict, command: str, load_start: str) ->
         "workflow in a fresh process (`seconds`: create, run, finalize: loading the network, preprocessing, sliding "
         "window, output stage, writing; `process` adds Python's and MONAI's imports), `num_workers` 0; `server`: "
         "`MONAILabelClient.infer` wall time (the server's own total beside it). `floor` = windows × one window's "
-        "forward at the inferer's batch size (`bundle`: measured in the same process after the run; `server` and "
+        "forward through the bundle's inferer (its precision and layout) at its batch size (`bundle`: measured in the "
+        "same process after the run; `bundle, NCDHW`: the network in NCDHW (`--ncdhw`); `server` and "
         "`floor only`: the fastest `bundle` row of this run, else measured in this process, or `--window-s`). "
         "`network` = seconds "
         "inside the network during the run (server: its `infer` latency, the whole sliding window). "
@@ -324,12 +324,19 @@ def run(args) -> str:
             images["synthetic"] = synthetic_ct(
                 scratch / "synthetic_ct.nii", tuple(args.synthetic_shape), args.synthetic_spacing
             )
+        bundles = {"bundle": bundle}
+        if args.ncdhw:  # the same bundle and weights with the network in NCDHW (before issue 29), rows side by side
+            bundles["bundle, NCDHW"] = shutil.copytree(bundle, scratch / "ncdhw" / MODEL)
+            write_overrides(
+                bundles["bundle, NCDHW"] / "configs" / "inference.json", {"inferer#cpu_channels_last": False}
+            )
         rows = []
         if "bundle" in args.paths:
             for name, image in ((n, images[n]) for n in args.images):
                 for setting in args.settings:
-                    rows.append(("bundle", name, setting, run_bundle_child(bundle, image, SETTINGS[setting], scratch)))
-                    print(rows[-1], flush=True)
+                    for path, copy in reversed(bundles.items()):
+                        rows.append((path, name, setting, run_bundle_child(copy, image, SETTINGS[setting], scratch)))
+                        print(rows[-1], flush=True)
         if "server" in args.paths:
             served = {n: images[n] for n in (args.images if args.server_images is None else args.server_images)}
             (scratch / "server").mkdir()
@@ -342,7 +349,7 @@ def run(args) -> str:
             )
         floor_only = {n: images[n] for n in args.floor_only}
         if any(path == "server" for path, *_ in rows) or floor_only:
-            measured = [r["window_s"] for path, *_, r in rows if path == "bundle" and "window_s" in r]
+            measured = [r["window_s"] for path, *_, r in rows if path == "bundle" and "window_s" in r]  # not NCDHW
             window_s = args.window_s or (min(measured) if measured else parent_window_s(bundle))
             for path, _, _, row in rows:
                 if path == "server" and "error" not in row:
@@ -378,6 +385,11 @@ def main() -> None:
         type=float,
         help="one window's seconds for the server and floor-only rows "
         "(default: the fastest of this run's bundle rows, else measured here)",
+    )
+    parser.add_argument(
+        "--ncdhw",
+        action="store_true",
+        help="bundle rows also with the network in NCDHW (inferer#cpu_channels_last false), each before its default",
     )
     parser.add_argument("--weights", help="a training checkpoint for models/model.pt (default: random weights)")
     parser.add_argument("--start-timeout-s", type=float, default=300)

@@ -19,6 +19,7 @@ first-call overhead is noise)::
     python benchmarks/bench_model.py --train_size 48         # quicker, smaller training patch
     python benchmarks/bench_model.py --device cuda
     python benchmarks/bench_model.py --precision --repeats 2  # CPU inference: float32 / bfloat16 / TorchScript / ONNX
+    python benchmarks/bench_model.py --layout --compile --train_size 64  # CPU: today's path vs channels-last
 """
 
 import argparse
@@ -341,9 +342,24 @@ def main() -> None:
         action="store_true",
         help="only the folded network's eval forward: float32 vs bfloat16 vs TorchScript vs ONNX (CPU)",
     )
+    parser.add_argument(
+        "--layout",
+        action="store_true",
+        help="only the folded network's eval forward on a CPU: today's code path vs channels-last (model_layout.py)",
+    )
+    parser.add_argument("--baseline_ref", default="206f9ad", help="--layout: git revision of today's code path")
+    parser.add_argument("--compile", action="store_true", help="--layout: add a torch.compile row")
+    parser.add_argument("--rounds", type=int, default=2, help="--layout: rounds of all rows, the fastest kept")
     args = parser.parse_args()
     if args.precision:
         return precision_main(args)
+    if args.layout:
+        from model_layout import layout_main
+
+        text = layout_main(args, run_isolated, machine_info, cpu_flags)
+        print(text)
+        Path(args.output or Path(__file__).parent / "results" / "model_layout_cpu.md").write_text(text)
+        return None
     common = dict(
         device=args.device,
         feature_size=args.feature_size,

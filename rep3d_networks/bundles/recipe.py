@@ -264,7 +264,15 @@ def validate_section() -> Config:
     return {
         "preprocessing": target("Compose", transforms="%train#deterministic_transforms"),
         **data_pipeline("validate", "validation", shuffle=False),
-        "inferer": target("SlidingWindowInferer", roi_size="@roi_size", sw_batch_size=2, overlap=0.5),
+        # float32 as MONAI's SlidingWindowInferer (the evaluator's ``amp`` still applies on CUDA); on a CPU the
+        # network runs channels-last for the call (rep3d_networks.nets.layout) and is put back for training
+        "inferer": target(
+            "rep3d_networks.inferers.PrecisionSlidingWindowInferer",
+            roi_size="@roi_size",
+            sw_batch_size=2,
+            overlap=0.5,
+            precision="float32",
+        ),
         "postprocessing": "%train#postprocessing",
         "checkpoint_saver": target(
             "rep3d_networks.handlers.AtomicCheckpointSaver",
