@@ -19,7 +19,7 @@ first-call overhead is noise)::
     python benchmarks/bench_model.py --train_size 48         # quicker, smaller training patch
     python benchmarks/bench_model.py --device cuda
     python benchmarks/bench_model.py --precision --repeats 2  # CPU inference: float32 / bfloat16 / TorchScript / ONNX
-    python benchmarks/bench_model.py --layout --compile --train_size 64  # CPU: today's path vs channels-last
+    python benchmarks/bench_model.py --layout --train_size 64 --rounds 3  # CPU: today's path vs channels-last
 """
 
 import argparse
@@ -350,6 +350,7 @@ def main() -> None:
     parser.add_argument("--baseline_ref", default="206f9ad", help="--layout: git revision of today's code path")
     parser.add_argument("--compile", action="store_true", help="--layout: add a torch.compile row")
     parser.add_argument("--rounds", type=int, default=2, help="--layout: rounds of all rows, the fastest kept")
+    parser.add_argument("--pairs", type=int, default=5, help="--layout: alternated NCDHW / channels-last forwards")
     args = parser.parse_args()
     if args.precision:
         return precision_main(args)

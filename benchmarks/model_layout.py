@@ -7,7 +7,11 @@ Each row is one 96³ patch (paper size by default) through the folded Rep3D in i
   today's code path, NCDHW, float32 and bfloat16 autocast;
 * the other rows run this working tree: NCDHW and channels-last (:func:`rep3d_networks.nets.layout
   .channels_last_inference`, what the bundles' inferer does on a CPU), float32 and bfloat16, and with ``--compile``
-  ``torch.compile`` on top of bfloat16 channels-last.
+  ``torch.compile`` on top of bfloat16 channels-last;
+* after them, a paired measurement in one process of this tree, NCDHW and channels-last forwards alternated
+  (``--pairs``), robust to the drift of a shared machine's speed.
+
+After the rows, a training step, today's path vs this tree (the layout work must not slow it).
 
 Work: the forward's FLOPs counted by forward hooks (2 per multiply-add): dense convolutions and transposed
 convolutions as their MACs, the large-kernel depthwise layers as the taps that land inside the input (what direct
@@ -18,6 +22,7 @@ against the reference row (today's float32).
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,6 +123,41 @@ def measure_layout(task: dict) -> dict:
     return result
 
 
+def measure_layout_pairs(task: dict) -> dict:
+    """Runs in a fresh process (this tree): per dtype, ``pairs`` forwards in NCDHW and channels-last alternated, each
+    after one warm-up of both; returns the median of the per-pair time ratios channels-last / NCDHW (a drift of the
+    machine's speed hits both forwards of a pair alike) and the median times."""
+    from rep3d_networks import Rep3D
+    from rep3d_networks.nets.layout import channels_last_inference
+
+    torch.set_num_threads(task["threads"])
+    torch.manual_seed(0)
+    net = Rep3D(1, task["out_channels"], feature_size=task["feature_size"], deploy=True).eval()
+    x = torch.randn(1, 1, *[task["size"]] * 3)
+
+    def forward(channels_last: bool, bf16: bool) -> float:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            start = time.perf_counter()
+            if channels_last:
+                with channels_last_inference(net):  # entered per call, as the inferer does
+                    net(x)
+            else:
+                net(x)
+            return time.perf_counter() - start
+
+    result = {}
+    for dtype in ("float32", "bfloat16"):
+        bf16 = dtype == "bfloat16"
+        forward(False, bf16), forward(True, bf16)
+        times = [(forward(False, bf16), forward(True, bf16)) for _ in range(task["pairs"])]
+        result[dtype] = {
+            "ratio": statistics.median(cl / nc for nc, cl in times),
+            "ncdhw": statistics.median(nc for nc, _ in times),
+            "channels_last": statistics.median(cl for _, cl in times),
+        }
+    return result
+
+
 def measure_training_step(task: dict) -> dict:
     """Runs in a fresh process: one row of :data:`TRAINING_ROWS`, minimum of ``repeats`` steps after a warm-up."""
     if task["package_root"]:
@@ -203,6 +243,17 @@ def layout_main(args, run_isolated, machine_info, cpu_flags) -> str:
             for name, package in TRAINING_ROWS
         }
         print(f"[bench_model --layout] training steps: {training}", flush=True)
+        pairs = run_isolated(
+            dict(
+                size=args.size,
+                feature_size=args.feature_size,
+                out_channels=args.out_channels,
+                threads=args.threads,
+                pairs=args.pairs,
+            ),
+            measure_layout_pairs,
+        )
+        print(f"[bench_model --layout] paired: {pairs}", flush=True)
     today = {dtype: rows[f"today, {dtype}"]["seconds"] for dtype in ("float32", "bfloat16")}
     lines = [
         f"# Folded Rep3D inference on a CPU: today's code path ({args.baseline_ref}) vs channels-last",
@@ -238,5 +289,13 @@ def layout_main(args, run_isolated, machine_info, cpu_flags) -> str:
         f"Training step (unfolded LRBM Rep3D, float32, NCDHW, {args.train_size}³, forward + backward + AdamW, minimum "
         f"of {args.repeats} after a warm-up, each in its own process): today {before:.2f} s, new {after:.2f} s "
         f"({after / before:.3f}x).",
+        "",
+        f"Layout alone, paired (this tree, one process, {args.pairs} pairs of forwards NCDHW then channels-last per "
+        "dtype, the layout entered per forward as the inferer does; median of the per-pair ratios): "
+        + "; ".join(
+            f"{dtype} {p['channels_last']:.2f} s vs {p['ncdhw']:.2f} s, **{p['ratio']:.3f}x**"
+            for dtype, p in pairs.items()
+        )
+        + ".",
     ]
     return "\n".join(lines) + "\n"

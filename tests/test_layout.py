@@ -115,7 +115,8 @@ def test_everything_is_restored_on_exit():
 
 def test_inferer_runs_channels_last_on_a_cpu_and_matches_ncdhw():
     """``PrecisionSlidingWindowInferer`` (the bundles' and the app's inferer) runs the network channels-last on a
-    CPU by default; float32 output within 1e-5 of NCDHW, which ``cpu_channels_last=False`` keeps exactly."""
+    CPU when asked (here "true", as a bundle command line gives it); float32 output within 1e-5 of NCDHW, which
+    ``cpu_channels_last=False`` keeps exactly."""
     net = _small_rep3d(deploy=True).eval()
     x = torch.randn(1, 1, 40, 32, 36)
     seen = []
@@ -126,8 +127,23 @@ def test_inferer_runs_channels_last_on_a_cpu_and_matches_ncdhw():
         plain = SlidingWindowInferer(**settings)(x, net)
         ncdhw = PrecisionSlidingWindowInferer(precision="float32", cpu_channels_last=False, **settings)(x, net)
         assert not any(seen)
-        channels_last = PrecisionSlidingWindowInferer(precision="float32", **settings)(x, net)
+        channels_last = PrecisionSlidingWindowInferer(precision="float32", cpu_channels_last="true", **settings)(x, net)
     assert seen and all(seen[-2:])
     torch.testing.assert_close(ncdhw, plain, rtol=0, atol=0)
     assert _rel_err(channels_last, plain) < TOL
     assert all(p.is_contiguous() for p in net.parameters())
+
+
+@pytest.mark.parametrize("width, expected", [(8, False), (16, True)])
+def test_inferer_auto_layout_follows_the_network_width(width, expected):
+    """``cpu_channels_last="auto"`` (the default): channels-last only for networks whose first convolution is at least
+    16 wide (narrower ones measured slower channels-last); a bad value is refused at construction."""
+    net = _small_rep3d(feature_size=width, deploy=True).eval()
+    weight = net.decoder.up_blocks[0].conv_block.conv1.conv.weight
+    seen = []
+    net.encoder.register_forward_pre_hook(lambda m, i: seen.append(_channels_last(weight)))
+    with torch.no_grad():
+        PrecisionSlidingWindowInferer(roi_size=[32, 32, 32], precision="float32")(torch.randn(1, 1, 32, 32, 32), net)
+    assert seen == [expected]
+    with pytest.raises(ValueError, match="cpu_channels_last"):
+        PrecisionSlidingWindowInferer(roi_size=[32, 32, 32], cpu_channels_last="sometimes")

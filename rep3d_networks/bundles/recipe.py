@@ -264,7 +264,7 @@ def validate_section() -> Config:
     return {
         "preprocessing": target("Compose", transforms="%train#deterministic_transforms"),
         **data_pipeline("validate", "validation", shuffle=False),
-        # float32 as MONAI's SlidingWindowInferer (the evaluator's ``amp`` still applies on CUDA); on a CPU the
+        # float32 as MONAI's SlidingWindowInferer (the evaluator's ``amp`` still applies on CUDA); on a CPU a wide
         # network runs channels-last for the call (rep3d_networks.nets.layout) and is put back for training
         "inferer": target(
             "rep3d_networks.inferers.PrecisionSlidingWindowInferer",
