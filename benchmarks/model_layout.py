@@ -203,6 +203,9 @@ def layout_main(args, run_isolated, machine_info, cpu_flags) -> str:
     with tempfile.TemporaryDirectory() as workdir:
         root = baseline_package(args.baseline_ref, Path(workdir))
         reference = str(Path(workdir) / "reference.pt")
+        network = dict(
+            feature_size=args.feature_size, out_channels=args.out_channels, threads=args.threads
+        )  # every process's network and threads
         # rounds: every row once per round, the fastest round kept (the machine's speed drifts by minutes; each row
         # gets several chances at a quiet moment, in the same order)
         for round_index in range(args.rounds):
@@ -215,10 +218,8 @@ def layout_main(args, run_isolated, machine_info, cpu_flags) -> str:
                     channels_last=channels_last,
                     compiled=compiled,
                     size=args.size,
-                    feature_size=args.feature_size,
-                    out_channels=args.out_channels,
-                    threads=args.threads,
                     repeats=args.repeats,
+                    **network,
                     warmup=1,
                     reference=None if name == ROWS[0][0] else reference,
                 )
@@ -233,26 +234,15 @@ def layout_main(args, run_isolated, machine_info, cpu_flags) -> str:
                 dict(
                     package_root=root if package == "baseline" else None,
                     size=args.train_size,
-                    feature_size=args.feature_size,
-                    out_channels=args.out_channels,
-                    threads=args.threads,
                     repeats=args.repeats,
+                    **network,
                 ),
                 measure_training_step,
             )["seconds"]
             for name, package in TRAINING_ROWS
         }
         print(f"[bench_model --layout] training steps: {training}", flush=True)
-        pairs = run_isolated(
-            dict(
-                size=args.size,
-                feature_size=args.feature_size,
-                out_channels=args.out_channels,
-                threads=args.threads,
-                pairs=args.pairs,
-            ),
-            measure_layout_pairs,
-        )
+        pairs = run_isolated(dict(size=args.size, pairs=args.pairs, **network), measure_layout_pairs)
         print(f"[bench_model --layout] paired: {pairs}", flush=True)
     today = {dtype: rows[f"today, {dtype}"]["seconds"] for dtype in ("float32", "bfloat16")}
     lines = [
