@@ -143,8 +143,10 @@ def write_config(bundle: Path, config: str, overrides: Dict) -> None:
     ConfigParser.export_config_file(parser.get(), str(path), indent=4)
 
 
-def serve_ready(bundle: Path, overrides: Dict) -> None:
-    """Writes the network, grid and window overrides into the copy's ``inference.json``."""
+def serve_ready(bundle: Path, source: str, overrides: Dict) -> None:
+    """The copy's ``inference.json``: the repository bundle's current one with the network, grid and window
+    overrides (also for a copy trained earlier: weights stay valid when only the serving pipeline changes)."""
+    shutil.copy(REPO_BUNDLES / source / "configs" / "inference.json", bundle / "configs" / "inference.json")
     write_config(bundle, "inference.json", overrides)
 
 
@@ -324,7 +326,10 @@ def main(
         name, source, network = MODELS[model]
         bundle = out / "bundles" / name
         if (bundle / TRAINED).exists():
-            print(f"[click_models] {name}: trained already ({bundle / TRAINED}), not trained again")
+            record = json.loads((bundle / TRAINED).read_text())
+            serve_ready(bundle, source, record["serving"])
+            print(f"[click_models] {name}: trained already ({bundle / TRAINED}), not trained again; inference.json "
+                  "rewritten from the repository's bundle")
             continue
         fresh_copy(source, bundle, datalist)
         clicks, click_lines = click_overrides(bundle, click_options) if source != "amos_ct" else ({}, [])
@@ -341,16 +346,15 @@ def main(
         began = time.perf_counter()
         best = train_copy(bundle, overrides)
         minutes = (time.perf_counter() - began) / 60
-        serve_ready(
-            bundle,
-            {
-                **network,
-                **grid,
-                "inferer#roi_size": patch,
-                **{k: v for k, v in clicks.items() if k == "guidance_sigma"},
-            },
-        )
+        serving = {
+            **network,
+            **grid,
+            "inferer#roi_size": patch,
+            **{k: v for k, v in clicks.items() if k == "guidance_sigma"},
+        }
+        serve_ready(bundle, source, serving)
         record = {
+            "serving": serving,
             "model": model,
             "iterations": iterations,
             "best_validation_dice": best,

@@ -90,8 +90,13 @@ def test_click_models_phantom_copies(phantom_run):
     assert len(training) >= 10 and not digests & {sha256(p) for p in (out / "heldout" / "images").iterdir()}
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in COPIES)
+    stale = out / "bundles" / "amos_ct_deepedit" / "configs" / "inference.json"
+    stale.write_text(stale.read_text().replace('"CropForegroundd"', '"SpatialPadd"'))  # an older serving pipeline
     again = run_command("--dataset", "phantom", "--output_dir", str(out), "--iterations", "2")
     assert again.stdout.count("not trained again") == 3  # a second command never replaces trained weights
+    served = ConfigParser.load_config_file(str(stale))  # but serves with the repository's current pipeline
+    assert "CropForegroundd" in [t["_target_"] for t in served["preprocessing"]["transforms"]]
+    assert served["guidance_sigma"] == 1.5 and served["inferer"]["roi_size"] == [32, 32, 32]  # its own settings
 
 
 def test_click_models_copy_serves_clicks(phantom_run, tmp_path):

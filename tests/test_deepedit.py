@@ -15,7 +15,7 @@ from app_helpers import CT, TINY, TINY_INFERENCE, save_random_weights, write_ove
 from bundle_helpers import REPO_ROOT, check_label_matches_image, copy_bundle, make_dataset, run_bundle
 from monai.apps.deepedit.transforms import AddGuidanceFromPointsDeepEditd
 from monai.bundle import ConfigParser, verify_metadata
-from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+from monai.transforms import Compose, CropForegroundd, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 
 from rep3d_networks.deepedit import GuidanceListsd, GuidanceToImageGridd, map_points
 
@@ -66,9 +66,11 @@ def test_bundle_files_metadata_and_labels(name, bundle_schema):
 
 
 def write_oblique_phantom(path: Path, bright_voxel) -> np.ndarray:
-    """A volume stored LPI with permuted axes (not RAS) and anisotropic voxels, bright at one voxel."""
+    """A volume stored LPI with permuted axes (not RAS) and anisotropic voxels: a body (a box away from every
+    border, so that a foreground crop moves the grid's origin) bright at one voxel inside it."""
     affine = np.array([[0.0, -2.0, 0.0, 40.0], [-1.5, 0.0, 0.0, 30.0], [0.0, 0.0, -3.0, 20.0], [0, 0, 0, 1.0]])
     volume = np.zeros((30, 20, 12), np.float32)
+    volume[4:27, 3:16, 2:11] = 100.0
     volume[tuple(bright_voxel)] = 1000.0
     nib.save(nib.Nifti1Image(volume, affine), str(path))
     return affine
@@ -98,8 +100,9 @@ def test_training_keeps_the_label_values_and_label_names(tmp_path):
     assert most_common_organ(data["label"]) == most_common_organ(nib.load(str(label)).dataobj) == 6  # the liver
 
 
-def test_clicks_follow_orientation_and_resampling(tmp_path):
-    """A click on a voxel of the file lands on that voxel's position after ``Orientationd`` and ``Spacingd``."""
+def test_clicks_follow_orientation_resampling_and_the_body_crop(tmp_path):
+    """A click on a voxel of the file lands on that voxel's position after ``Orientationd``, ``Spacingd`` and the
+    inference's foreground crop (``CropForegroundd``, which moves the grid's origin)."""
     click = [22, 5, 9]
     write_oblique_phantom(tmp_path / "phantom.nii.gz", click)
     pipeline = Compose(
@@ -111,10 +114,13 @@ def test_clicks_follow_orientation_and_resampling(tmp_path):
             ),
             Orientationd("image", axcodes="RAS"),
             Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="nearest"),
+            CropForegroundd("image", source_key="image"),
             GuidanceToImageGridd("guidance", ref_image="image"),
         ]
     )
     data = pipeline({"image": str(tmp_path / "phantom.nii.gz"), "organ": [click], "background": [[-50, 0, 0]]})
+    uncropped = Compose(pipeline.transforms[:-2])({"image": str(tmp_path / "phantom.nii.gz")})["image"]
+    assert all(c < u for c, u in zip(data["image"].shape[1:], uncropped.shape[1:]))  # the crop moved the origin
     bright = np.argwhere(np.asarray(data["image"][0]) > 500)
     assert len(bright) > 0
     distance = np.min(np.abs(bright - np.asarray(data["guidance"]["organ"][0])).max(axis=1))

@@ -139,17 +139,17 @@ def inference(base: Config, data: DatasetSpec) -> Config:
     config = with_keys(base, "num_workers", {**class_keys(data), "clicks": {}})
     config["imports"] = [i for i in base["imports"] if i != "$import copy"]  # no ensemble overlay
     config["network_def"] = {**base["network_def"], "in_channels": IN_CHANNELS}
-    # no body crop: clicks arrive as indices of the input's grid, and MONAI's guidance transforms follow a change of
-    # spacing but not the offset of a crop
-    base_transforms = [t for t in base["preprocessing"]["transforms"] if t["_target_"] != "CropForegroundd"]
+    # The body crop of training and validation stays (without it the network sees the air outside the body, which
+    # training never shows it: the phantom's DeepEdit Rep3D scored 0.50 without clicks served, 0.85 validated);
+    # GuidanceToImageGridd maps the clicks through the affines, the crop's offset included, after it.
     transforms = inserted(
-        base_transforms,
+        base["preprocessing"]["transforms"],
         "rep3d_networks.transforms.ValidateVolumed",
         [target("AddGuidanceFromPointsDeepEditd", ref_image="image", guidance="guidance", label_names="@label_names")],
     )
     transforms = inserted(
         transforms,
-        "ScaleIntensityRangePercentilesd",
+        "CropForegroundd",
         [target("rep3d_networks.deepedit.GuidanceToImageGridd", keys="guidance", ref_image="image"), guidance_signal()],
     )
     config["preprocessing"] = target("Compose", transforms=transforms)
