@@ -125,7 +125,7 @@ def train_initial_model(bundle: Path, cases: Path, datalist: Dict, iterations: i
     began = time.perf_counter()
     best = train_copy(bundle, train)
     minutes = (time.perf_counter() - began) / 60
-    serve_ready(bundle, {**NETWORK, "inferer#roi_size": SETTINGS["phantom"][0]})
+    serve_ready(bundle, MODEL, {**NETWORK, "inferer#roi_size": SETTINGS["phantom"][0]})
     write_config(bundle, "train.json", {k: v for k, v in train.items() if k not in RUN_LENGTH and k != "dataset_dir"})
     record = {
         "cases": [item["image"] for item in datalist["training"]],

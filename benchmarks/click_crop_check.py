@@ -1,0 +1,55 @@
+"""A DeepEdit copy of ``python -m rep3d_networks.click_models`` served without clicks through two inference
+configs (e.g. the bundle's ``inference.json`` before and after a change): mean organ Dice per held-out image.
+
+    git show 66b9e5c~1:bundles/amos_ct_deepedit/configs/inference.json > /tmp/inference_nocrop.json
+    python benchmarks/click_crop_check.py click_models_phantom --other /tmp/inference_nocrop.json
+
+Each run is ``monai.bundle run`` of the config with the copy's serving overrides (``trained.json``), as the app runs it.
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import fire
+import nibabel as nib
+import numpy as np
+
+from rep3d_networks.click_models import REPO_BUNDLES, TRAINED
+
+
+def label(config: Path, bundle: Path, image: Path, serving: dict) -> np.ndarray:
+    with tempfile.TemporaryDirectory() as out:
+        args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--bundle_root", str(bundle)]
+        args += ["--meta_file", str(bundle / "configs" / "metadata.json"), "--datalist", f"['{image}']"]
+        args += ["--output_dir", out, "--num_workers", "0"]
+        for key, value in serving.items():
+            args += [f"--{key}", json.dumps(value)]
+        subprocess.run(args, check=True, capture_output=True)
+        return np.asarray(nib.load(next(Path(out).rglob("*_seg.nii.gz"))).dataobj)
+
+
+def main(models_dir: str, other: str, bundle: str = "amos_ct_deepedit") -> None:
+    """Prints mean organ Dice (no clicks) per held-out image: the repository's inference.json vs ``other``."""
+    root, copy = Path(models_dir), Path(models_dir) / "bundles" / bundle
+    serving = json.loads((copy / TRAINED).read_text())["serving"]
+    configs = {"repository": REPO_BUNDLES / bundle / "configs" / "inference.json", "other": Path(other)}
+    means = {name: [] for name in configs}
+    for image in sorted((root / "heldout" / "images").glob("*.nii.gz")):
+        reference = np.asarray(nib.load(root / "heldout" / "labels" / image.name).dataobj)
+        for name, config in configs.items():
+            pred = label(config, copy, image, serving)
+            organs = [v for v in np.unique(reference) if v > 0]
+            dice = [
+                2 * ((pred == v) & (reference == v)).sum() / ((pred == v).sum() + (reference == v).sum())
+                for v in organs
+            ]
+            means[name].append(float(np.mean(dice)))
+            print(f"{image.name} {name}: {means[name][-1]:.3f}", flush=True)
+    print("mean " + ", ".join(f"{name} {np.mean(v):.3f}" for name, v in means.items()))
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
