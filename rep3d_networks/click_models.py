@@ -328,8 +328,10 @@ def main(
         if (bundle / TRAINED).exists():
             record = json.loads((bundle / TRAINED).read_text())
             serve_ready(bundle, source, record["serving"])
-            print(f"[click_models] {name}: trained already ({bundle / TRAINED}), not trained again; inference.json "
-                  "rewritten from the repository's bundle")
+            print(
+                f"[click_models] {name}: trained already ({bundle / TRAINED}), not trained again; inference.json "
+                "rewritten from the repository's bundle"
+            )
             continue
         fresh_copy(source, bundle, datalist)
         clicks, click_lines = click_overrides(bundle, click_options) if source != "amos_ct" else ({}, [])
