@@ -8,27 +8,14 @@ Each run is ``monai.bundle run`` of the config with the copy's serving overrides
 """
 
 import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import fire
 import nibabel as nib
 import numpy as np
+from click_guidance_check import dice, run_bundle  # this folder is on sys.path when run as a script
 
 from rep3d_networks.click_models import REPO_BUNDLES, TRAINED
-
-
-def label(config: Path, bundle: Path, image: Path, serving: dict) -> np.ndarray:
-    with tempfile.TemporaryDirectory() as out:
-        args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--bundle_root", str(bundle)]
-        args += ["--meta_file", str(bundle / "configs" / "metadata.json"), "--datalist", f"['{image}']"]
-        args += ["--output_dir", out, "--num_workers", "0"]
-        for key, value in serving.items():
-            args += [f"--{key}", json.dumps(value)]
-        subprocess.run(args, check=True, capture_output=True)
-        return np.asarray(nib.load(next(Path(out).rglob("*_seg.nii.gz"))).dataobj)
 
 
 def main(models_dir: str, other: str, bundle: str = "amos_ct_deepedit") -> None:
@@ -40,13 +27,8 @@ def main(models_dir: str, other: str, bundle: str = "amos_ct_deepedit") -> None:
     for image in sorted((root / "heldout" / "images").glob("*.nii.gz")):
         reference = np.asarray(nib.load(root / "heldout" / "labels" / image.name).dataobj)
         for name, config in configs.items():
-            pred = label(config, copy, image, serving)
-            organs = [v for v in np.unique(reference) if v > 0]
-            dice = [
-                2 * ((pred == v) & (reference == v)).sum() / ((pred == v).sum() + (reference == v).sum())
-                for v in organs
-            ]
-            means[name].append(float(np.mean(dice)))
+            pred = run_bundle(copy, image, {}, config=config, overrides=serving)
+            means[name].append(float(np.mean([dice(reference, pred, v) for v in np.unique(reference) if v > 0])))
             print(f"{image.name} {name}: {means[name][-1]:.3f}", flush=True)
     print("mean " + ", ".join(f"{name} {np.mean(v):.3f}" for name, v in means.items()))
 

@@ -26,9 +26,11 @@ from rep3d_networks.analysis.clicks import deepest_voxel, voxel_spacing
 BUNDLES = ("amos_ct_deepedit", "amos_ct_deepedit_dynunet")
 
 
-def run_bundle(bundle: Path, image: Path, clicks: dict) -> np.ndarray:
-    """The bundle's label for ``image`` with ``clicks`` (label name -> voxel indices of the image)."""
+def run_bundle(bundle: Path, image: Path, clicks: dict, config: Path = None, overrides: dict = None) -> np.ndarray:
+    """The bundle's label for ``image`` with ``clicks`` (label name -> voxel indices of the image), through its own
+    ``configs/inference.json`` or ``config``, with ``overrides`` (config id -> value) on the command line."""
     configs = bundle / "configs"
+    options = [arg for key, value in (overrides or {}).items() for arg in (f"--{key}", json.dumps(value))]
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
             [
@@ -37,7 +39,7 @@ def run_bundle(bundle: Path, image: Path, clicks: dict) -> np.ndarray:
                 "monai.bundle",
                 "run",
                 "--config_file",
-                str(configs / "inference.json"),
+                str(config or configs / "inference.json"),
                 "--bundle_root",
                 str(bundle),
                 "--meta_file",
@@ -50,6 +52,7 @@ def run_bundle(bundle: Path, image: Path, clicks: dict) -> np.ndarray:
                 "0",
                 "--clicks",
                 json.dumps(clicks),
+                *options,
             ],
             check=True,
             capture_output=True,

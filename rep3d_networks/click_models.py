@@ -326,11 +326,12 @@ def main(
         name, source, network = MODELS[model]
         bundle = out / "bundles" / name
         if (bundle / TRAINED).exists():
-            record = json.loads((bundle / TRAINED).read_text())
-            serve_ready(bundle, source, record["serving"])
+            serving = json.loads((bundle / TRAINED).read_text()).get("serving")
+            if serving is not None:  # records written before "serving" was kept leave inference.json as it is
+                serve_ready(bundle, source, serving)
             print(
                 f"[click_models] {name}: trained already ({bundle / TRAINED}), not trained again; inference.json "
-                "rewritten from the repository's bundle"
+                + ("rewritten from the repository's bundle" if serving is not None else "left as it was")
             )
             continue
         fresh_copy(source, bundle, datalist)
