@@ -8,7 +8,12 @@ from torch import nn
 
 from rep3d_networks import Rep3D
 from rep3d_networks.inferers import PrecisionSlidingWindowInferer
-from rep3d_networks.nets.layout import OneChannelScale, channels_last_inference, instance_norm_as_group_norm
+from rep3d_networks.nets.layout import (
+    OneChannelScale,
+    PointwiseLinear,
+    channels_last_inference,
+    instance_norm_as_group_norm,
+)
 from rep3d_networks.ops import dwconv3d
 
 CL = torch.channels_last_3d
@@ -65,6 +70,37 @@ def test_one_channel_scale_computes_the_pointwise_convolution(bias, autocast):
     assert _rel_err(out.float(), reference.float()) < (1e-2 if autocast else TOL)
 
 
+POINTWISE_CASES = [
+    # (threads, batch, autocast, computed as a product): PyTorch's reference-kernel case is the only product
+    (1, 2, False, True),
+    (2, 2, False, False),
+    (1, 16, False, False),
+    (1, 2, True, False),
+]
+
+
+@pytest.mark.parametrize("threads, batch, autocast, product", POINTWISE_CASES)
+def test_pointwise_linear_computes_the_pointwise_convolution(threads, batch, autocast, product, monkeypatch):
+    """Computed as a product over the channels exactly where PyTorch would take its reference kernel (float32, one
+    thread, batch < 16), otherwise by the convolution; the convolution's output either way, channels-last."""
+    torch.manual_seed(0)
+    conv = nn.Conv3d(6, 4, 1)
+    assert PointwiseLinear.computes(conv)
+    others = (nn.Conv3d(1, 4, 1), nn.Conv3d(6, 4, 3), nn.Conv3d(6, 4, 1, 2), nn.Conv3d(6, 4, 1, groups=2))
+    assert not any(PointwiseLinear.computes(c) for c in others)
+    products = []
+    x = torch.randn(batch, 6, 5, 6, 7).contiguous(memory_format=CL)
+    real_linear = nn.functional.linear
+    monkeypatch.setattr(nn.functional, "linear", lambda *a, **k: products.append(1) or real_linear(*a, **k))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        reference, out = conv(x), PointwiseLinear(conv)(x)
+    assert bool(products) == product
+    assert out.dtype == reference.dtype == (torch.bfloat16 if autocast else torch.float32)
+    assert _channels_last(out)
+    assert _rel_err(out.float(), reference.float()) < (1e-2 if autocast else TOL)
+
+
 @pytest.mark.parametrize("method", ["direct", "fft"])
 @pytest.mark.parametrize("padding", [None, (0, 2, 9)])
 def test_dwconv_keeps_the_input_memory_format(method, padding):
@@ -78,9 +114,11 @@ def test_dwconv_keeps_the_input_memory_format(method, padding):
 
 
 @pytest.mark.parametrize("deploy", [True, False])
-def test_channels_last_forward_matches_ncdhw(deploy):
-    """The whole network channels-last (decoder instance norms as group norms, weights channels-last) gives the
-    NCDHW output; inside, the activations really are channels-last."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_channels_last_forward_matches_ncdhw(deploy, threads, monkeypatch):
+    """The whole network channels-last (decoder instance norms as group norms, ``1³`` convolutions as products on
+    one thread, weights channels-last) gives the NCDHW output; inside, the activations really are channels-last."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     net = _small_rep3d(deploy=deploy).eval()
     x = torch.randn(1, 1, 32, 32, 32)
     layouts = []
@@ -89,9 +127,11 @@ def test_channels_last_forward_matches_ncdhw(deploy):
         reference = net(x)
         with channels_last_inference(net):
             norms = [type(m) for m in net.modules() if isinstance(m, (nn.InstanceNorm3d, nn.GroupNorm))]
+            pointwise = [m for m in net.modules() if isinstance(m, PointwiseLinear)]
             out = net(x)
     assert layouts == [False, True]
     assert set(norms) == {nn.GroupNorm}
+    assert pointwise  # the decoder's residual projections and the output layer
     assert _rel_err(out, reference) < TOL
 
 

@@ -13,8 +13,11 @@ network that way, and this module removes them for the duration of an inference:
   A ``1³`` convolution of a one-channel input (the residual path of the decoder's first block, on the raw image) has
   a weight that is NCDHW and channels-last at once, and oneDNN computes it slowly (0.24 s at 48 × 96³) into NCDHW;
   it is computed as what it is, a per-channel scaling of the input written channels-last (:class:`OneChannelScale`,
-  0.06 s). A forward hook on every other convolution hands its output on channels-last where oneDNN did not (a
-  no-op where it did).
+  0.06 s). Other ``1³`` convolutions (the decoder's residual projections, the output layer) are
+  :class:`PointwiseLinear`: in float32 on one thread PyTorch sends a ``1³`` kernel to its reference (THNN) kernel,
+  which copies the input and writes NCDHW (2.1 s for 96 -> 48 channels at 96³, against 0.3 s as a matrix product over
+  the channels of the channels-last input). A forward hook on every other convolution hands its output on
+  channels-last where oneDNN did not (a no-op where it did).
 
 Everything is put back on exit, so a network that is validated during training trains exactly as before.
 The large-kernel depthwise convolution (:func:`rep3d_networks.ops.dwconv3d`) returns the memory format of its input.
@@ -28,7 +31,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["OneChannelScale", "channels_last_inference", "instance_norm_as_group_norm"]
+__all__ = ["OneChannelScale", "PointwiseLinear", "channels_last_inference", "instance_norm_as_group_norm"]
 
 
 def instance_norm_as_group_norm(norm: nn.InstanceNorm3d) -> nn.GroupNorm:
@@ -86,10 +89,58 @@ class OneChannelScale(nn.Module):
         return out
 
 
+class PointwiseLinear(nn.Module):
+    """A ``Conv3d`` with a ``1³`` kernel (stride 1, no padding, one group), computed where PyTorch would run it slowly
+    as a matrix product over the channels of a channels-last input, written channels-last.
+
+    PyTorch's CPU convolution (``use_mkldnn`` in ATen's ``Convolution.cpp``) gives a ``1³`` kernel of a float32 input
+    with a batch under 16 on one thread to its reference (THNN) kernel ("THNN is faster when single-threaded"): on 3D
+    inputs it is not (measured: 0.15x-0.18x of its time as a product, module docstring); it also copies the input and
+    writes NCDHW. That case is computed by ``F.linear`` on the channels-last input viewed as ``[N, D, H, W, C]`` (no
+    copy); every other case (several threads, a large batch, autocast) keeps the convolution.
+
+    Args:
+        conv: the convolution; its parameters are used, not copied (the same state-dict keys).
+    """
+
+    def __init__(self, conv: nn.Conv3d) -> None:
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+
+    @staticmethod
+    def computes(module: nn.Module) -> bool:
+        """Whether ``module`` is a convolution this class computes."""
+        return (
+            type(module) is nn.Conv3d
+            and module.in_channels > 1
+            and module.kernel_size == (1, 1, 1)
+            and module.stride == (1, 1, 1)
+            and module.padding == (0, 0, 0)
+            and module.dilation == (1, 1, 1)
+            and module.groups == 1
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device_type = x.device.type
+        reference_kernel = (
+            device_type == "cpu"
+            and x.dtype == torch.float32
+            and not torch.is_autocast_enabled(device_type)
+            and x.shape[0] < 16
+            and torch.get_num_threads() == 1
+        )
+        if reference_kernel:
+            out = nn.functional.linear(x.movedim(1, -1), self.weight.flatten(1), self.bias).movedim(-1, 1)
+        else:
+            out = nn.functional.conv3d(x, self.weight, self.bias)
+        return out.contiguous(memory_format=torch.channels_last_3d)
+
+
 @contextlib.contextmanager
 def channels_last_inference(network: nn.Module) -> Iterator[nn.Module]:
     """Within the block, ``network`` runs channels-last: instance norms (without running statistics) are replaced by
-    :func:`instance_norm_as_group_norm`, ``1³`` convolutions of one channel by :class:`OneChannelScale`, and 5D
+    :func:`instance_norm_as_group_norm`, ``1³`` convolutions by :class:`OneChannelScale` (one input channel) or
+    :class:`PointwiseLinear` (several), and 5D
     parameters and buffers are ``channels_last_3d``; on exit the modules and the NCDHW layout are restored.
 
     Convolution outputs are handed on channels-last by forward hooks, removed on exit (module docstring).
@@ -102,6 +153,8 @@ def channels_last_inference(network: nn.Module) -> Iterator[nn.Module]:
                 replacement = instance_norm_as_group_norm(child)
             elif OneChannelScale.computes(child):
                 replacement = OneChannelScale(child)
+            elif PointwiseLinear.computes(child):
+                replacement = PointwiseLinear(child)
             if replacement is not None:
                 setattr(parent, name, replacement)
                 swapped.append((parent, name, child))
