@@ -210,3 +210,33 @@ def test_auto_precision_through_an_app_request(tmp_path, shared_data, repo_root)
             check_label(client.infer("amos_ct", "ct_sm", {"precision": "auto"})[0], studies / "ct_sm.nii.gz", 16)
             dtypes = record.read_text().split()
             assert dtypes and set(dtypes) == {str(dtype)}, Counter(dtypes)
+
+
+class _NaNUnderAutocast(torch.nn.Module):
+    """A 1³ convolution whose output is NaN where autocast is on: the intermittent fault of the served DynUNet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 3, 1)
+
+    def forward(self, x):
+        out = self.conv(x)
+        return out * float("nan") if torch.is_autocast_enabled("cpu") else out
+
+
+def test_non_finite_autocast_output_is_computed_again_in_float32(caplog):
+    """Finite inputs, non-finite bfloat16 output: the window batch is computed again without autocast (a warning
+    says so) and the answer is the float32 one; non-finite inputs are passed through, not computed twice."""
+    torch.manual_seed(0)
+    net = _NaNUnderAutocast().eval()
+    x = torch.randn(1, 1, 12, 10, 8)
+    settings = dict(roi_size=[8, 8, 8], sw_batch_size=2, overlap=0.25)
+    with torch.no_grad(), caplog.at_level("WARNING", logger="rep3d_networks.inferers"):
+        reference = PrecisionSlidingWindowInferer(precision="float32", **settings)(x, net)
+        out = PrecisionSlidingWindowInferer(precision="bfloat16", **settings)(x, net)
+        assert any("computed again in float32" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        x.fill_(float("nan"))
+        PrecisionSlidingWindowInferer(precision="bfloat16", **settings)(x, net)
+        assert not any("computed again" in r.getMessage() for r in caplog.records)
+    torch.testing.assert_close(out, reference)
