@@ -18,13 +18,14 @@ from click_guidance_check import dice, run_bundle  # this folder is on sys.path 
 from rep3d_networks.click_models import REPO_BUNDLES, TRAINED
 
 
-def main(models_dir: str, other: str, bundle: str = "amos_ct_deepedit") -> None:
-    """Prints mean organ Dice (no clicks) per held-out image: the repository's inference.json vs ``other``."""
+def main(models_dir: str, other: str, bundle: str = "amos_ct_deepedit", images: int = 0) -> None:
+    """Prints mean organ Dice (no clicks) per held-out image: the repository's inference.json vs ``other``; the first
+    ``images`` held-out images in name order (0: all)."""
     root, copy = Path(models_dir), Path(models_dir) / "bundles" / bundle
     serving = json.loads((copy / TRAINED).read_text())["serving"]
     configs = {"repository": REPO_BUNDLES / bundle / "configs" / "inference.json", "other": Path(other)}
     means = {name: [] for name in configs}
-    for image in sorted((root / "heldout" / "images").glob("*.nii.gz")):
+    for image in sorted((root / "heldout" / "images").glob("*.nii.gz"))[: images or None]:
         reference = np.asarray(nib.load(root / "heldout" / "labels" / image.name).dataobj)
         for name, config in configs.items():
             pred = run_bundle(copy, image, {}, config=config, overrides=serving)
