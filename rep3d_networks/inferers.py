@@ -92,7 +92,7 @@ def autocast_network(network: Callable, device_type: str, dtype: torch.dtype) ->
     def forward(*args: Any, **kwargs: Any) -> Any:
         with torch.autocast(device_type=device_type, dtype=dtype):
             output = _to_float32(network(*args, **kwargs))
-        if _finite(args) and not _finite(output):
+        if not _finite(output) and _finite(args):  # inputs checked only when the output is not finite
             logger.warning(f"non-finite output under {dtype} autocast from finite inputs: computed again in float32")
             output = _to_float32(network(*args, **kwargs))
         return output

@@ -49,29 +49,42 @@ def instance_norm_as_group_norm(norm: nn.InstanceNorm3d) -> nn.GroupNorm:
     return group_norm.train(norm.training)
 
 
-class OneChannelScale(nn.Module):
-    """A ``Conv3d`` from one input channel with a ``1³`` kernel, computed as ``x * weight + bias`` per output channel,
-    written channels-last, in the autocast dtype where autocast is on (as the convolution would be).
-
-    Args:
-        conv: the convolution; its parameters are used, not copied (the same state-dict keys).
-    """
+class _PointwiseConv(nn.Module):
+    """A ``Conv3d`` with a ``1³`` kernel, stride 1, no padding and one group, computed another way; its parameters are
+    used, not copied (the same state-dict keys). Subclasses say which input channel counts they compute."""
 
     def __init__(self, conv: nn.Conv3d) -> None:
         super().__init__()
         self.weight, self.bias = conv.weight, conv.bias
 
     @staticmethod
-    def computes(module: nn.Module) -> bool:
+    def takes(in_channels: int) -> bool:
+        raise NotImplementedError
+
+    @classmethod
+    def computes(cls, module: nn.Module) -> bool:
         """Whether ``module`` is a convolution this class computes."""
         return (
             type(module) is nn.Conv3d
-            and module.in_channels == 1
+            and cls.takes(module.in_channels)
             and module.kernel_size == (1, 1, 1)
             and module.stride == (1, 1, 1)
             and module.padding == (0, 0, 0)
-            and module.padding_mode == "zeros"
+            and module.groups == 1
         )
+
+
+class OneChannelScale(_PointwiseConv):
+    """A ``Conv3d`` from one input channel with a ``1³`` kernel, computed as ``x * weight + bias`` per output channel,
+    written channels-last, in the autocast dtype where autocast is on (as the convolution would be).
+
+    Args:
+        conv: the convolution.
+    """
+
+    @staticmethod
+    def takes(in_channels: int) -> bool:
+        return in_channels == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device_type = x.device.type
@@ -89,7 +102,7 @@ class OneChannelScale(nn.Module):
         return out
 
 
-class PointwiseLinear(nn.Module):
+class PointwiseLinear(_PointwiseConv):
     """A ``Conv3d`` with a ``1³`` kernel (stride 1, no padding, one group), computed where PyTorch would run it slowly
     as a matrix product over the channels of a channels-last input, written channels-last.
 
@@ -100,25 +113,12 @@ class PointwiseLinear(nn.Module):
     copy); every other case (several threads, a large batch, autocast) keeps the convolution.
 
     Args:
-        conv: the convolution; its parameters are used, not copied (the same state-dict keys).
+        conv: the convolution.
     """
 
-    def __init__(self, conv: nn.Conv3d) -> None:
-        super().__init__()
-        self.weight, self.bias = conv.weight, conv.bias
-
     @staticmethod
-    def computes(module: nn.Module) -> bool:
-        """Whether ``module`` is a convolution this class computes."""
-        return (
-            type(module) is nn.Conv3d
-            and module.in_channels > 1
-            and module.kernel_size == (1, 1, 1)
-            and module.stride == (1, 1, 1)
-            and module.padding == (0, 0, 0)
-            and module.dilation == (1, 1, 1)
-            and module.groups == 1
-        )
+    def takes(in_channels: int) -> bool:
+        return in_channels > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device_type = x.device.type
