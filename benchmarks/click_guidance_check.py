@@ -7,6 +7,10 @@ them (``AddInitialSeedPointMissingLabelsd``: one seed per label, everywhere at o
 deepest voxel, as the simulated annotator's first click on a missed organ would be.
 
     python benchmarks/click_guidance_check.py click_models_phantom --image amos_0001
+
+``--images_dir`` / ``--labels_dir`` check an image the models were trained on instead (e.g. ``<models_dir>/data/
+amos22/imagesTr`` and ``labelsTr``): a network that segments its training image as well without clicks as with them
+has learned to need nothing from its guidance channels.
 """
 
 import json
@@ -65,11 +69,14 @@ def dice(reference: np.ndarray, prediction: np.ndarray, value: int) -> float:
     return float(compute_dice(*pair, include_background=True))
 
 
-def main(models_dir: str, image: str = "amos_0001") -> None:
-    """Prints, per DeepEdit copy and organ, Dice with no clicks | every organ seeded | only this organ clicked."""
+def main(models_dir: str, image: str = "amos_0001", images_dir: str = None, labels_dir: str = None) -> None:
+    """Prints, per DeepEdit copy and organ, Dice with no clicks | every organ seeded | only this organ clicked.
+
+    ``images_dir`` / ``labels_dir``: where ``<image>.nii.gz`` and its reference are (default: the held-out ones,
+    ``<models_dir>/heldout/images`` and ``heldout/labels``)."""
     root = Path(models_dir)
-    image_path = root / "heldout" / "images" / f"{image}.nii.gz"
-    reference_image = nib.load(root / "heldout" / "labels" / f"{image}.nii.gz")
+    image_path = Path(images_dir or root / "heldout" / "images") / f"{image}.nii.gz"
+    reference_image = nib.load(Path(labels_dir or root / "heldout" / "labels") / f"{image}.nii.gz")
     reference = np.asarray(reference_image.dataobj)
     spacing = voxel_spacing(reference_image.affine)
     for name in BUNDLES:
