@@ -27,7 +27,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 install: $(VENV)/.installed
 
 # -n 2 --dist loadfile (pytest-xdist): two workers, each test file whole in one of them (its module fixtures built
-# once); the suite is CPU-bound, and one pytest process keeps only ~1.7 of CI's 2 cores busy (24.3 vs 21.2 min)
+# once); the suite is CPU-bound, and one pytest process kept only ~1.7 of 2 cores busy (two workers: ~17 min here)
 test: install
 	$(PY) -m pytest -q -ra --durations=15 -n 2 --dist loadfile
 
