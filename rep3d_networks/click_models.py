@@ -208,12 +208,29 @@ def click_overrides(bundle: Path, options: Dict) -> Tuple[Dict, List[str]]:
         overrides[key] = options[option]
         if config.get(key) != options[option]:
             lines.append(f"{key}: {config.get(key)} in the bundle, {options[option]} here ({reason})")
+    permutation = options.get("label_permutation")
+    if permutation:
+        overrides["train#iteration_update"] = {
+            "_target_": "rep3d_networks.deepedit.PermutedLabelInteraction",
+            "interaction": config.get("train#iteration_update"),
+            "probability": float(permutation),
+            "number_intensity_ch": "@number_intensity_ch",
+            "sigma": "@guidance_sigma",
+        }
+        lines.append(
+            f"train#iteration_update: MONAI's DeepEdit Interaction in the bundle, rep3d_networks.deepedit."
+            f"PermutedLabelInteraction here ({permutation} of the iterations on randomly permuted organ labels, "
+            "always with clicks: only the clicks tell the organs apart, so following them is learned)"
+        )
     return overrides, lines
 
 
 def check_click_options(options: Dict) -> None:
     """Refuses out-of-range click settings before any data is made."""
     probability, interactions, sigma = (options[k] for k in CLICK_SETTINGS)
+    permutation = options.get("label_permutation")
+    if permutation is not None and not 0.0 <= float(permutation) <= 1.0:
+        raise ValueError(f"label_permutation must be in [0, 1], got {permutation}")
     if probability is not None and not 0.0 <= float(probability) <= 1.0:
         raise ValueError(f"click_probability must be in [0, 1], got {probability}")
     if interactions is not None and int(interactions) < 1:
@@ -269,6 +286,7 @@ def main(
     click_probability: float = None,
     max_interactions: int = None,
     guidance_sigma: float = None,
+    label_permutation: float = None,
 ) -> str:
     """Trains the click study's models (module docstring) and returns the path of ``results.md``.
 
@@ -288,6 +306,8 @@ def main(
         max_interactions: DeepEdit copies: rounds of simulated clicks per click iteration (default: the bundle's).
         guidance_sigma: DeepEdit copies: Gaussian sigma of a click in voxels, for training and serving (default: the
             bundle's).
+        label_permutation: DeepEdit copies: share of training iterations on randomly permuted organ labels, with
+            clicks (``rep3d_networks.deepedit.PermutedLabelInteraction``; default: none, MONAI's DeepEdit loop).
     """
     if dataset not in SETTINGS:
         raise ValueError(f"dataset must be one of {sorted(SETTINGS)}, got {dataset!r}")
@@ -304,6 +324,7 @@ def main(
         "click_probability": click_probability,
         "max_interactions": max_interactions,
         "guidance_sigma": guidance_sigma,
+        "label_permutation": label_permutation,
     }
     check_click_options(click_options)
     if num_threads > 0:
