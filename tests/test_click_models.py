@@ -51,6 +51,8 @@ def phantom_run(tmp_path_factory):
         "3",
         "--guidance_sigma",
         "1.5",
+        "--label_permutation",
+        "0.5",
     )
 
 
@@ -71,6 +73,8 @@ def test_click_models_phantom_copies(phantom_run):
         "deepgrow_probability_train: 0.4 in the bundle, 1.0 here",
         "max_interactions: 1 in the bundle, 3 here",
         "guidance_sigma: 3 in the bundle, 1.5 here",
+        "train#iteration_update: MONAI's DeepEdit Interaction in the bundle, rep3d_networks.deepedit."
+        "PermutedLabelInteraction here (0.5 of the iterations",
     ):
         assert result.stdout.count(line) == 2, line  # both DeepEdit copies, not the automatic one
     for name in ("amos_ct_deepedit", "amos_ct_deepedit_dynunet"):  # trained and served with the same click width
@@ -143,6 +147,7 @@ def test_click_models_copy_serves_clicks(phantom_run, tmp_path):
         ({"click_probability": 1.5}, "click_probability must be in"),
         ({"max_interactions": 0}, "max_interactions must be >= 1"),
         ({"guidance_sigma": 0}, "guidance_sigma must be > 0"),
+        ({"label_permutation": -0.1}, "label_permutation must be in"),
     ],
 )
 def test_click_models_bad_arguments(args, message, tmp_path):
